@@ -1,0 +1,363 @@
+"""The run store: one SQLite database (WAL) per run directory.
+
+Tables (schema version 1, the evaluator's):
+- ``runs``: one row per run (name, created, status, config and manifest as JSON).
+- ``cycles``: per-cycle facts of a run (a JSON bag of fields the loop records).
+- ``candidates``: every program seen (source, hash, parent, mode, cycle, index, dataset).
+- ``evaluations``: one row per evaluation of a candidate (status, error kind, accuracy
+  as the mean over seeds, loss, params, FLOPs, timings, structure hash, budget, split).
+- ``seed_scores``: the per-seed accuracies of an evaluation.
+- ``errors``: the error of a failed evaluation (kind from the fixed taxonomy, stage, message).
+
+Every public write is one transaction, so a kill leaves either the whole record or
+none of it. The schema is versioned (``PRAGMA user_version``); ``MIGRATIONS`` takes
+an older store forward, and a store from a newer version is refused with a clear error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+from cenas_jax.errors import UserError
+
+STORE_FILENAME = "store.sqlite"
+APPLICATION_ID = 0x43454E41  # "CENA": marks a file as a cenas_jax store
+
+_SCHEMA_V1 = """
+CREATE TABLE runs (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    created REAL NOT NULL,
+    status TEXT NOT NULL DEFAULT 'created',
+    config_json TEXT NOT NULL DEFAULT '{}',
+    manifest_json TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE cycles (
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    cycle INTEGER NOT NULL,
+    data_json TEXT NOT NULL DEFAULT '{}',
+    updated REAL NOT NULL,
+    PRIMARY KEY (run_id, cycle)
+);
+CREATE TABLE candidates (
+    id TEXT PRIMARY KEY,
+    run_id INTEGER REFERENCES runs(id),
+    cycle INTEGER,
+    idx INTEGER,
+    mode TEXT,
+    parent_id TEXT,
+    dataset TEXT,
+    source TEXT NOT NULL,
+    source_hash TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE INDEX candidates_run_cycle ON candidates(run_id, cycle, idx);
+CREATE INDEX candidates_hash ON candidates(source_hash);
+CREATE TABLE evaluations (
+    id INTEGER PRIMARY KEY,
+    candidate_id TEXT NOT NULL REFERENCES candidates(id),
+    budget TEXT NOT NULL DEFAULT 'proxy',
+    split TEXT NOT NULL DEFAULT 'val',
+    dataset TEXT,
+    status TEXT NOT NULL,
+    stage TEXT,
+    error_kind TEXT,
+    accuracy REAL,
+    loss REAL,
+    params INTEGER,
+    flops REAL,
+    compile_s REAL,
+    train_s REAL,
+    wall_s REAL,
+    structure_hash TEXT,
+    created REAL NOT NULL
+);
+CREATE INDEX evaluations_candidate ON evaluations(candidate_id);
+CREATE TABLE seed_scores (
+    evaluation_id INTEGER NOT NULL REFERENCES evaluations(id),
+    seed INTEGER NOT NULL,
+    accuracy REAL,
+    PRIMARY KEY (evaluation_id, seed)
+);
+CREATE TABLE errors (
+    evaluation_id INTEGER NOT NULL REFERENCES evaluations(id),
+    candidate_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    stage TEXT,
+    message TEXT
+);
+CREATE INDEX errors_kind ON errors(kind);
+"""
+
+# Migration i takes a store from version i to version i + 1 (MIGRATIONS[0] creates v1).
+MIGRATIONS: list[str] = [_SCHEMA_V1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def source_hash(source: str) -> str:
+    """Hex SHA-256 of a program's text (exact text, not normalised)."""
+    return hashlib.sha256(source.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class CandidateRow:
+    """A program as stored; ``id`` is chosen by the caller (deterministic ids make resume idempotent)."""
+
+    id: str
+    source: str
+    run_id: int | None = None
+    cycle: int | None = None
+    idx: int | None = None
+    mode: str | None = None
+    parent_id: str | None = None
+    dataset: str | None = None
+
+
+class RunStore:
+    """A SQLite run store. Open with ``RunStore(path)``; ``path`` may be a run directory."""
+
+    def __init__(self, path: str | Path, *, create: bool = True) -> None:
+        p = Path(path)
+        if p.is_dir() or (not p.suffix and not p.exists()):
+            p = p / STORE_FILENAME
+        self.path = p
+        if not p.exists():
+            if not create:
+                raise UserError(f"no run store at {p}")
+            p.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._conn = sqlite3.connect(str(p), timeout=30.0, isolation_level=None)
+            self._conn.row_factory = sqlite3.Row
+            self._conn.execute("PRAGMA foreign_keys = ON")
+            mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            self._conn.execute("PRAGMA synchronous = NORMAL")
+            app_id = self._conn.execute("PRAGMA application_id").fetchone()[0]
+            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.DatabaseError as e:
+            raise UserError(f"{p} is not a cenas_jax run store (SQLite said: {e})") from e
+        self.journal_mode = mode
+        has_tables = self._conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] > 0
+        if has_tables and app_id != APPLICATION_ID:
+            self._conn.close()
+            raise UserError(f"{p} is an SQLite database but not a cenas_jax run store")
+        if version > SCHEMA_VERSION:
+            self._conn.close()
+            raise UserError(
+                f"{p} has store schema version {version}, newer than this cenas_jax supports "
+                f"({SCHEMA_VERSION}); upgrade cenas_jax to read it"
+            )
+        self._migrate(version)
+
+    # -- plumbing ---------------------------------------------------------
+
+    def _migrate(self, version: int) -> None:
+        for target in range(version, SCHEMA_VERSION):
+            with self.transaction() as c:
+                for stmt in _statements(MIGRATIONS[target]):
+                    c.execute(stmt)
+                c.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                c.execute(f"PRAGMA user_version = {target + 1}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Cursor]:
+        """One atomic write: everything inside commits together or not at all."""
+        cur = self._conn.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            yield cur
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        else:
+            try:
+                cur.execute("COMMIT")
+            except sqlite3.OperationalError as e:  # e.g. disk full at commit time
+                cur.execute("ROLLBACK")
+                raise UserError(f"could not write to the run store {self.path}: {e}") from e
+
+    @property
+    def schema_version(self) -> int:
+        return self._conn.execute("PRAGMA user_version").fetchone()[0]
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> "RunStore":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- runs and cycles ----------------------------------------------------
+
+    def create_run(self, name: str, config: Mapping[str, Any] | None = None, manifest: Mapping[str, Any] | None = None) -> int:
+        """Create a run (its ``name`` must be new); returns its id."""
+        with self.transaction() as c:
+            try:
+                c.execute(
+                    "INSERT INTO runs(name, created, config_json, manifest_json) VALUES (?,?,?,?)",
+                    (name, time.time(), json.dumps(config or {}, sort_keys=True), json.dumps(manifest or {}, sort_keys=True)),
+                )
+            except sqlite3.IntegrityError as e:
+                raise UserError(f"a run named {name!r} already exists in {self.path}") from e
+            return int(c.lastrowid)
+
+    def get_run(self, name_or_id: str | int) -> dict[str, Any] | None:
+        col = "id" if isinstance(name_or_id, int) else "name"
+        row = self._conn.execute(f"SELECT * FROM runs WHERE {col} = ?", (name_or_id,)).fetchone()
+        if row is None:
+            return None
+        d = dict(row)
+        d["config"] = json.loads(d.pop("config_json"))
+        d["manifest"] = json.loads(d.pop("manifest_json"))
+        return d
+
+    def runs(self) -> list[dict[str, Any]]:
+        return [self.get_run(int(r["id"])) for r in self._conn.execute("SELECT id FROM runs ORDER BY id")]  # type: ignore[misc]
+
+    def set_run_status(self, run_id: int, status: str) -> None:
+        with self.transaction() as c:
+            c.execute("UPDATE runs SET status = ? WHERE id = ?", (status, run_id))
+
+    def set_cycle(self, run_id: int, cycle: int, **fields: Any) -> None:
+        """Merge ``fields`` (JSON-able) into the record of ``cycle``."""
+        with self.transaction() as c:
+            row = c.execute("SELECT data_json FROM cycles WHERE run_id = ? AND cycle = ?", (run_id, cycle)).fetchone()
+            data = json.loads(row[0]) if row else {}
+            data.update(fields)
+            c.execute(
+                "INSERT OR REPLACE INTO cycles(run_id, cycle, data_json, updated) VALUES (?,?,?,?)",
+                (run_id, cycle, json.dumps(data, sort_keys=True), time.time()),
+            )
+
+    def cycles(self, run_id: int) -> list[dict[str, Any]]:
+        rows = self._conn.execute("SELECT cycle, data_json FROM cycles WHERE run_id = ? ORDER BY cycle", (run_id,))
+        return [{"cycle": r["cycle"], **json.loads(r["data_json"])} for r in rows]
+
+    # -- candidates and evaluations -----------------------------------------
+
+    def add_candidate(self, cand: CandidateRow) -> bool:
+        """Insert a candidate; returns False (and changes nothing) when its id is already stored."""
+        with self.transaction() as c:
+            if c.execute("SELECT 1 FROM candidates WHERE id = ?", (cand.id,)).fetchone():
+                return False
+            c.execute(
+                "INSERT INTO candidates(id, run_id, cycle, idx, mode, parent_id, dataset, source, source_hash, created)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (cand.id, cand.run_id, cand.cycle, cand.idx, cand.mode, cand.parent_id, cand.dataset,
+                 cand.source, source_hash(cand.source), time.time()),
+            )
+            return True
+
+    def get_candidate(self, candidate_id: str) -> dict[str, Any] | None:
+        row = self._conn.execute("SELECT * FROM candidates WHERE id = ?", (candidate_id,)).fetchone()
+        return dict(row) if row else None
+
+    def candidates(self, run_id: int | None = None, cycle: int | None = None) -> list[dict[str, Any]]:
+        q, args = "SELECT * FROM candidates WHERE 1=1", []
+        if run_id is not None:
+            q += " AND run_id = ?"
+            args.append(run_id)
+        if cycle is not None:
+            q += " AND cycle = ?"
+            args.append(cycle)
+        q += " ORDER BY cycle, idx, created"
+        return [dict(r) for r in self._conn.execute(q, args)]
+
+    def add_evaluation(
+        self,
+        candidate_id: str,
+        record: Mapping[str, Any],
+        *,
+        budget: str = "proxy",
+        split: str = "val",
+        dataset: str | None = None,
+    ) -> int:
+        """Store one evaluation record (an ``EvalRecord.to_dict()``-shaped mapping) with its seeds and error.
+
+        Keys read: status, stage, error_kind, error_message, accuracy, loss, params, flops,
+        compile_s, train_s, wall_s, structure_hash, seed_accuracies. Returns the evaluation id.
+        """
+        status = record.get("status")
+        if status not in ("ok", "error"):
+            raise ValueError(f"evaluation record for {candidate_id}: status must be 'ok' or 'error', got {status!r}")
+        if status == "error" and not record.get("error_kind"):
+            raise ValueError(f"evaluation record for {candidate_id}: an error record needs an error_kind")
+        with self.transaction() as c:
+            if not c.execute("SELECT 1 FROM candidates WHERE id = ?", (candidate_id,)).fetchone():
+                raise ValueError(f"unknown candidate {candidate_id!r}: add_candidate first")
+            c.execute(
+                "INSERT INTO evaluations(candidate_id, budget, split, dataset, status, stage, error_kind, accuracy, loss,"
+                " params, flops, compile_s, train_s, wall_s, structure_hash, created)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    candidate_id, budget, split, dataset, status, record.get("stage"), record.get("error_kind"),
+                    _num(record.get("accuracy")), _num(record.get("loss")), record.get("params"),
+                    _num(record.get("flops")), _num(record.get("compile_s")), _num(record.get("train_s")),
+                    _num(record.get("wall_s")), record.get("structure_hash"), time.time(),
+                ),
+            )
+            eval_id = int(c.lastrowid)
+            for seed, acc in enumerate(record.get("seed_accuracies") or ()):
+                c.execute("INSERT INTO seed_scores(evaluation_id, seed, accuracy) VALUES (?,?,?)", (eval_id, seed, _num(acc)))
+            if status == "error":
+                c.execute(
+                    "INSERT INTO errors(evaluation_id, candidate_id, kind, stage, message) VALUES (?,?,?,?,?)",
+                    (eval_id, candidate_id, record["error_kind"], record.get("stage"), record.get("error_message")),
+                )
+            return eval_id
+
+    def evaluations(self, candidate_id: str | None = None, *, budget: str | None = None, run_id: int | None = None) -> list[dict[str, Any]]:
+        """Evaluations (with ``seed_accuracies`` and ``error_message`` joined in), oldest first."""
+        q = (
+            "SELECT e.*, er.message AS error_message FROM evaluations e"
+            " LEFT JOIN errors er ON er.evaluation_id = e.id"
+            " LEFT JOIN candidates c ON c.id = e.candidate_id WHERE 1=1"
+        )
+        args: list[Any] = []
+        if candidate_id is not None:
+            q += " AND e.candidate_id = ?"
+            args.append(candidate_id)
+        if budget is not None:
+            q += " AND e.budget = ?"
+            args.append(budget)
+        if run_id is not None:
+            q += " AND c.run_id = ?"
+            args.append(run_id)
+        q += " ORDER BY e.id"
+        out = []
+        for r in self._conn.execute(q, args).fetchall():
+            d = dict(r)
+            seeds = self._conn.execute(
+                "SELECT accuracy FROM seed_scores WHERE evaluation_id = ? ORDER BY seed", (d["id"],)
+            ).fetchall()
+            d["seed_accuracies"] = [s[0] for s in seeds]
+            out.append(d)
+        return out
+
+    def error_counts(self, run_id: int | None = None) -> dict[str, int]:
+        q = "SELECT er.kind, count(*) FROM errors er LEFT JOIN candidates c ON c.id = er.candidate_id"
+        args: list[Any] = []
+        if run_id is not None:
+            q += " WHERE c.run_id = ?"
+            args.append(run_id)
+        q += " GROUP BY er.kind ORDER BY er.kind"
+        return {k: n for k, n in self._conn.execute(q, args)}
+
+
+def _num(x: Any) -> float | None:
+    if x is None:
+        return None
+    return float(x)
+
+
+def _statements(script: str) -> Sequence[str]:
+    """Split a schema script into statements (the schema has no semicolons inside strings)."""
+    return [s.strip() for s in script.split(";") if s.strip()]

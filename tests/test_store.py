@@ -1,0 +1,112 @@
+import multiprocessing as mp
+import os
+import signal
+import sqlite3
+
+import pytest
+
+from cenas_jax.errors import UserError
+from cenas_jax.store import SCHEMA_VERSION, CandidateRow, RunStore, source_hash
+
+
+def _ok(acc=0.5, seeds=(0.5,)):
+    return {"status": "ok", "stage": "train", "accuracy": acc, "loss": 1.0, "params": 123, "flops": 1e4,
+            "compile_s": 0.1, "train_s": 1.0, "wall_s": 1.2, "structure_hash": "abc", "seed_accuracies": list(seeds)}
+
+
+def test_roundtrip(tmp_path):
+    with RunStore(tmp_path / "run") as s:
+        assert s.journal_mode == "wal"
+        assert s.schema_version == SCHEMA_VERSION
+        rid = s.create_run("r1", config={"seed": 1}, manifest={"jax": "x"})
+        assert s.get_run("r1")["config"] == {"seed": 1}
+        assert s.add_candidate(CandidateRow(id="c0", source="A", run_id=rid, cycle=0, idx=0, mode="full"))
+        assert not s.add_candidate(CandidateRow(id="c0", source="B", run_id=rid))  # idempotent
+        assert s.get_candidate("c0")["source"] == "A"
+        assert s.get_candidate("c0")["source_hash"] == source_hash("A")
+        s.add_evaluation("c0", _ok(0.6, (0.5, 0.7)))
+        s.add_candidate(CandidateRow(id="c1", source="B", run_id=rid, cycle=0, idx=1))
+        s.add_evaluation("c1", {"status": "error", "error_kind": "shape", "stage": "shape", "error_message": "got (2, 5)"})
+        ev = s.evaluations(run_id=rid)
+        assert [e["candidate_id"] for e in ev] == ["c0", "c1"]
+        assert ev[0]["seed_accuracies"] == [0.5, 0.7]
+        assert ev[1]["error_message"] == "got (2, 5)"
+        assert s.error_counts(rid) == {"shape": 1}
+        s.set_cycle(rid, 0, gamma=0.5)
+        s.set_cycle(rid, 0, elites=["c0"])
+        assert s.cycles(rid) == [{"cycle": 0, "gamma": 0.5, "elites": ["c0"]}]
+    # reopen: everything is still there
+    with RunStore(tmp_path / "run", create=False) as s:
+        assert len(s.candidates(run_id=1, cycle=0)) == 2
+
+
+def test_bad_records_are_refused_and_nothing_is_half_written(tmp_path):
+    with RunStore(tmp_path) as s:
+        s.add_candidate(CandidateRow(id="c0", source="A"))
+        with pytest.raises(ValueError, match="error_kind"):
+            s.add_evaluation("c0", {"status": "error"})
+        with pytest.raises(ValueError, match="unknown candidate"):
+            s.add_evaluation("zz", _ok())
+        # a failure inside a transaction rolls back every statement of it
+        with pytest.raises(RuntimeError):
+            with s.transaction() as c:
+                c.execute("INSERT INTO candidates(id, source, source_hash, created) VALUES ('c9','x','h',0)")
+                raise RuntimeError("boom")
+        assert s.get_candidate("c9") is None
+        assert s.evaluations() == []
+
+
+def test_duplicate_run_name(tmp_path):
+    with RunStore(tmp_path) as s:
+        s.create_run("a")
+        with pytest.raises(UserError, match="already exists"):
+            s.create_run("a")
+
+
+def test_foreign_and_newer_files_are_refused(tmp_path):
+    junk = tmp_path / "junk.sqlite"
+    junk.write_bytes(b"this is not sqlite at all" * 100)
+    with pytest.raises(UserError, match="not a cenas_jax run store"):
+        RunStore(junk)
+    other = tmp_path / "other.sqlite"
+    c = sqlite3.connect(other)
+    c.execute("CREATE TABLE t(x)")
+    c.commit()
+    c.close()
+    with pytest.raises(UserError, match="not a cenas_jax run store"):
+        RunStore(other)
+    newer = tmp_path / "newer"
+    RunStore(newer).close()
+    c = sqlite3.connect(newer / "store.sqlite")
+    c.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 5}")
+    c.commit()
+    c.close()
+    with pytest.raises(UserError, match="newer than this cenas_jax supports"):
+        RunStore(newer)
+    with pytest.raises(UserError, match="no run store"):
+        RunStore(tmp_path / "missing", create=False)
+
+
+def _writer(path, n_ready):
+    s = RunStore(path)
+    s.add_candidate(CandidateRow(id="c", source="A"))
+    i = 0
+    while True:
+        s.add_evaluation("c", _ok(seeds=tuple(range(50))))
+        i += 1
+        if i == 20:
+            n_ready.set()
+
+
+def test_kill_never_leaves_half_a_record(tmp_path):
+    ctx = mp.get_context("spawn")
+    ready = ctx.Event()
+    p = ctx.Process(target=_writer, args=(tmp_path, ready))
+    p.start()
+    assert ready.wait(60)
+    os.kill(p.pid, signal.SIGKILL)
+    p.join()
+    with RunStore(tmp_path) as s:
+        evs = s.evaluations("c")
+        assert len(evs) >= 20
+        assert all(len(e["seed_accuracies"]) == 50 for e in evs)

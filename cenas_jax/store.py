@@ -1,6 +1,6 @@
 """The run store: one SQLite database (WAL) per run directory.
 
-Tables (schema version 1, the evaluator's):
+Tables (schema version 1, the evaluator's; version 2 adds the loop's columns and tables):
 - ``runs``: one row per run (name, created, status, config and manifest as JSON).
 - ``cycles``: per-cycle facts of a run (a JSON bag of fields the loop records).
 - ``candidates``: every program seen (source, hash, parent, mode, cycle, index, dataset).
@@ -96,8 +96,41 @@ CREATE TABLE errors (
 CREATE INDEX errors_kind ON errors(kind);
 """
 
+# Version 2 (the search loop's): a candidate row is one LLM generation, with its raw text,
+# prompt, token count, finish reason, sampling attempt and temperature, the verdict of the
+# cheap checks and the novelty filter (with the nearest neighbour and its similarity), and
+# its normalised quality; plus fine-tuning losses and per-phase timings.
+_SCHEMA_V2 = """
+ALTER TABLE candidates ADD COLUMN prompt TEXT;
+ALTER TABLE candidates ADD COLUMN raw_text TEXT;
+ALTER TABLE candidates ADD COLUMN token_count INTEGER;
+ALTER TABLE candidates ADD COLUMN finish_reason TEXT;
+ALTER TABLE candidates ADD COLUMN attempt INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE candidates ADD COLUMN temperature REAL;
+ALTER TABLE candidates ADD COLUMN verdict TEXT;
+ALTER TABLE candidates ADD COLUMN error_kind TEXT;
+ALTER TABLE candidates ADD COLUMN error_message TEXT;
+ALTER TABLE candidates ADD COLUMN nearest_id TEXT;
+ALTER TABLE candidates ADD COLUMN similarity REAL;
+ALTER TABLE candidates ADD COLUMN quality REAL;
+CREATE TABLE finetune_steps (
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    cycle INTEGER NOT NULL,
+    step INTEGER NOT NULL,
+    loss REAL,
+    PRIMARY KEY (run_id, cycle, step)
+);
+CREATE TABLE timings (
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    cycle INTEGER NOT NULL,
+    phase TEXT NOT NULL,
+    seconds REAL NOT NULL,
+    PRIMARY KEY (run_id, cycle, phase)
+);
+"""
+
 # Migration i takes a store from version i to version i + 1 (MIGRATIONS[0] creates v1).
-MIGRATIONS: list[str] = [_SCHEMA_V1]
+MIGRATIONS: list[str] = [_SCHEMA_V1, _SCHEMA_V2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -118,6 +151,16 @@ class CandidateRow:
     mode: str | None = None
     parent_id: str | None = None
     dataset: str | None = None
+    prompt: str | None = None
+    raw_text: str | None = None
+    token_count: int | None = None
+    finish_reason: str | None = None
+    attempt: int = 0
+    temperature: float | None = None
+
+
+# Columns a caller may set after insertion (verdicts arrive after the cheap checks, quality after training).
+UPDATABLE_CANDIDATE_FIELDS = frozenset({"verdict", "error_kind", "error_message", "nearest_id", "similarity", "quality"})
 
 
 class RunStore:
@@ -249,12 +292,57 @@ class RunStore:
             if c.execute("SELECT 1 FROM candidates WHERE id = ?", (cand.id,)).fetchone():
                 return False
             c.execute(
-                "INSERT INTO candidates(id, run_id, cycle, idx, mode, parent_id, dataset, source, source_hash, created)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO candidates(id, run_id, cycle, idx, mode, parent_id, dataset, source, source_hash, created,"
+                " prompt, raw_text, token_count, finish_reason, attempt, temperature)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (cand.id, cand.run_id, cand.cycle, cand.idx, cand.mode, cand.parent_id, cand.dataset,
-                 cand.source, source_hash(cand.source), time.time()),
+                 cand.source, source_hash(cand.source), time.time(), cand.prompt, cand.raw_text,
+                 cand.token_count, cand.finish_reason, cand.attempt, cand.temperature),
             )
             return True
+
+    def update_candidate(self, candidate_id: str, **fields: Any) -> None:
+        """Set verdict-type fields of a stored candidate (see ``UPDATABLE_CANDIDATE_FIELDS``)."""
+        bad = set(fields) - UPDATABLE_CANDIDATE_FIELDS
+        if bad:
+            raise ValueError(f"cannot update candidate field(s) {sorted(bad)}")
+        if not fields:
+            return
+        cols = ", ".join(f"{k} = ?" for k in fields)
+        with self.transaction() as c:
+            n = c.execute(f"UPDATE candidates SET {cols} WHERE id = ?", (*fields.values(), candidate_id)).rowcount
+            if n != 1:
+                raise ValueError(f"unknown candidate {candidate_id!r}")
+
+    def add_finetune_losses(self, run_id: int, cycle: int, losses: Sequence[float]) -> None:
+        """Record the per-step losses of a CE update (replacing any earlier record of that cycle)."""
+        with self.transaction() as c:
+            c.execute("DELETE FROM finetune_steps WHERE run_id = ? AND cycle = ?", (run_id, cycle))
+            c.executemany(
+                "INSERT INTO finetune_steps(run_id, cycle, step, loss) VALUES (?,?,?,?)",
+                [(run_id, cycle, i, _num(x)) for i, x in enumerate(losses)],
+            )
+
+    def finetune_losses(self, run_id: int) -> dict[int, list[float]]:
+        out: dict[int, list[float]] = {}
+        for r in self._conn.execute("SELECT cycle, loss FROM finetune_steps WHERE run_id = ? ORDER BY cycle, step", (run_id,)):
+            out.setdefault(r[0], []).append(r[1])
+        return out
+
+    def add_timing(self, run_id: int, cycle: int, phase: str, seconds: float) -> None:
+        """Record (or accumulate into) the wall time of one phase of a cycle."""
+        with self.transaction() as c:
+            c.execute(
+                "INSERT INTO timings(run_id, cycle, phase, seconds) VALUES (?,?,?,?)"
+                " ON CONFLICT(run_id, cycle, phase) DO UPDATE SET seconds = seconds + excluded.seconds",
+                (run_id, cycle, phase, float(seconds)),
+            )
+
+    def timings(self, run_id: int) -> dict[int, dict[str, float]]:
+        out: dict[int, dict[str, float]] = {}
+        for r in self._conn.execute("SELECT cycle, phase, seconds FROM timings WHERE run_id = ? ORDER BY cycle", (run_id,)):
+            out.setdefault(r[0], {})[r[1]] = r[2]
+        return out
 
     def get_candidate(self, candidate_id: str) -> dict[str, Any] | None:
         row = self._conn.execute("SELECT * FROM candidates WHERE id = ?", (candidate_id,)).fetchone()

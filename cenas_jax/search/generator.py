@@ -1,0 +1,115 @@
+"""The generator p_theta as the loop sees it: sample completions, take a CE update, save/restore.
+
+``LLMGenerator`` is the real one (our NNX decoder + LoRA). ``ScriptedGenerator``
+replays fixed completions: a test double for the loop's logic only (the real
+sampler and fine-tuning have their own tests in tests/test_llm_*).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, Sequence, runtime_checkable
+
+
+class PromptLike(Protocol):
+    system: str
+    user: str
+
+    def render_plain(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One completion: its text, how many tokens it took, and why it stopped (eos | stop | length)."""
+
+    text: str
+    num_tokens: int
+    finish_reason: str
+
+
+@dataclass(frozen=True)
+class UpdateResult:
+    """What a CE update did: per-step losses, optimiser steps, tokens seen, wall seconds."""
+
+    losses: tuple[float, ...] = ()
+    steps: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+
+
+@runtime_checkable
+class Generator(Protocol):
+    fingerprint: str
+
+    def generate(self, prompts: Sequence[PromptLike], temperatures: Sequence[float], seed: int) -> list[Generation]: ...
+
+    def update(self, examples: Sequence[tuple[PromptLike, str]], seed: int) -> UpdateResult: ...
+
+    def save(self, directory: Path) -> None: ...
+
+    def restore(self, directory: Path) -> None: ...
+
+
+@dataclass
+class ScriptedGenerator:
+    """Replays completions from a list, in order, cycling; ``update`` only records what it was given.
+
+    A test double for the loop (prompts, deltas, novelty, elites, store, resume);
+    its "adapter state" is the number of updates taken, so save/restore are checkable.
+    """
+
+    completions: Sequence[str]
+    fingerprint: str = "scripted"
+    cursor: int = 0
+    updates: list[int] = field(default_factory=list)
+    prompts_seen: list[str] = field(default_factory=list)
+
+    def generate(self, prompts: Sequence[PromptLike], temperatures: Sequence[float], seed: int) -> list[Generation]:
+        out = []
+        for p in prompts:
+            self.prompts_seen.append(p.user)
+            text = self.completions[self.cursor % len(self.completions)]
+            self.cursor += 1
+            out.append(Generation(text=text, num_tokens=len(text.split()), finish_reason="eos"))
+        return out
+
+    def update(self, examples: Sequence[tuple[PromptLike, str]], seed: int) -> UpdateResult:
+        self.updates.append(len(examples))
+        return UpdateResult(losses=(1.0 / len(self.updates),), steps=1, tokens=sum(len(c) for _, c in examples))
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "scripted.json").write_text(json.dumps({"cursor": self.cursor, "updates": self.updates}))
+
+    def restore(self, directory: Path) -> None:
+        data = json.loads((directory / "scripted.json").read_text())
+        self.cursor, self.updates = data["cursor"], list(data["updates"])
+
+
+def fingerprint_file(path: Path, chunk: int = 1 << 20) -> str:
+    """A cheap fingerprint of a weights file: size + SHA-256 of its first and last MiB."""
+    h = hashlib.sha256()
+    size = path.stat().st_size
+    h.update(str(size).encode())
+    with open(path, "rb") as f:
+        h.update(f.read(chunk))
+        if size > chunk:
+            f.seek(max(size - chunk, chunk))
+            h.update(f.read(chunk))
+    return h.hexdigest()[:16]
+
+
+class Stopwatch:
+    """``with Stopwatch() as sw: ...; sw.seconds``."""
+
+    def __enter__(self) -> "Stopwatch":
+        self.t0 = time.perf_counter()
+        self.seconds = 0.0
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self.t0

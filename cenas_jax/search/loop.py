@@ -1,0 +1,574 @@
+"""The cross-entropy loop: prompts → sampling → delta apply → checks → novelty → proxy training → elites → CE update.
+
+One cycle t, in phases (each phase ends with a state write, so a killed run resumes
+at the phase it was in; every generation and evaluation is in the store under an id
+that is a function of (cycle, slot, attempt), so nothing recorded is lost or redone):
+
+- ``generate``: N slots; slot i is a delta edit of a parent elite or a full program
+  shown one reference elite. Each generation is applied (delta) or extracted (full),
+  checked by the sandbox's cheap stages (syntax … budget), and, when valid, put to the
+  MinHash novelty filter; a near-duplicate is resampled up to k times with the
+  temperature raised. Invalid generations are not resampled: they are the valid rate.
+- ``train``: the accepted programs get the proxy training in the sandbox pool.
+- ``select``: Q = accuracy normalised by the corpus's accuracy on the same dataset;
+  γ_t = the (1-ρ) quantile; S_t = {Q ≥ γ_t} (an empty S_t reuses S_{t-1}).
+- ``update``: the CE update on S_t ∪ L (L = the seed corpus, replayed with weight
+  ``search.replay_weight`` within a token budget), then a checkpoint of the adapters.
+
+Before cycle 0 a ``reference`` phase trains the corpus on each dataset of the pool
+(the normalisation reference and the first parents) and takes the warm start: the CE
+update on L alone (θ_0 fitted to the corpus), cached across runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from cenas_jax.config import RunConfig, to_dict
+from cenas_jax.search import delta as delta_mod
+from cenas_jax.search import elites as elites_mod
+from cenas_jax.search import prompts as prompts_mod
+from cenas_jax.search.generator import Generator, Stopwatch
+from cenas_jax.search.novelty import NoveltyFilter
+from cenas_jax.search.rundir import LoopState, RunDir
+from cenas_jax.store import CandidateRow, RunStore
+
+PHASE_ORDER = ("generate", "train", "select", "update")
+
+
+@dataclass(frozen=True)
+class CycleSummary:
+    """The one-line summary of a cycle (also stored in the cycle's record)."""
+
+    cycle: int
+    generated: int
+    valid: int
+    duplicates: int
+    trained: int
+    best_quality: float | None
+    mean_quality: float | None
+    gamma: float | None
+    n_elites: int
+    seconds: float
+
+    def line(self, total_cycles: int) -> str:
+        vr = self.valid / self.generated if self.generated else 0.0
+        f = lambda x: "  -  " if x is None else f"{x:.3f}"  # noqa: E731
+        return (
+            f"cycle {self.cycle + 1}/{total_cycles}  generated {self.generated}  valid {self.valid} ({vr:.0%})  "
+            f"rejected-dup {self.duplicates}  trained {self.trained}  best Q {f(self.best_quality)}  "
+            f"mean Q {f(self.mean_quality)}  gamma {f(self.gamma)}  elites {self.n_elites}  {self.seconds:.0f}s"
+        )
+
+
+@dataclass
+class _Slot:
+    index: int
+    mode: str  # "full" | "delta"
+    dataset: str
+    anchor_id: str  # the parent (delta) or the reference elite (full)
+
+
+class StopRequested(Exception):
+    """Raised between units of work when a stop (Ctrl-C, budget) was asked for."""
+
+
+@dataclass
+class SearchLoop:
+    """Runs (or resumes) the CE search in a run directory. Build with ``SearchLoop.open``."""
+
+    rundir: RunDir
+    cfg: RunConfig
+    generator: Generator
+    evaluator: Any  # cenas_jax.candidates.sandbox.Evaluator (or a test double with .evaluate)
+    store: RunStore
+    run_id: int
+    corpus: Sequence[Any]  # CorpusEntry-like: .name, .source
+    echo: Callable[[str], None] = print
+    progress: bool = True
+    warm_cache_dir: Path | None = None
+    _stop_reason: str | None = None
+    _t_start: float = field(default_factory=time.time)
+    _tokens_used: int = 0
+
+    # ------------------------------------------------------------------ set-up
+
+    @classmethod
+    def open(
+        cls,
+        run_dir: str | Path,
+        cfg: RunConfig | None,
+        generator: Generator,
+        evaluator: Any,
+        corpus: Sequence[Any],
+        *,
+        manifest: dict[str, Any] | None = None,
+        **kw: Any,
+    ) -> "SearchLoop":
+        """Create a new run (``cfg`` given) or reopen an existing one (``cfg`` None: read from the directory)."""
+        rd = RunDir(run_dir)
+        if cfg is not None:
+            rd.create(cfg, manifest or {})
+        else:
+            cfg = rd.load_config()
+        store = RunStore(rd.path)
+        run = store.get_run("main")
+        run_id = run["id"] if run else store.create_run("main", to_dict(cfg), manifest or rd.manifest())
+        return cls(rundir=rd, cfg=cfg, generator=generator, evaluator=evaluator, store=store, run_id=run_id,
+                   corpus=list(corpus), **kw)
+
+    def close(self) -> None:
+        self.store.close()
+
+    # ------------------------------------------------------------------ driver
+
+    def run(self) -> list[CycleSummary]:
+        """Run until the configured number of cycles, a budget, or a stop request; returns this call's summaries."""
+        state = self.rundir.load_state()
+        if state.status == "finished":
+            self.echo(f"{self.rundir.path}: run already finished ({self.cfg.search.cycles} cycles)")
+            return []
+        self.rundir.save_state(LoopState(cycle=state.cycle, phase=state.phase, status="running"))
+        summaries: list[CycleSummary] = []
+        old_handler = self._install_sigint()
+        try:
+            self._restore_generator(state)
+            if state.phase == "reference":
+                self._phase_reference()
+                state = LoopState(cycle=0, phase="generate")
+                self.rundir.save_state(state)
+            while state.cycle < self.cfg.search.cycles:
+                t = state.cycle
+                start = PHASE_ORDER.index(state.phase)
+                for phase in PHASE_ORDER[start:]:
+                    self._check_stop()
+                    with Stopwatch() as sw:
+                        getattr(self, f"_phase_{phase}")(t)
+                    self.store.add_timing(self.run_id, t, phase, sw.seconds)
+                    nxt = PHASE_ORDER.index(phase) + 1
+                    state = LoopState(cycle=t, phase=PHASE_ORDER[nxt]) if nxt < len(PHASE_ORDER) else LoopState(cycle=t + 1, phase="generate")
+                    self.rundir.save_state(state)
+                summary = self._summarise(t)
+                self.store.set_cycle(self.run_id, t, summary=summary.__dict__)
+                summaries.append(summary)
+                self.echo(summary.line(self.cfg.search.cycles))
+            self.rundir.save_state(LoopState(cycle=state.cycle, phase="done", status="finished"))
+            self.store.set_run_status(self.run_id, "finished")
+        except StopRequested:
+            st = self.rundir.load_state()
+            self.rundir.save_state(LoopState(cycle=st.cycle, phase=st.phase, status="interrupted"))
+            self.store.set_run_status(self.run_id, "interrupted")
+            self.echo(f"stopped ({self._stop_reason}); resume with: cenas resume {self.rundir.path}")
+        except BaseException:
+            st = self.rundir.load_state()
+            self.rundir.save_state(LoopState(cycle=st.cycle, phase=st.phase, status="failed"))
+            self.store.set_run_status(self.run_id, "failed")
+            raise
+        finally:
+            signal.signal(signal.SIGINT, old_handler)
+        return summaries
+
+    def _install_sigint(self) -> Any:
+        def handler(signum: int, frame: Any) -> None:
+            if self._stop_reason == "interrupt":  # a second Ctrl-C: stop now
+                raise KeyboardInterrupt
+            self._stop_reason = "interrupt"
+            self.echo("\nCtrl-C: finishing the work in flight, then checkpointing (press again to abort)")
+
+        try:
+            return signal.signal(signal.SIGINT, handler)
+        except ValueError:  # not in the main thread
+            return signal.getsignal(signal.SIGINT)
+
+    def _check_stop(self) -> None:
+        s = self.cfg.search
+        if self._stop_reason is None and s.max_wall_s is not None and time.time() - self._t_start > s.max_wall_s:
+            self._stop_reason = f"wall-time budget {s.max_wall_s:.0f}s reached"
+        if self._stop_reason is None and s.max_tokens is not None and self._tokens_used >= s.max_tokens:
+            self._stop_reason = f"token budget {s.max_tokens} reached"
+        if self._stop_reason is not None:
+            raise StopRequested(self._stop_reason)
+
+    def _restore_generator(self, state: LoopState) -> None:
+        """Load the adapters the loop position implies: after cycle t-1's update, or the warm start."""
+        if state.phase == "reference" and state.cycle == 0:
+            return
+        last_done = state.cycle - 1 if state.phase in ("generate", "train", "select", "update") else state.cycle
+        for t in range(last_done, -1, -1):
+            d = self.rundir.checkpoints / f"cycle_{t:03d}"
+            if (d / "COMPLETE").exists():
+                self.generator.restore(d)
+                return
+        warm = self.rundir.checkpoints / "warm"
+        if (warm / "COMPLETE").exists():
+            self.generator.restore(warm)
+
+    # ------------------------------------------------------------------ reference + warm start
+
+    def _datasets(self) -> list[str]:
+        pool = [self.cfg.data.name] + [d for d in self.cfg.search.datasets if d != self.cfg.data.name]
+        return pool
+
+    def _phase_reference(self) -> None:
+        """Train the corpus on every dataset of the pool (normalisation reference), then warm-start."""
+        from cenas_jax.candidates.sandbox import Candidate
+
+        todo = []
+        for ds in self._datasets():
+            for i, entry in enumerate(self.corpus):
+                cid = f"L-{ds}-{entry.name}"
+                self.store.add_candidate(CandidateRow(id=cid, source=entry.source, run_id=self.run_id, cycle=-1, idx=i,
+                                                      mode="corpus", dataset=ds))
+                if not self.store.evaluations(cid, budget="proxy"):
+                    todo.append(Candidate(id=cid, source=entry.source, dataset=ds))
+        if todo:
+            self.echo(f"reference: training the {len(self.corpus)}-program corpus on {', '.join(self._datasets())}")
+            self._evaluate_and_store(todo, train=True, budget="proxy", desc="reference")
+        refs = self._reference_accuracies()
+        self.store.set_cycle(self.run_id, -1, reference=refs)
+        self._warm_start()
+
+    def _reference_accuracies(self) -> dict[str, float]:
+        refs: dict[str, list[float]] = {}
+        for row in self.store.candidates(run_id=self.run_id, cycle=-1):
+            ev = [e for e in self.store.evaluations(row["id"], budget="proxy") if e["status"] == "ok"]
+            if ev:
+                refs.setdefault(row["dataset"], []).append(ev[-1]["accuracy"])
+        return {ds: float(np.median(v)) for ds, v in refs.items()}
+
+    def _warm_start(self) -> None:
+        from cenas_jax.candidates.corpus import corpus_hash
+
+        examples = self._replay_examples(n=len(self.corpus) * self._warm_epochs(), seed_offset=0)
+        key = hashlib.sha256(json.dumps({
+            "model": self.generator.fingerprint,
+            "corpus": corpus_hash(),
+            "lora": to_dict(self.cfg.llm.lora),
+            "finetune": to_dict(self.cfg.llm.finetune),
+            "prompts": prompts_mod.template_hash() if hasattr(prompts_mod, "template_hash") else None,
+            "n": len(examples),
+        }, sort_keys=True).encode()).hexdigest()[:16]
+        dest = self.rundir.checkpoints / "warm"
+        cache = (self.warm_cache_dir / key) if self.warm_cache_dir else None
+        if cache is not None and (cache / "COMPLETE").exists():
+            self.echo(f"warm start: reusing the cached adapter {cache}")
+            self.generator.restore(cache)
+        else:
+            self.echo(f"warm start: CE update on the corpus L ({len(examples)} examples)")
+            res = self.generator.update(examples, seed=self.cfg.seed)
+            self.store.add_finetune_losses(self.run_id, -1, res.losses)
+            if cache is not None:
+                self._save_generator(cache)
+        self._save_generator(dest)
+
+    def _warm_epochs(self) -> int:
+        return 1
+
+    def _save_generator(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        marker = directory / "COMPLETE"
+        if marker.exists():
+            marker.unlink()
+        self.generator.save(directory)
+        marker.write_text(str(time.time()))
+
+    # ------------------------------------------------------------------ generate
+
+    def _slots(self, t: int) -> list[_Slot]:
+        """Slot plan of cycle t: modes, datasets, parents/references. A function of (seed, t, store)."""
+        s = self.cfg.search
+        n = s.candidates_per_cycle
+        n_delta = {"full": 0, "delta": n, "mixed": int(round(n * s.delta_share))}[s.mode]
+        anchors = self._anchors(t)
+        rng = np.random.default_rng([self.cfg.seed, t, 7])
+        drawn = elites_mod.draw_parents(anchors, n, rng)
+        slots = []
+        for i in range(n):
+            mode = "delta" if i < n_delta else "full"
+            a = drawn[i]
+            slots.append(_Slot(index=i, mode=mode, dataset=a["dataset"], anchor_id=a["id"]))
+        return slots
+
+    def _anchors(self, t: int) -> list[dict[str, Any]]:
+        """The elites parents are drawn from: S_{t-1}, or the corpus's top fraction before cycle 0."""
+        ids: list[str] = []
+        for c in reversed(self.store.cycles(self.run_id)):
+            if c["cycle"] < t and c.get("elites"):
+                ids = list(c["elites"])
+                break
+        rows = [self.store.get_candidate(i) for i in ids]
+        if not rows:
+            refs = []
+            for row in self.store.candidates(run_id=self.run_id, cycle=-1):
+                ev = [e for e in self.store.evaluations(row["id"], budget="proxy") if e["status"] == "ok"]
+                if ev:
+                    refs.append({**row, "quality": self._quality(ev[-1]["accuracy"], row["dataset"]),
+                                 "params": ev[-1]["params"]})
+            pool = [r for r in refs]
+            sel = elites_mod.select_elites(self._elite_inputs(pool), rho=self.cfg.search.elite_rho)
+            keep = {e.id for e in sel.elites}
+            rows = [r for r in pool if r["id"] in keep]
+        out = []
+        for r in rows:
+            ev = [e for e in self.store.evaluations(r["id"], budget="proxy") if e["status"] == "ok"]
+            acc = ev[-1]["accuracy"] if ev else None
+            out.append({"id": r["id"], "source": r["source"], "dataset": r["dataset"], "accuracy": acc,
+                        "quality": self._quality(acc, r["dataset"]) if acc is not None else None})
+        if not out:
+            raise RuntimeError("no parent available: the corpus has no successfully trained program")
+        return out
+
+    def _prompt(self, slot: _Slot, anchor: dict[str, Any]) -> Any:
+        if slot.mode == "delta":
+            return prompts_mod.delta_prompt(anchor["source"], score=anchor["accuracy"], dataset=anchor["dataset"],
+                                            edit_format=self.cfg.search.edit_format)
+        return prompts_mod.full_prompt(anchor["source"], score=anchor["accuracy"], dataset=slot.dataset)
+
+    def _phase_generate(self, t: int) -> None:
+        from cenas_jax.candidates.sandbox import Candidate
+
+        s = self.cfg.search
+        nov = self._novelty_filter(upto_cycle=t)
+        slots = self._slots(t)
+        anchors = {a["id"]: a for a in self._anchors(t)}
+        done: dict[int, str] = {}
+        base_t = self.cfg.llm.sampling.temperature
+        for attempt in range(s.novelty.max_resamples + 1):
+            pending = [sl for sl in slots if sl.index not in done]
+            if not pending:
+                break
+            # Resume: reuse generations already stored for this attempt.
+            stored = {r["idx"]: r for r in self.store.candidates(run_id=self.run_id, cycle=t) if r["attempt"] == attempt}
+            need = [sl for sl in pending if sl.index not in stored]
+            if need:
+                self._check_stop()
+                prompts = [self._prompt(sl, anchors[sl.anchor_id]) for sl in need]
+                temp = base_t + attempt * s.novelty.temperature_bump
+                gens = self.generator.generate(prompts, [temp] * len(need), seed=self._gen_seed(t, attempt))
+                for sl, p, g in zip(need, prompts, gens):
+                    self._tokens_used += g.num_tokens
+                    source, err = self._to_source(sl, anchors[sl.anchor_id], g.text)
+                    cid = self._cid(t, sl.index, attempt)
+                    self.store.add_candidate(CandidateRow(
+                        id=cid, source=source or "", run_id=self.run_id, cycle=t, idx=sl.index, mode=sl.mode,
+                        parent_id=sl.anchor_id if sl.mode == "delta" else None, dataset=sl.dataset,
+                        prompt=p.user, raw_text=g.text, token_count=g.num_tokens, finish_reason=g.finish_reason,
+                        attempt=attempt, temperature=temp))
+                    if err is not None:
+                        self.store.update_candidate(cid, verdict="invalid", error_kind="delta_apply", error_message=err)
+                    stored[sl.index] = self.store.get_candidate(cid)
+            # Cheap checks for generations without a verdict yet.
+            unchecked = [stored[sl.index] for sl in pending if stored[sl.index]["verdict"] is None]
+            if unchecked:
+                cands = [Candidate(id=r["id"], source=r["source"], dataset=r["dataset"]) for r in unchecked]
+                for rec in self._evaluate_and_store(cands, train=False, budget="check", desc=f"check c{t}"):
+                    if rec["status"] != "ok":
+                        self.store.update_candidate(rec["candidate_id"], verdict="invalid", error_kind=rec["error_kind"],
+                                                    error_message=rec.get("error_message"))
+                    else:
+                        self.store.update_candidate(rec["candidate_id"], verdict="valid")
+                for sl in pending:
+                    stored[sl.index] = self.store.get_candidate(stored[sl.index]["id"])
+            # Novelty, in slot order, so two copies in one batch are caught too.
+            for sl in pending:
+                r = stored[sl.index]
+                if r["verdict"] == "invalid":
+                    done[sl.index] = r["id"]
+                elif r["verdict"] == "accepted":
+                    done[sl.index] = r["id"]
+                elif r["verdict"] == "duplicate":
+                    continue
+                elif r["verdict"] == "valid":
+                    if not s.novelty.enabled:
+                        self.store.update_candidate(r["id"], verdict="accepted")
+                        done[sl.index] = r["id"]
+                        continue
+                    v = nov.check(r["source"], mode=sl.mode, parent_key=r["parent_id"])
+                    if v.accepted:
+                        nov.accept(r["id"], r["source"])
+                        self.store.update_candidate(r["id"], verdict="accepted", nearest_id=v.nearest_key,
+                                                    similarity=v.similarity)
+                        done[sl.index] = r["id"]
+                    else:
+                        self.store.update_candidate(r["id"], verdict="duplicate", error_kind="duplicate",
+                                                    error_message=f"Jaccard {v.similarity:.3f} to {v.nearest_key}",
+                                                    nearest_id=v.nearest_key, similarity=v.similarity)
+
+    def _cid(self, t: int, i: int, attempt: int) -> str:
+        return f"s{self.cfg.seed}-c{t:03d}-{i:03d}-a{attempt}"
+
+    def _gen_seed(self, t: int, attempt: int) -> int:
+        h = hashlib.sha256(f"{self.cfg.seed}/{t}/{attempt}".encode()).digest()
+        return int.from_bytes(h[:4], "little")
+
+    def _to_source(self, slot: _Slot, anchor: dict[str, Any], text: str) -> tuple[str | None, str | None]:
+        if slot.mode == "delta":
+            try:
+                return delta_mod.apply_edits(anchor["source"], text, self.cfg.search.edit_format), None
+            except delta_mod.DeltaError as e:
+                return None, str(e)
+        code = delta_mod.extract_code(text)
+        return code, None
+
+    def _novelty_filter(self, upto_cycle: int) -> NoveltyFilter:
+        nov = NoveltyFilter(self.cfg.search.novelty)
+        for e in self.corpus:
+            nov.add(f"L-{e.name}", e.source)
+        for r in self.store.candidates(run_id=self.run_id):
+            if r["cycle"] is not None and 0 <= r["cycle"] < upto_cycle + 1 and r["verdict"] == "accepted":
+                nov.add(r["id"], r["source"])
+        return nov
+
+    # ------------------------------------------------------------------ train + select
+
+    def _evaluate_and_store(self, cands: Sequence[Any], *, train: bool, budget: str, desc: str) -> list[dict[str, Any]]:
+        out = []
+        it = self.evaluator.evaluate_iter(cands, train=train)
+        if self.progress:
+            from tqdm import tqdm
+
+            it = tqdm(it, total=len(cands), desc=desc, leave=False, dynamic_ncols=True)
+        by_id = {c.id: c for c in cands}
+        for rec in it:
+            d = rec.to_dict() if hasattr(rec, "to_dict") else dict(rec)
+            self.store.add_evaluation(d["candidate_id"], d, budget=budget, dataset=by_id[d["candidate_id"]].dataset)
+            out.append(d)
+        return out
+
+    def _phase_train(self, t: int) -> None:
+        from cenas_jax.candidates.sandbox import Candidate
+
+        todo = []
+        for r in self.store.candidates(run_id=self.run_id, cycle=t):
+            if r["verdict"] == "accepted" and not self.store.evaluations(r["id"], budget="proxy"):
+                todo.append(Candidate(id=r["id"], source=r["source"], dataset=r["dataset"]))
+        if todo:
+            self._evaluate_and_store(todo, train=True, budget="proxy", desc=f"train c{t}")
+        for r in self.store.candidates(run_id=self.run_id, cycle=t):
+            ev = self.store.evaluations(r["id"], budget="proxy")
+            if ev and ev[-1]["status"] == "ok" and r["quality"] is None:
+                self.store.update_candidate(r["id"], quality=self._quality(ev[-1]["accuracy"], r["dataset"]))
+            elif ev and ev[-1]["status"] != "ok" and r["verdict"] == "accepted":
+                self.store.update_candidate(r["id"], error_kind=ev[-1]["error_kind"], error_message=ev[-1]["error_message"])
+
+    def _quality(self, accuracy: float | None, dataset: str) -> float | None:
+        if accuracy is None:
+            return None
+        refs = self._refs_cache()
+        return elites_mod.normalize_quality(accuracy, dataset, refs)
+
+    def _refs_cache(self) -> dict[str, float]:
+        for c in self.store.cycles(self.run_id):
+            if c["cycle"] == -1 and "reference" in c:
+                return c["reference"]
+        return self._reference_accuracies()
+
+    def _elite_inputs(self, rows: Sequence[dict[str, Any]]) -> list[Any]:
+        return [elites_mod.EliteCandidate(id=r["id"], quality=r["quality"], params=r.get("params") or 0, order=i)
+                for i, r in enumerate(rows) if r.get("quality") is not None]
+
+    def _phase_select(self, t: int) -> None:
+        rows = []
+        for r in self.store.candidates(run_id=self.run_id, cycle=t):
+            if r["quality"] is None:
+                continue
+            ev = self.store.evaluations(r["id"], budget="proxy")
+            rows.append({**r, "params": ev[-1]["params"] if ev else 0})
+        prev_ids: list[str] = []
+        for c in reversed(self.store.cycles(self.run_id)):
+            if 0 <= c["cycle"] < t and c.get("elites"):
+                prev_ids = list(c["elites"])
+                break
+        sel = elites_mod.select_elites(self._elite_inputs(rows), rho=self.cfg.search.elite_rho,
+                                       floor=self.cfg.search.elite_floor)
+        ids = [e.id for e in sel.elites]
+        reused = False
+        if not ids:
+            ids, reused = prev_ids, True
+        self.store.set_cycle(self.run_id, t, gamma=sel.gamma, elites=ids, elites_reused=reused)
+
+    # ------------------------------------------------------------------ CE update
+
+    def _replay_examples(self, n: int, seed_offset: int) -> list[tuple[Any, str]]:
+        """n training pairs from the corpus L: full-mode prompts showing another corpus program."""
+        if not self.corpus or n <= 0:
+            return []
+        rng = np.random.default_rng([self.cfg.seed, 99, seed_offset])
+        ds = self.cfg.data.name
+        out = []
+        order = rng.permutation(len(self.corpus))
+        for k in range(n):
+            target = self.corpus[int(order[k % len(order)])]
+            ref = self.corpus[int(rng.integers(len(self.corpus)))]
+            prompt = prompts_mod.full_prompt(ref.source, score=None, dataset=ds)
+            out.append((prompt, prompts_mod.full_completion(target.source)))
+        return out
+
+    def _elite_examples(self, t: int, ids: Sequence[str]) -> list[tuple[Any, str]]:
+        anchors = {a["id"]: a for a in self._anchors(t)}
+        out = []
+        for cid in ids:
+            r = self.store.get_candidate(cid)
+            if r is None:
+                continue
+            anchor = anchors.get(r["parent_id"]) if r["mode"] == "delta" else None
+            if r["mode"] == "delta" and anchor is not None:
+                prompt = prompts_mod.delta_prompt(anchor["source"], score=anchor["accuracy"], dataset=anchor["dataset"],
+                                                  edit_format=self.cfg.search.edit_format)
+                out.append((prompt, prompts_mod.delta_completion(anchor["source"], r["source"], self.cfg.search.edit_format)))
+            else:
+                ref = self.corpus[0].source if self.corpus else r["source"]
+                prompt = prompts_mod.full_prompt(ref, score=None, dataset=r["dataset"])
+                out.append((prompt, prompts_mod.full_completion(r["source"])))
+        return out
+
+    def _phase_update(self, t: int) -> None:
+        cyc = {c["cycle"]: c for c in self.store.cycles(self.run_id)}.get(t, {})
+        ids = cyc.get("elites") or []
+        examples = self._elite_examples(t, ids)
+        n_replay = int(math.ceil(self.cfg.search.replay_weight * max(len(examples), 1)))
+        examples += self._replay_examples(n_replay, seed_offset=t + 1)
+        examples = self._within_budget(examples)
+        res = self.generator.update(examples, seed=self.cfg.seed * 1000 + t)
+        self.store.add_finetune_losses(self.run_id, t, res.losses)
+        self._save_generator(self.rundir.checkpoints / f"cycle_{t:03d}")
+        self.store.set_cycle(self.run_id, t, update={"examples": len(examples), "steps": res.steps, "tokens": res.tokens,
+                                                       "seconds": res.seconds})
+
+    def _within_budget(self, examples: list[tuple[Any, str]]) -> list[tuple[Any, str]]:
+        """Keep examples in order until the character budget (≈4 chars/token) of the update is spent."""
+        budget = self.cfg.search.update_token_budget * 4
+        out, used = [], 0
+        for p, c in examples:
+            n = len(p.user) + len(p.system) + len(c)
+            if out and used + n > budget:
+                break
+            out.append((p, c))
+            used += n
+        return out
+
+    # ------------------------------------------------------------------ summary
+
+    def _summarise(self, t: int) -> CycleSummary:
+        rows = self.store.candidates(run_id=self.run_id, cycle=t)
+        final = {}
+        for r in rows:  # the last attempt of each slot is its generation's fate
+            if r["idx"] not in final or r["attempt"] > final[r["idx"]]["attempt"]:
+                final[r["idx"]] = r
+        valid = sum(1 for r in rows if r["verdict"] in ("valid", "accepted", "duplicate"))
+        dups = sum(1 for r in rows if r["verdict"] == "duplicate")
+        qs = [r["quality"] for r in rows if r["quality"] is not None]
+        cyc = {c["cycle"]: c for c in self.store.cycles(self.run_id)}.get(t, {})
+        secs = sum(self.store.timings(self.run_id).get(t, {}).values())
+        return CycleSummary(cycle=t, generated=len(rows), valid=valid, duplicates=dups, trained=len(qs),
+                            best_quality=max(qs) if qs else None, mean_quality=float(np.mean(qs)) if qs else None,
+                            gamma=cyc.get("gamma"), n_elites=len(cyc.get("elites") or []), seconds=secs)

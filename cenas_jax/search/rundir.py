@@ -1,0 +1,177 @@
+"""A run directory: resolved config, manifest, loop state, store, checkpoints.
+
+Layout::
+
+    RUN_DIR/config.yaml      the resolved configuration (what `cenas resume` reads)
+    RUN_DIR/manifest.json    package versions, git revision, platform, model fingerprint
+    RUN_DIR/state.json       the loop's position (cycle, phase, status), written atomically
+    RUN_DIR/store.sqlite     the run store (every generation, evaluation, cycle)
+    RUN_DIR/checkpoints/     LLM adapters after the warm start and after each CE update
+    RUN_DIR/report/          written by `cenas report`
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cenas_jax.config import RunConfig, from_dict, to_dict
+from cenas_jax.errors import UserError
+
+STATE_VERSION = 1
+PHASES = ("reference", "generate", "train", "select", "update", "done")
+
+
+@dataclass(frozen=True)
+class LoopState:
+    """Where the loop stands: the next thing to do is ``phase`` of ``cycle``."""
+
+    cycle: int = 0
+    phase: str = "reference"
+    status: str = "running"  # running | interrupted | finished | failed
+    version: int = STATE_VERSION
+    updated: float = 0.0
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` so that a kill leaves either the old or the new file, never half of one."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class RunDir:
+    """Paths and small files of one run directory."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def state_path(self) -> Path:
+        return self.path / "state.json"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / "manifest.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def report_dir(self) -> Path:
+        return self.path / "report"
+
+    def exists(self) -> bool:
+        return self.config_path.is_file()
+
+    def create(self, cfg: RunConfig, manifest: dict[str, Any]) -> None:
+        if self.exists():
+            raise UserError(f"{self.path} already holds a run; use `cenas resume {self.path}` or another --run-dir")
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.checkpoints.mkdir(exist_ok=True)
+        write_atomic(self.config_path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        write_atomic(self.manifest_path, json.dumps(manifest, indent=2, sort_keys=True))
+        self.save_state(LoopState())
+
+    def load_config(self) -> RunConfig:
+        if not self.config_path.is_file():
+            raise UserError(f"{self.path} is not a run directory (no config.yaml)")
+        try:
+            data = yaml.safe_load(self.config_path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise UserError(f"{self.config_path}: not valid YAML: {e}") from e
+        return from_dict(RunConfig, data)
+
+    def load_state(self) -> LoopState:
+        try:
+            data = json.loads(self.state_path.read_text())
+        except FileNotFoundError as e:
+            raise UserError(f"{self.path} has no state.json: not a run directory, or created by something else") from e
+        except json.JSONDecodeError as e:
+            raise UserError(f"{self.state_path} is corrupt ({e}); the run store is intact — delete state.json to restart from cycle 0 of the store") from e
+        if data.get("version") != STATE_VERSION:
+            raise UserError(f"{self.state_path}: state version {data.get('version')!r}, this cenas_jax reads version {STATE_VERSION}")
+        try:
+            return LoopState(**data)
+        except TypeError as e:
+            raise UserError(f"{self.state_path}: unexpected fields ({e})") from e
+
+    def save_state(self, state: LoopState) -> None:
+        st = LoopState(**{**asdict(state), "updated": time.time()})
+        write_atomic(self.state_path, json.dumps(asdict(st), indent=2))
+
+    def manifest(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.manifest_path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+
+
+_PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "datasketch", "transformers", "numpy", "scipy", "torch")
+
+
+def build_manifest(cfg: RunConfig, model_fingerprint: str | None = None) -> dict[str, Any]:
+    """What produced a run: versions, git revision, platform, config, model fingerprint."""
+    versions = {}
+    for name in _PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    try:
+        versions["cenas_jax"] = metadata.version("cenas_jax")
+    except metadata.PackageNotFoundError:
+        versions["cenas_jax"] = None
+    return {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "versions": versions,
+        "git_revision": _git_revision(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "jax_backend": _jax_backend(),
+        "model_fingerprint": model_fingerprint,
+        "config": to_dict(cfg),
+    }
+
+
+def _git_revision() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        if out.returncode != 0:
+            return None
+        rev = out.stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return rev + ("+dirty" if dirty else "")
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def _jax_backend() -> str | None:
+    try:
+        import jax
+
+        return f"{jax.default_backend()} x{jax.device_count()}"
+    except Exception:  # jax not importable here: the manifest still gets written
+        return None

@@ -1,0 +1,94 @@
+"""The report's numbers, on a store written by hand with known contents."""
+
+import csv
+
+import numpy as np
+import pytest
+
+from cenas_jax import theory
+from cenas_jax.report.analysis import analyse, lineage_chain
+from cenas_jax.report.export import export_csv
+from cenas_jax.report.markdown import write_report
+from cenas_jax.search.rundir import LoopState, RunDir
+from cenas_jax.config import RunConfig
+from cenas_jax.store import CandidateRow, RunStore
+
+SRC = "import flax.linen as nn\n\nclass Net(nn.Module):\n    num_classes: int = 10\n\n    @nn.compact\n    def __call__(self, x, train: bool = False):\n        x = x.reshape((x.shape[0], -1))\n        return nn.Dense(self.num_classes)(nn.relu(nn.Dense({w})(x)))\n"
+
+
+def _fill(path):
+    """Two cycles: cycle 0 has 4 full + 4 delta generations, cycle 1 the same with better qualities."""
+    RunDir(path).create(RunConfig(), {})
+    s = RunStore(path)
+    rid = s.create_run("main", {"search": {"cycles": 2, "candidates_per_cycle": 8}})
+    s.add_candidate(CandidateRow(id="L-a", source=SRC.format(w=1), run_id=rid, cycle=-1, idx=0, mode="corpus", dataset="digits"))
+    s.add_evaluation("L-a", {"status": "ok", "accuracy": 0.5, "params": 10})
+    s.set_cycle(rid, -1, reference={"digits": 0.5})
+    plan = {
+        0: [("full", "accepted", 0.8, 20), ("full", "invalid", None, 20), ("full", "duplicate", None, 20), ("full", "accepted", 1.0, 20),
+            ("delta", "accepted", 0.9, 10), ("delta", "accepted", 1.1, 10), ("delta", "invalid", None, 10), ("delta", "accepted", 0.7, 10)],
+        1: [("full", "accepted", 1.2, 20), ("full", "invalid", None, 20), ("full", "accepted", 1.0, 20), ("full", "accepted", 1.1, 20),
+            ("delta", "accepted", 1.3, 10), ("delta", "accepted", 1.2, 10), ("delta", "accepted", 0.9, 10), ("delta", "invalid", None, 10)],
+    }
+    for t, items in plan.items():
+        for i, (mode, verdict, q, ntok) in enumerate(items):
+            cid = f"s0-c{t:03d}-{i:03d}-a0"
+            parent = "L-a" if t == 0 else "s0-c000-005-a0"
+            s.add_candidate(CandidateRow(id=cid, source=SRC.format(w=8 + 4 * i + 50 * t), run_id=rid, cycle=t, idx=i,
+                                         mode=mode, parent_id=parent if mode == "delta" else None, dataset="digits",
+                                         token_count=ntok))
+            kind = {"invalid": "delta_apply" if mode == "delta" else "shape", "duplicate": "duplicate"}.get(verdict)
+            s.update_candidate(cid, verdict=verdict, quality=q, error_kind=kind)
+            if q is not None:
+                s.add_evaluation(cid, {"status": "ok", "accuracy": q * 0.5, "params": 100 + i})
+        qs = [q for _, _, q, _ in items if q is not None]
+        gamma = float(np.quantile(qs, 0.75))
+        s.set_cycle(rid, t, gamma=gamma, elites=[f"s0-c{t:03d}-{i:03d}-a0" for i, it in enumerate(items) if it[2] is not None and it[2] >= gamma])
+    s.add_finetune_losses(rid, 0, [2.0, 1.5])
+    s.close()
+    return plan
+
+
+def test_analysis_numbers(tmp_path):
+    plan = _fill(tmp_path)
+    a = analyse(tmp_path)
+    assert [c.generated for c in a.cycles] == [8, 8]
+    # duplicates are valid generations (they passed the cheap checks)
+    assert [c.valid for c in a.cycles] == [6, 6]
+    assert a.modes["full"]["generated"] == 8 and a.modes["full"]["valid"] == 6
+    assert a.modes["delta"]["valid"] == 6 and a.modes["delta"]["apply_failures"] == 2
+    lo, hi = theory.wilson_interval(6, 8)
+    assert a.modes["full"]["low"] == pytest.approx(lo)
+    assert a.modes["full"]["mean_tokens"] == 20 and a.modes["delta"]["mean_tokens"] == 10
+    # Markov: calibrate on full (rate .75 over 20 tokens), predict delta over 10 tokens = .75 ** .5
+    assert a.markov["predicted_delta_rate"] == pytest.approx(0.75 ** 0.5)
+    assert a.markov["measured_ratio"] == pytest.approx(1.0)
+    assert a.markov["apply_share_of_delta_failures"] == 1.0
+    # elite mass with gamma* = gamma_0
+    q0 = [q for _, _, q, _ in plan[0] if q is not None]
+    g0 = float(np.quantile(q0, 0.75))
+    c = [sum(q is not None and q >= g0 for _, _, q, _ in plan[t]) / 8 for t in (0, 1)]
+    assert a.elite_check.mass.tolist() == pytest.approx(c)
+    assert a.elite_check.bound[1] == pytest.approx(c[0])
+    assert a.cycles[1].mean_q == pytest.approx(np.mean([1.2, 1.0, 1.1, 1.3, 1.2, 0.9]))
+    assert a.cycles[1].best_so_far == pytest.approx(1.3)
+    assert a.best[0]["id"] == "s0-c001-004-a0"
+    assert lineage_chain(a, "s0-c001-004-a0") == ["s0-c001-004-a0", "s0-c000-005-a0", "L-a"]
+    assert a.cycles[0].error_kinds == {"shape": 1, "duplicate": 1, "delta_apply": 1}
+
+
+def test_report_and_export_files(tmp_path):
+    _fill(tmp_path)
+    md = write_report(tmp_path)
+    text = md.read_text()
+    assert "| 1 | 8 | 6 |" in text
+    assert "0.713" in text and "cannot be a ratio of rates" in text
+    for name in ("quality.png", "elite_mass.png", "valid_rate.png", "errors.png", "novelty.png", "lineage.png"):
+        p = md.parent / name
+        assert p.exists() and p.stat().st_size > 5000, name
+        assert f"]({name})" in text
+    out = tmp_path / "c.csv"
+    assert export_csv(tmp_path, out) == 17
+    rows = list(csv.DictReader(open(out)))
+    r = {x["id"]: x for x in rows}["s0-c001-004-a0"]
+    assert r["parent_id"] == "s0-c000-005-a0" and float(r["quality"]) == 1.3 and float(r["accuracy"]) == 0.65

@@ -339,7 +339,8 @@ def test_elite_mass_counts_invalid_generations_as_outside():
     np.testing.assert_allclose(chk.bound, [0, 0.1, 0.19])
     assert chk.holds.tolist() == [True, True, False]
     lo, hi = T.wilson_interval([1, 2, 0], [10, 5, 4])
-    np.testing.assert_allclose(chk.low, lo) and np.testing.assert_allclose(chk.high, hi)
+    np.testing.assert_allclose(chk.low, lo)
+    np.testing.assert_allclose(chk.high, hi)
     assert chk.holds_within_ci.tolist() == [True, True, True]  # upper Wilson limit of 0/4 is 0.49
     with pytest.raises(ValueError, match="only 2 generations"):
         T.elite_mass([np.array([0.1, 0.2, 0.3])], 0.5, [2])

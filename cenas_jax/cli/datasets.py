@@ -25,33 +25,38 @@ def _fmt_shape(shape) -> str:
     return "x".join(str(v) for v in shape) if shape else "-"
 
 
-def format_table(infos, verbose: bool = False) -> str:
-    """The table ``cenas datasets`` prints, one row per dataset."""
-    header = ("name", "source", "available", "shape", "classes", "examples", "expected files / description")
-    rows = []
-    for i in infos:
-        rows.append(
-            (
-                i.name,
-                i.source,
-                "yes" if i.available else "no",
-                _fmt_shape(i.input_shape),
-                str(i.num_classes) if i.num_classes is not None else "-",
-                str(i.num_examples) if i.num_examples is not None else "-",
-                f"{i.expected} — {i.description}" if i.source == "disk" else i.description,
-            )
+def format_table(infos, data_dir: str | None = None, verbose: bool = False) -> str:
+    """The table ``cenas datasets`` prints: one row per dataset, and where a missing one's files go."""
+    header = ("name", "source", "available", "shape", "classes", "examples", "description")
+    rows = [
+        (
+            i.name,
+            i.source,
+            "yes" if i.available else "no",
+            _fmt_shape(i.input_shape),
+            str(i.num_classes) if i.num_classes is not None else "-",
+            str(i.num_examples) if i.num_examples is not None else "-",
+            i.description,
         )
-    widths = [max(len(r[k]) for r in [header, *rows]) for k in range(len(header) - 1)]
-    lines = []
-    for r in [header, *rows]:
-        lines.append("  ".join(v.ljust(w) for v, w in zip(r[:-1], widths)) + "  " + r[-1])
+        for i in infos
+    ]
+    widths = [max(len(r[k]) for r in [header, *rows]) for k in range(len(header))]
+    lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in [header, *rows]]
+    where = data_dir if data_dir else "--data-dir"
+    missing = [i for i in infos if not i.available]
+    if missing:
+        lines.append("")
+        lines.append(f"Missing datasets: put their files under {where} as")
+        for i in missing:
+            lines.append(f"  {i.name.ljust(widths[0])}  {i.expected}")
+            if verbose:
+                lines.append(f"  {' ' * widths[0]}  ({i.note})")
     if verbose:
         for i in infos:
-            if not i.available:
-                lines.append(f"{i.name}: {i.note}")
-            elif i.path:
+            if i.available and i.path:
                 lines.append(f"{i.name}: found at {i.path}")
-    lines.append("Your own images: --set data.name=folder:/path/to/dir (class sub-folders, or train/ and val/|test/ of them).")
+    lines.append("")
+    lines.append("Your own images: --set data.name=folder:/path/to/dir (class sub-folders, or train/ and val/ or test/ of them).")
     return "\n".join(lines)
 
 
@@ -66,5 +71,6 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--data-dir {args.data_dir}: not a directory")
     if args.image_size < 4:
         raise UserError("--image-size must be >= 4")
-    print(format_table(list_datasets(args.data_dir, image_size=args.image_size), verbose=args.verbose))
+    infos = list_datasets(args.data_dir, image_size=args.image_size)
+    print(format_table(infos, data_dir=args.data_dir, verbose=args.verbose))
     return 0

@@ -187,14 +187,21 @@ class NoveltyConfig:
     num_perm: int = 128
     shingle: int = 7
     threshold: float = 0.85
-    threshold_delta: float | None = None  # None: same as threshold
+    threshold_delta: float | None = 1.0  # delta candidates: copies only (measured, see search/novelty.py); None: threshold
+    delta_parent_counts: bool = True  # a delta candidate is compared with its own parent too
+    seed: int = 1  # MinHash permutation seed
     max_resamples: int = 2
     temperature_bump: float = 0.1
 
     def __post_init__(self) -> None:
         _check(0 < self.threshold <= 1, "novelty.threshold", "must be in (0, 1]")
+        _check(
+            self.threshold_delta is None or 0 < self.threshold_delta <= 1, "novelty.threshold_delta", "must be in (0, 1]"
+        )
         _check(self.num_perm >= 16, "novelty.num_perm", "must be >= 16")
         _check(self.shingle >= 1, "novelty.shingle", "must be >= 1")
+        _check(self.max_resamples >= 0, "novelty.max_resamples", "must be >= 0")
+        _check(self.temperature_bump >= 0, "novelty.temperature_bump", "must be >= 0")
 
 
 @dataclasses.dataclass(frozen=True)

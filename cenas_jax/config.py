@@ -215,6 +215,8 @@ class SearchConfig:
     edit_format: Literal["search_replace", "unified_diff"] = "search_replace"
     elite_rho: float = 0.25  # elite fraction: gamma_t is the (1 - rho) quantile
     elite_floor: float | None = None  # absolute quality floor for elites
+    elite_memory: bool = False  # previous elites stay while they still reach this cycle's threshold
+    max_elites: int | None = None  # cap on |S_t| after ordering (None: no cap)
     replay_weight: float = 1.0  # weight of the corpus L in the CE update
     update_token_budget: int = 40_000  # tokens per CE update
     datasets: tuple[str, ...] = ()  # extra datasets for a multi-dataset pool (empty: data.name only)
@@ -227,6 +229,7 @@ class SearchConfig:
         _check(self.candidates_per_cycle >= 1, "search.candidates_per_cycle", "must be >= 1")
         _check(0 <= self.delta_share <= 1, "search.delta_share", "must be in [0, 1]")
         _check(0 < self.elite_rho <= 1, "search.elite_rho", "must be in (0, 1]")
+        _check(self.max_elites is None or self.max_elites >= 1, "search.max_elites", "must be >= 1")
         _check(self.replay_weight >= 0, "search.replay_weight", "must be >= 0")
 
 

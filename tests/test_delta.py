@@ -2,6 +2,7 @@
 
 import ast
 import pickle
+import re
 
 import pytest
 
@@ -374,3 +375,59 @@ def test_make_edit_round_trip(fmt, i):
 def test_make_edit_identical_is_an_error():
     with pytest.raises(ValueError, match="identical"):
         make_edit(PARENT, PARENT + "\n\n")
+
+
+def test_ud_addition_only_hunk_with_context_missing_its_space():
+    out = "```diff\n@@ -11,2 +11,3 @@\n        x = nn.Conv(self.features, (3, 3), padding=\"SAME\")(x)\n+        x = nn.LayerNorm()(x)\n        x = nn.relu(x)\n```"
+    child = apply_edits(PARENT, out, "unified_diff")
+    assert '(x)\n        x = nn.LayerNorm()(x)\n        x = nn.relu(x)\n        return x' in child
+
+
+def _mutate(src: str, rng) -> str:
+    lines = src.splitlines()
+    for _ in range(rng.integers(1, 4)):
+        k = int(rng.integers(1, len(lines)))
+        ind = lines[k][: len(lines[k]) - len(lines[k].lstrip())]
+        op = rng.random()
+        if op < 0.4:
+            lines[k] = lines[k].replace("(x)", "(x + 0)", 1) if "(x)" in lines[k] else lines[k] + "  # note"
+        elif op < 0.7:
+            lines.insert(k, ind + "x = nn.relu(x)")
+        elif op < 0.85:
+            del lines[k]
+        else:
+            lines[k] = lines[k].replace("relu", "gelu")
+    return "\n".join(lines) + "\n"
+
+
+def test_noisy_canonical_edits_apply_property():
+    """make_edit's output, dressed up as a model would (fences, prose, CRLF, dedent, wrong numbers, dropped spaces), applies."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    n = 0
+    for _ in range(80):
+        child = _mutate(PARENT, rng)
+        if child.strip() == PARENT.strip():
+            continue
+        want = apply_edits(PARENT, make_edit(PARENT, child, "search_replace"), "search_replace")
+        assert want == "\n".join(line.rstrip() for line in child.splitlines()) + "\n"
+        # SEARCH/REPLACE: fenced, prose around, whole blocks dedented by 4, CRLF.
+        sr = make_edit(PARENT, child, "search_replace")
+        blocks = []
+        for block in sr.split("<<<<<<< SEARCH\n")[1:]:
+            body = [x for x in block.split("\n") if x.strip() and x not in ("=======", ">>>>>>> REPLACE")]
+            if all(x.startswith("    ") for x in body):  # dedent a whole block uniformly
+                block = "\n".join(x[4:] if x.startswith("    ") else x for x in block.split("\n"))
+            blocks.append("<<<<<<< SEARCH\n" + block)
+        dedented = "\n".join(blocks)
+        noisy = ("Here you go:\n```python\n" + dedented + "```\nThis should help.").replace("\n", "\r\n")
+        assert apply_edits(PARENT, noisy, "search_replace") == want
+        # Unified diff: wrong line numbers, no file headers, context lines without their leading space.
+        ud = make_edit(PARENT, child, "unified_diff")
+        ud = re.sub(r"@@ -(\d+)", lambda m: f"@@ -{int(m.group(1)) + int(rng.integers(-7, 8))}", ud)
+        ud = ud.replace("--- a/net.py\n+++ b/net.py\n", "")
+        ud = "\n".join(line[1:] if line.startswith(" ") else line for line in ud.split("\n"))
+        assert apply_edits(PARENT, "The diff:\n" + ud, "unified_diff") == want
+        n += 1
+    assert n >= 60

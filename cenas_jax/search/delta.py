@@ -473,6 +473,10 @@ def _replace_block(
         if k is None or not (0 <= k < len(old_body)) or align[k] is None or not old_body[k].strip():
             k = next(i for i, line in enumerate(old_body) if line.strip() and align[i] is not None)
         offset = _indent(src[align[k]]) - _indent(old_body[k])
+        if context is not None and offset == 1 and (anchor is None or k != anchor - lead):
+            # Measured on a context line of a diff: one column is the ' ' prefix the model dropped,
+            # not a re-indentation of the block (Python indents in steps of 2 or more).
+            offset = 0
         body = _reindent(new_body, offset)
         if context is not None:
             for i in range(len(body)):

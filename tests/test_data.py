@@ -17,6 +17,16 @@ def _cfg(tmp_path, **kw) -> DataConfig:
     return DataConfig(**kw)
 
 
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory):
+    """One cache for the embedded-dataset tests, so that mnist5k's csv is parsed once per module."""
+    return str(tmp_path_factory.mktemp("shared_cache"))
+
+
+def _emb(shared_cache, **kw) -> DataConfig:
+    return DataConfig(cache_dir=shared_cache, **kw)
+
+
 def _ids(x: np.ndarray) -> set[bytes]:
     """Identity of each image by its bytes (embedded sets hold no exact duplicates across splits by design)."""
     return {row.tobytes() for row in x}
@@ -41,10 +51,10 @@ def _check_contract(d: Dataset, shape, num_classes) -> None:
 # ---------------------------------------------------------------------------
 
 
-def test_digits_shapes_scaling_and_split_sizes(tmp_path):
+def test_digits_shapes_scaling_and_split_sizes(shared_cache):
     from sklearn.datasets import load_digits
 
-    d = load_dataset(_cfg(tmp_path, name="digits", val_fraction=0.2, test_fraction=0.1))
+    d = load_dataset(_emb(shared_cache, name="digits", val_fraction=0.2, test_fraction=0.1))
     _check_contract(d, (8, 8, 1), 10)
     n = 1797
     assert len(d.y_test) == round(0.1 * n) and len(d.y_val) == round(0.2 * n)
@@ -58,8 +68,8 @@ def test_digits_shapes_scaling_and_split_sizes(tmp_path):
         assert lookup[img.tobytes()] == label
 
 
-def test_mnist5k_is_shuffled_and_balanced(tmp_path):
-    d = load_dataset(_cfg(tmp_path, name="mnist5k"))
+def test_mnist5k_is_shuffled_and_balanced(shared_cache):
+    d = load_dataset(_emb(shared_cache, name="mnist5k"))
     _check_contract(d, (28, 28, 1), 10)
     assert len(d.y_train) + len(d.y_val) + len(d.y_test) == 5000
     # The file is sorted by class: an unshuffled split would start with 100 zeros.
@@ -69,10 +79,10 @@ def test_mnist5k_is_shuffled_and_balanced(tmp_path):
     assert 30 < d.mean[0] < 37
 
 
-def test_split_determinism_seed_dependence_and_disjointness(tmp_path):
-    a = load_dataset(_cfg(tmp_path, name="mnist5k", seed=3))
-    b = load_dataset(_cfg(tmp_path, name="mnist5k", seed=3))
-    c = load_dataset(_cfg(tmp_path, name="mnist5k", seed=4))
+def test_split_determinism_seed_dependence_and_disjointness(shared_cache):
+    a = load_dataset(_emb(shared_cache, name="mnist5k", seed=3))
+    b = load_dataset(_emb(shared_cache, name="mnist5k", seed=3))
+    c = load_dataset(_emb(shared_cache, name="mnist5k", seed=4))
     for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
         np.testing.assert_array_equal(getattr(a, k), getattr(b, k))
     assert not np.array_equal(a.y_train, c.y_train)
@@ -81,24 +91,24 @@ def test_split_determinism_seed_dependence_and_disjointness(tmp_path):
     assert not (tr & va) and not (tr & te) and not (va & te)
 
 
-def test_test_split_does_not_move_when_val_fraction_changes(tmp_path):
-    a = load_dataset(_cfg(tmp_path, name="digits", val_fraction=0.1))
-    b = load_dataset(_cfg(tmp_path, name="digits", val_fraction=0.3))
+def test_test_split_does_not_move_when_val_fraction_changes(shared_cache):
+    a = load_dataset(_emb(shared_cache, name="digits", val_fraction=0.1))
+    b = load_dataset(_emb(shared_cache, name="digits", val_fraction=0.3))
     np.testing.assert_array_equal(a.x_test, b.x_test)
     assert len(b.y_val) > len(a.y_val)
 
 
-def test_max_train_caps_train_only(tmp_path):
-    full = load_dataset(_cfg(tmp_path, name="digits"))
-    d = load_dataset(_cfg(tmp_path, name="digits", max_train=100))
+def test_max_train_caps_train_only(shared_cache):
+    full = load_dataset(_emb(shared_cache, name="digits"))
+    d = load_dataset(_emb(shared_cache, name="digits", max_train=100))
     assert len(d.y_train) == 100
     np.testing.assert_array_equal(d.y_train, full.y_train[:100])
     np.testing.assert_array_equal(d.x_val, full.x_val)
     np.testing.assert_allclose(d.mean, d.x_train.astype(np.float64).mean(axis=(0, 1, 2)), rtol=1e-5)
 
 
-def test_dataset_is_frozen_and_read_only(tmp_path):
-    d = load_dataset(_cfg(tmp_path, name="digits"))
+def test_dataset_is_frozen_and_read_only(shared_cache):
+    d = load_dataset(_emb(shared_cache, name="digits"))
     with pytest.raises(dataclasses.FrozenInstanceError):
         d.name = "x"  # type: ignore[misc]
     with pytest.raises(ValueError):
@@ -118,14 +128,14 @@ def test_embedded_cache_is_used_and_corrupt_cache_rebuilt(tmp_path, monkeypatch)
     from cenas_jax.data import embedded
 
     calls = []
-    real = embedded.load_mnist5k
-    monkeypatch.setattr(embedded, "load_mnist5k", lambda: calls.append(1) or real())
-    cfg = _cfg(tmp_path, name="mnist5k")
+    real = embedded.load_digits
+    monkeypatch.setattr(embedded, "load_digits", lambda: calls.append(1) or real())
+    cfg = _cfg(tmp_path, name="digits")
     first = load_dataset(cfg)
     second = load_dataset(cfg)
     assert len(calls) == 1
     np.testing.assert_array_equal(first.x_train, second.x_train)
-    (entry,) = list((tmp_path / "cache").glob("mnist5k-*.npz"))
+    (entry,) = list((tmp_path / "cache").glob("digits-*.npz"))
     entry.write_bytes(b"not a zip file")
     with pytest.warns(UserWarning, match="rebuilding"):
         third = load_dataset(cfg)

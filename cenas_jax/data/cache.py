@@ -60,12 +60,13 @@ def cached_arrays(
         except Exception as e:  # any unreadable file is rebuilt below
             warnings.warn(f"rebuilding unreadable dataset cache {path}: {e}", stacklevel=2)
     arrays = build()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
         os.replace(tmp, path)
     except OSError as e:  # a read-only or full cache directory only costs speed
         warnings.warn(f"could not write dataset cache {path}: {e}", stacklevel=2)
+        tmp.unlink(missing_ok=True)
     return arrays

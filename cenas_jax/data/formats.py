@@ -156,8 +156,10 @@ def read_svhn_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise UserError(f"malformed {path}: X {x.shape}, {len(y)} labels; expected {SVHN_FORMAT}")
     if len(y) and (y.min() < 0 or y.max() > 10):
         raise UserError(f"malformed {path}: labels in [{y.min()}, {y.max()}]; expected {SVHN_FORMAT}")
+    if x.dtype != np.uint8:
+        raise UserError(f"malformed {path}: X is {x.dtype}; expected {SVHN_FORMAT}")
     y = np.where(y == 10, 0, y).astype(np.int32)
-    return np.ascontiguousarray(x.transpose(3, 0, 1, 2)).astype(np.uint8), y
+    return np.ascontiguousarray(x.transpose(3, 0, 1, 2)), y
 
 
 def svhn_count(path: Path) -> int:

@@ -58,13 +58,17 @@ def decode_all(paths: list[Path], size: int, keep_grey: bool, desc: str = "decod
 
     workers = min(8, os.cpu_count() or 1) if len(paths) > 256 else 1
     progress = _progress(len(paths), desc) if len(paths) > 2000 else None
-    with ThreadPoolExecutor(workers) as pool:
+    pool = ThreadPoolExecutor(workers)
+    try:
         for grey in pool.map(one, range(len(paths))):
             all_grey &= grey
             if progress is not None:
                 progress.update(1)
-    if progress is not None:
-        progress.close()
+    finally:
+        # On a bad file, report it now rather than after decoding everything still queued.
+        pool.shutdown(wait=True, cancel_futures=True)
+        if progress is not None:
+            progress.close()
     if keep_grey and all_grey and len(paths):
         return np.ascontiguousarray(x[..., :1])
     return x

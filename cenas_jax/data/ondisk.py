@@ -16,6 +16,9 @@ Layouts (relative to ``data_dir``; the first directory that holds every file win
   ``PATH/val/...`` and/or ``PATH/test/...``.
 
 Formats that ship a test split keep it; the image-folder datasets are resized to ``image_size``.
+Every on-disk dataset is read once and then served from the array cache (``cache.py``): decoding
+CIFAR's latin-1 pickles or transposing SVHN's (H, W, C, N) arrays costs seconds, and every sandbox
+worker loads the dataset.
 """
 
 from __future__ import annotations
@@ -124,7 +127,7 @@ def _idx_spec(name: str, description: str, candidates: tuple[str, ...], class_na
         tr, te = formats.read_idx_header(tri), formats.read_idx_header(tei)
         return Probe(10, (tr[1], tr[2], 1) if len(tr) == 3 else None, tr[0] + te[0])
 
-    return Spec(name, description, "disk", layout, locate, read, probe)
+    return Spec(name, description, "disk", layout, locate, read, probe, cached=True, sources=files)
 
 
 # ---------------------------------------------------------------------------
@@ -169,7 +172,10 @@ def _cifar_spec(
         n = sum(len(formats.read_cifar_batch(root / f, label_key)[1]) for f in (*train_files, test_file))
         return Probe(num_classes, (32, 32, 3), n)
 
-    return Spec(name, description, "disk", layout, locate, read, probe)
+    def files(root: Path) -> list[Path]:
+        return [root / f for f in (*train_files, test_file, meta[0]) if (root / f).is_file()]
+
+    return Spec(name, description, "disk", layout, locate, read, probe, cached=True, sources=files)
 
 
 # ---------------------------------------------------------------------------
@@ -424,7 +430,17 @@ ON_DISK: dict[str, Spec] = {
         100,
         ("meta", "fine_label_names"),
     ),
-    "svhn": Spec("svhn", "SVHN cropped digits (.mat)", "disk", _SVHN_LAYOUT, _svhn_locate, _svhn_read, _svhn_probe),
+    "svhn": Spec(
+        "svhn",
+        "SVHN cropped digits (.mat)",
+        "disk",
+        _SVHN_LAYOUT,
+        _svhn_locate,
+        _svhn_read,
+        _svhn_probe,
+        cached=True,
+        sources=lambda root: [root / f for f in _SVHN_FILES],
+    ),
     "imagenette": Spec(
         "imagenette",
         "ImageNette, 10 ImageNet classes (image folders, resized)",

@@ -18,7 +18,8 @@ _CARVE_TAG = 0xCA12
 
 
 def _count(fraction: float, n: int) -> int:
-    return int(round(fraction * n))
+    # A split asked for is never empty (a tiny dataset still gets one example there).
+    return max(1, int(round(fraction * n))) if fraction > 0 and n > 2 else int(round(fraction * n))
 
 
 def pool_split(

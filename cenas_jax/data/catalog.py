@@ -244,7 +244,7 @@ def list_datasets(data_dir: str | None = None, image_size: int = 64) -> list[Dat
             path = spec.locate(root)
             probe = spec.probe(path, image_size)
             available = True
-        except UserError as e:
+        except (UserError, OSError) as e:  # unreadable files make a dataset unavailable, not the listing fail
             available, note = False, str(e)
         infos.append(
             DatasetInfo(

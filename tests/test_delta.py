@@ -182,7 +182,9 @@ def test_sr_missing_closing_marker_starts_next_block():
         ),
         ("<<<<<<< SEARCH\n        x = nn.Dense(128)(x)\n=======\n        x = nn.Dense(64)(x)\n", "block 1: missing '>>>>>>> REPLACE'"),
         ("<<<<<<< SEARCH\n        x = nn.Dense(128)(x)\n", "block 1: missing '=======' after"),
-        ("```python\n" + PARENT + "```\n", "no SEARCH/REPLACE block found"),
+        ("```python\n" + PARENT + "```\n", "no SEARCH/REPLACE block found (expected"),
+        ("```python\n" + PARENT + "```\n", "; the answer looks like a whole program, not an edit"),
+        ("I would add dropout.", "no SEARCH/REPLACE block found"),
         ("<<<<<<< SEARCH\nx\n<<<<<<< SEARCH\n", "block 1: a second '<<<<<<< SEARCH'"),
     ],
 )

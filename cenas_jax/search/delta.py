@@ -43,6 +43,7 @@ Decisions (the loop and the report rely on them):
 
 from __future__ import annotations
 
+import ast
 import difflib
 import re
 from dataclasses import dataclass
@@ -187,8 +188,6 @@ def _fenced_blocks(text: str) -> list[tuple[str, str, bool]]:
 
 
 def _parses(code: str) -> bool:
-    import ast
-
     try:
         ast.parse(code)
     except (SyntaxError, ValueError):
@@ -497,19 +496,27 @@ def _replace_block(
 def apply_edits(parent_source: str, text: str, fmt: EditFormat = "search_replace") -> str:
     """Apply the edit in LLM answer ``text`` to ``parent_source``; return the child program.
 
-    Raises ``DeltaError`` (kind ``delta_apply``) with the reason when the
-    edit cannot be parsed, does not apply, or changes nothing.
+    The child comes back normalised: LF line ends, tabs expanded to 4
+    spaces, no trailing spaces, one final newline. Raises ``DeltaError``
+    (kind ``delta_apply``) with the reason when the edit cannot be parsed,
+    does not apply, or changes nothing.
     """
     if fmt not in EDIT_FORMATS:
         raise ValueError(f"edit format {fmt!r}: expected one of {list(EDIT_FORMATS)}")
     src = _lines(parent_source)
+    try:
+        parsed: list = parse_search_replace(text) if fmt == "search_replace" else parse_unified_diff(text)
+    except DeltaError as e:
+        if e.reason.startswith("no ") and re.search(r"^\s*class\s+Net\b", extract_code(text), re.MULTILINE):
+            raise DeltaError(e.reason + "; the answer looks like a whole program, not an edit") from None
+        raise
     if fmt == "search_replace":
-        edits = parse_search_replace(text)
+        edits = parsed
         for i, e in enumerate(edits, 1):
             what = f"SEARCH block {i} of {len(edits)}"
             src = _replace_block(src, _lines(e.search), _lines(e.replace), hint=None, what=what, append_if_empty=True)
     else:
-        hunks = parse_unified_diff(text)
+        hunks = parsed
         for i, h in enumerate(hunks, 1):
             hint = None if h.old_start is None else h.old_start - 1
             what = f"hunk {i} of {len(hunks)}"

@@ -152,3 +152,4 @@ def test_template_files_and_hash(tmp_path, monkeypatch):
         monkeypatch.undo()
         prompts.load_template.cache_clear()
     assert template_hash() == h
+

@@ -1,0 +1,239 @@
+"""Proxy trainer: learning, determinism, strategies agree, NaN, FLOPs, compile-once, test split."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cenas_jax.config import DataConfig, TrainConfig
+from cenas_jax.data import load_dataset
+from cenas_jax.train import (
+    Strategy,
+    TrainError,
+    choose_strategy,
+    disable_compile_cache,
+    enable_compile_cache,
+    evaluate_accuracy,
+    train_candidate,
+)
+from cenas_jax.train.proxy import _schedule
+
+BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"
+
+
+class MLP(nn.Module):
+    num_classes: int = 10
+    width: int = 64
+
+    @nn.compact
+    def __call__(self, x):
+        x = x.reshape(x.shape[0], -1)
+        x = nn.relu(nn.Dense(self.width)(x))
+        return nn.Dense(self.num_classes)(x)
+
+
+class SmallCNN(nn.Module):
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = nn.Conv(16, (3, 3))(x)
+        x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
+        x = nn.relu(x)
+        x = nn.avg_pool(x, (2, 2), (2, 2))
+        x = x.reshape(x.shape[0], -1)
+        x = nn.Dropout(0.2, deterministic=not train)(x)
+        return nn.Dense(self.num_classes)(x)
+
+
+class NaNNet(nn.Module):
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x):
+        logits = nn.Dense(self.num_classes)(x.reshape(x.shape[0], -1))
+        return logits * jnp.inf  # inf - inf in the softmax: NaN loss from the first step
+
+
+class WrongWidth(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(7)(x.reshape(x.shape[0], -1))
+
+
+ADAM = TrainConfig(epochs=2, optimizer="adam", learning_rate=3e-3, compile_cache=False)
+SGD = TrainConfig(epochs=2, optimizer="sgd", learning_rate=0.05, momentum=0.9, compile_cache=False)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset(DataConfig(name="digits", seed=0))
+
+
+@contextlib.contextmanager
+def count_compiles():
+    """Count XLA backend compiles (cache hits included) inside the block."""
+    names: list[str] = []
+
+    def listener(event, duration, **kw):
+        if event == BACKEND_COMPILE:
+            names.append(str(kw.get("fun_name", "")))
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield names
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+
+
+def test_mlp_learns_digits_with_adam(digits):
+    r = train_candidate(MLP(), False, digits, ADAM, jax.random.key(0))
+    assert r.accuracy > 0.8, r
+    assert r.strategy == "scan/sequential"  # no convolution on CPU: scanned epochs
+    assert r.params == 64 * 64 + 64 + 64 * 10 + 10
+    assert np.isfinite(r.loss) and r.loss < 1.0
+    assert r.compile_s > 0 and r.train_s > 0
+
+
+def test_cnn_with_batchnorm_dropout_learns_with_sgd(digits):
+    r = train_candidate(SmallCNN(), True, digits, SGD, jax.random.key(0))
+    assert r.accuracy > 0.6, r
+    assert r.strategy == "loop/sequential"  # convolutions on CPU: python loop of jitted steps
+    # 3x3x1x16 conv + bias, BatchNorm scale/bias, dense 4*4*16 -> 10
+    assert r.params == 3 * 3 * 16 + 16 + 2 * 16 + 4 * 4 * 16 * 10 + 10
+
+
+def test_same_key_same_result_other_key_other_result(digits):
+    cfg = dataclasses.replace(SGD, epochs=1, seeds=2)
+    a = train_candidate(SmallCNN(), True, digits, cfg, jax.random.key(7))
+    b = train_candidate(SmallCNN(), True, digits, cfg, jax.random.key(7))
+    c = train_candidate(SmallCNN(), True, digits, cfg, jax.random.key(8))
+    assert a.seed_accuracies == b.seed_accuracies and a.loss == b.loss
+    assert len(a.seed_accuracies) == 2
+    # seeds fold_in(key, s) differ from each other, and another key gives other runs
+    assert a.seed_accuracies[0] != a.seed_accuracies[1] or a.loss != c.loss
+    assert a.loss != c.loss
+
+
+def test_loop_and_scan_agree_without_dropout(digits):
+    cfg = dataclasses.replace(ADAM, epochs=1.5)
+    loop = train_candidate(MLP(), False, digits, dataclasses.replace(cfg, epoch_strategy="loop"), jax.random.key(3))
+    scan = train_candidate(MLP(), False, digits, dataclasses.replace(cfg, epoch_strategy="scan"), jax.random.key(3))
+    assert loop.strategy.startswith("loop") and scan.strategy.startswith("scan")
+    assert loop.steps == scan.steps == int(1.5 * (len(digits.y_train) // 64))
+    np.testing.assert_allclose(loop.loss, scan.loss, rtol=1e-4)
+    n_val = len(digits.y_val)
+    assert abs(loop.accuracy - scan.accuracy) <= 1.5 / n_val
+
+
+def test_vmap_and_sequential_seeds_agree(digits):
+    cfg = dataclasses.replace(ADAM, epochs=1, seeds=3)
+    seq = train_candidate(MLP(width=32), False, digits, dataclasses.replace(cfg, seed_strategy="sequential"), jax.random.key(5))
+    vm = train_candidate(MLP(width=32), False, digits, dataclasses.replace(cfg, seed_strategy="vmap"), jax.random.key(5))
+    assert seq.strategy.endswith("/sequential") and vm.strategy.endswith("/vmap")
+    n_val = len(digits.y_val)
+    np.testing.assert_allclose(seq.seed_accuracies, vm.seed_accuracies, atol=1.5 / n_val)
+    np.testing.assert_allclose(seq.loss, vm.loss, rtol=1e-4)
+    np.testing.assert_allclose(seq.flops, vm.flops, rtol=0.05)
+
+
+def test_nan_loss_raises_train_error(digits):
+    with pytest.raises(TrainError) as e:
+        train_candidate(NaNNet(), False, digits, ADAM, jax.random.key(0))
+    assert e.value.kind == "nan" and "NaN" in e.value.message
+
+
+def test_wrong_logit_width_is_a_shape_error(digits):
+    with pytest.raises(TrainError) as e:
+        train_candidate(WrongWidth(), False, digits, ADAM, jax.random.key(0))
+    assert e.value.kind == "shape"
+    assert "expected" in e.value.message and ", 10)" in e.value.message and ", 7)" in e.value.message
+
+
+def test_untraceable_model_is_a_compile_error(digits):
+    class Broken(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(10)(x.reshape(x.shape[0], 7, -1))  # 64 pixels do not split by 7
+
+    with pytest.raises(TrainError) as e:
+        train_candidate(Broken(), False, digits, ADAM, jax.random.key(0))
+    assert e.value.kind == "compile"
+
+
+def test_flops_positive_and_scale_with_width(digits):
+    cfg = dataclasses.replace(ADAM, epochs=0.2)
+    small = train_candidate(MLP(width=32), False, digits, cfg, jax.random.key(0))
+    big = train_candidate(MLP(width=256), False, digits, cfg, jax.random.key(0))
+    assert small.flops > 0
+    # the two matmuls dominate: 2*(64*w + w*10) per example
+    assert 2 * (64 * 32 + 32 * 10) <= small.flops < 2 * 2 * (64 * 32 + 32 * 10)
+    assert 6.0 < big.flops / small.flops < 8.5
+
+
+class CountedCNN(SmallCNN):
+    """A class of its own, so that no earlier test has compiled it."""
+
+
+def test_each_program_compiles_once_per_model_and_shapes(digits):
+    # shared helpers (permutation, key folding) compile on first use in the process
+    train_candidate(MLP(width=8), False, digits, dataclasses.replace(SGD, epochs=0.1), jax.random.key(0))
+    with count_compiles() as first:
+        r1 = train_candidate(CountedCNN(), True, digits, dataclasses.replace(SGD, epochs=1), jax.random.key(1))
+    # init, eval batch and train step: one compile each
+    assert len(first) == 3, first
+    with count_compiles() as again:
+        r2 = train_candidate(CountedCNN(), True, digits, dataclasses.replace(SGD, epochs=2), jax.random.key(2))
+    assert again == []  # same module and shapes: the compiled programs are reused, whatever the epochs
+    assert r2.compile_s < r1.compile_s and r2.steps == 2 * r1.steps
+    # the scan strategy compiles one epoch program per distinct epoch length (here a whole and a half)
+    with count_compiles() as scan_partial:
+        train_candidate(MLP(width=24), False, digits, dataclasses.replace(SGD, epochs=1.5, epoch_strategy="scan"), jax.random.key(3))
+    assert len(scan_partial) == 4, scan_partial
+
+
+def test_test_split_evaluation_and_returned_variables(digits):
+    r = train_candidate(MLP(), False, digits, ADAM, jax.random.key(0), eval_split="test", return_variables=True)
+    assert r.eval_split == "test" and r.accuracy > 0.8
+    assert r.variables is not None and len(r.variables) == 1
+    again = evaluate_accuracy(MLP(), False, r.variables[0], digits, split="test")
+    assert again == pytest.approx(r.accuracy, abs=1e-9)
+    # padded, masked batches: a batch size that does not divide the split gives the same accuracy
+    assert len(digits.y_test) % 64 != 0
+    assert evaluate_accuracy(MLP(), False, r.variables[0], digits, split="test", eval_batch_size=64) == pytest.approx(again)
+    val = evaluate_accuracy(MLP(), False, r.variables[0], digits, split="val")
+    assert 0.5 < val <= 1.0
+
+
+def test_partial_epoch_schedule():
+    assert _schedule(0.5, 19) == [(0, 9)]
+    assert _schedule(2, 19) == [(0, 19), (1, 19)]
+    assert _schedule(1.5, 19) == [(0, 19), (1, 9)]
+    assert _schedule(0.001, 19) == [(0, 1)]  # at least one step
+
+
+def test_strategy_rules():
+    auto = TrainConfig()
+    assert choose_strategy(auto, "cpu", has_conv=True) == Strategy("loop", "sequential")
+    assert choose_strategy(auto, "cpu", has_conv=False) == Strategy("scan", "sequential")
+    assert choose_strategy(dataclasses.replace(auto, seeds=4), "gpu", has_conv=True) == Strategy("scan", "vmap")
+    forced = TrainConfig(seeds=4, epoch_strategy="loop", seed_strategy="sequential")
+    assert choose_strategy(forced, "tpu", has_conv=True) == Strategy("loop", "sequential")
+    assert choose_strategy(TrainConfig(seed_strategy="vmap"), "cpu", has_conv=True).seed == "vmap"
+
+
+def test_compile_cache_writes_entries_in_the_given_dir(tmp_path, digits):
+    cache = tmp_path / "xla"
+    try:
+        cfg = dataclasses.replace(ADAM, epochs=0.2, compile_cache=True, compile_cache_dir=str(cache))
+        train_candidate(MLP(width=48), False, digits, cfg, jax.random.key(0))
+        assert cache.is_dir() and any(cache.iterdir())
+        assert enable_compile_cache(dataclasses.replace(cfg, compile_cache=False)) is None
+    finally:
+        disable_compile_cache()

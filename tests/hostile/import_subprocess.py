@@ -1,0 +1,15 @@
+# policy: policy
+# bypass: policy
+import subprocess
+import flax.linen as nn
+
+subprocess.run(["touch", "@@MARKER@@"])
+
+class Net(nn.Module):
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = x.reshape((x.shape[0], -1))
+        return nn.Dense(self.num_classes)(x)
+

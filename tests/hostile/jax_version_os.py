@@ -1,0 +1,16 @@
+# policy: policy
+# bypass: build
+import jax
+import flax.linen as nn
+
+os = jax.version.os
+os.makedirs("@@MARKER@@")
+
+class Net(nn.Module):
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = x.reshape((x.shape[0], -1))
+        return nn.Dense(self.num_classes)(x)
+

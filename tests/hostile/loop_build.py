@@ -1,0 +1,15 @@
+# policy: timeout
+import flax.linen as nn
+
+n = 0
+while True:
+    n += 1
+
+class Net(nn.Module):
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = x.reshape((x.shape[0], -1))
+        return nn.Dense(self.num_classes)(x)
+

@@ -1,0 +1,15 @@
+# policy: memory
+import flax.linen as nn
+
+hog = []
+while True:
+    hog.append(bytes(64 * 1024**2))
+
+class Net(nn.Module):
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = x.reshape((x.shape[0], -1))
+        return nn.Dense(self.num_classes)(x)
+

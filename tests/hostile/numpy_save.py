@@ -1,0 +1,15 @@
+# policy: policy
+# bypass: build
+import numpy as np
+import flax.linen as nn
+
+np.save("@@MARKER@@", np.zeros(3))
+
+class Net(nn.Module):
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = x.reshape((x.shape[0], -1))
+        return nn.Dense(self.num_classes)(x)
+

@@ -1,0 +1,407 @@
+"""The CE update (DESIGN.md §1 step 7): fine-tune LoRA adapters on (prompt, completion) pairs.
+
+Loss, with ``normalization="sequence"`` (the default, Theorem 1 of the paper):
+
+    L(theta) = -(1/|S|) sum_{a in S} log p_theta(a | prompt(a)),
+
+the log-likelihood of the whole completion (prompt tokens masked), averaged over
+programs. ``normalization="token_mean"`` is the usual SFT loss, the mean over completion
+tokens, which re-weights programs by their length; it is an option only.
+
+Only ``nnx.LoRAParam`` variables are trained (``nnx.Optimizer(..., wrt=nnx.LoRAParam)``):
+AdamW with linear warm-up and cosine decay, global-norm clipping, length bucketing (few
+shapes compile) and gradient accumulation over micro-batches inside one jitted step.
+Each ``finetune`` call starts from a fresh optimiser state (the CE update resets it every
+cycle) while the adapters carry over in the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from cenas_jax.config import FinetuneConfig
+from cenas_jax.errors import UserError
+from cenas_jax.llm.lora import DropoutKey, with_dropout_keys
+
+Pair = tuple[Sequence[int], Sequence[int]]
+
+# Padded lengths are taken from this ladder (x1, x1.5 per octave: at most a third is padding),
+# so a run of mixed lengths compiles a handful of shapes.
+_MIN_BUCKET = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneResult:
+    """What one ``finetune`` call did.
+
+    ``losses``: the loss of every optimiser step (before its update); ``tokens``: real
+    (non-padding) tokens fed to the model; ``seconds``: wall time including compilation;
+    ``truncated``: how many pairs were cut to ``max_seq_len`` tokens; ``learning_rates``:
+    the rate used at each step; ``optimizer``: the final optimiser (for checkpoints).
+    """
+
+    losses: list[float]
+    steps: int
+    tokens: int
+    seconds: float
+    tokens_per_s: float
+    truncated: int
+    learning_rates: list[float] = dataclasses.field(default_factory=list)
+    optimizer: nnx.Optimizer | None = dataclasses.field(default=None, repr=False, compare=False)
+
+
+# ----------------------------------------------------------------------------- batching
+
+
+def bucket_length(n: int, max_len: int) -> int:
+    """The padded length for a row of ``n`` model inputs: the next rung of 16, 24, 32, 48, 64, ...
+
+    Capped at ``max_len``.
+    """
+    b = _MIN_BUCKET
+    while b < n:
+        b = b * 3 // 2 if (b & (b - 1)) == 0 else (b // 3) * 4
+    return min(b, max_len)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Example:
+    ids: np.ndarray  # prompt + completion, int32
+    n_prompt: int
+
+
+def encode_pairs(pairs: Sequence[Pair], max_seq_len: int) -> tuple[list[_Example], int]:
+    """Concatenate each pair, cutting its end to ``max_seq_len`` tokens; returns (examples, #truncated)."""
+    out, truncated = [], 0
+    for i, (prompt, completion) in enumerate(pairs):
+        p = np.asarray(prompt, dtype=np.int64).reshape(-1)
+        c = np.asarray(completion, dtype=np.int64).reshape(-1)
+        if p.size == 0:
+            raise UserError(f"pair {i}: the prompt is empty; it needs at least one token (e.g. BOS)")
+        if c.size == 0:
+            raise UserError(f"pair {i}: the completion is empty; include at least the end-of-sequence token")
+        if p.size >= max_seq_len:
+            raise UserError(
+                f"pair {i}: the prompt has {p.size} tokens, >= finetune.max_seq_len={max_seq_len}, "
+                "so no completion token would be trained; raise max_seq_len or shorten the prompt"
+            )
+        ids = np.concatenate([p, c])
+        if ids.size > max_seq_len:
+            ids = ids[:max_seq_len]
+            truncated += 1
+        out.append(_Example(ids.astype(np.int32), int(p.size)))
+    return out, truncated
+
+
+def _rows(examples: Sequence[_Example | None], width: int) -> dict[str, np.ndarray]:
+    """Right-padded next-token rows; ``None`` is a padding row of weight 0.
+
+    tokens/targets/mask: (B, width); weight: (B,). ``mask[j]`` is 1 where ``targets[j]``
+    is a completion token.
+    """
+    b = len(examples)
+    tokens = np.zeros((b, width), np.int32)
+    targets = np.zeros((b, width), np.int32)
+    mask = np.zeros((b, width), np.float32)
+    weight = np.zeros((b,), np.float32)
+    for r, ex in enumerate(examples):
+        if ex is None:
+            continue
+        n = ex.ids.size - 1
+        tokens[r, :n] = ex.ids[:-1]
+        targets[r, :n] = ex.ids[1:]
+        mask[r, ex.n_prompt - 1 : n] = 1.0
+        weight[r] = 1.0
+    return {"tokens": tokens, "targets": targets, "mask": mask, "weight": weight}
+
+
+def _step_batches(examples: Sequence[_Example], cfg: FinetuneConfig, num_steps: int, rng: np.random.Generator):
+    """Yield ``num_steps`` step batches of shape (grad_accum, micro, T), length-bucketed.
+
+    Each epoch: shuffle, sort pools of 16 batches by length, cut into batches, shuffle the
+    batches. A short last batch is filled with weight-0 rows so shapes stay fixed.
+    """
+    n, bs = len(examples), cfg.batch_size
+    micro = bs // cfg.grad_accum
+    produced = 0
+    while produced < num_steps:
+        order = rng.permutation(n)
+        pool = 16 * bs
+        batches = []
+        for start in range(0, n, pool):
+            chunk = sorted(order[start : start + pool], key=lambda k: examples[k].ids.size)
+            batches += [chunk[i : i + bs] for i in range(0, len(chunk), bs)]
+        for bi in rng.permutation(len(batches)):
+            idx = batches[bi]
+            rows = [examples[k] for k in idx] + [None] * (bs - len(idx))
+            width = bucket_length(max(examples[k].ids.size - 1 for k in idx), cfg.max_seq_len)
+            arrays = _rows(rows, width)
+            yield {k: v.reshape((cfg.grad_accum, micro) + v.shape[1:]) for k, v in arrays.items()}
+            produced += 1
+            if produced == num_steps:
+                return
+
+
+def num_steps_for(num_pairs: int, cfg: FinetuneConfig) -> int:
+    """Optimiser steps of one call: ceil(epochs x batches per epoch), capped by ``max_steps``."""
+    steps = max(1, math.ceil(cfg.epochs * math.ceil(num_pairs / cfg.batch_size)))
+    return min(steps, cfg.max_steps) if cfg.max_steps is not None else steps
+
+
+def learning_rate_schedule(cfg: FinetuneConfig, num_steps: int) -> optax.Schedule:
+    """Linear warm-up to ``cfg.learning_rate`` then cosine decay towards 0; argument: step 0..num_steps-1.
+
+    Step i uses optax's warm-up-cosine at i + 1, so neither the first step (warm-up from 0)
+    nor the last (cosine end) has a zero rate.
+    """
+    warmup = min(cfg.warmup_steps, num_steps)
+    base = optax.warmup_cosine_decay_schedule(
+        init_value=0.0,
+        peak_value=cfg.learning_rate,
+        warmup_steps=warmup,
+        decay_steps=num_steps + 1,
+        end_value=0.0,
+    )
+    return lambda step: base(step + 1)
+
+
+@functools.lru_cache(maxsize=None)
+def _transform(weight_decay: float, max_grad_norm: float | None) -> optax.GradientTransformation:
+    """Clip + AdamW with the rate as a hyper-parameter set per step; cached so jit caches hit across calls."""
+    adamw = optax.inject_hyperparams(optax.adamw)(learning_rate=0.0, weight_decay=weight_decay)
+    if max_grad_norm is None or max_grad_norm <= 0:
+        return adamw
+    return optax.chain(optax.clip_by_global_norm(max_grad_norm), adamw)
+
+
+def make_optimizer(model: nnx.Module, cfg: FinetuneConfig) -> nnx.Optimizer:
+    """A fresh optimiser over the model's ``nnx.LoRAParam`` variables only."""
+    if not jax.tree.leaves(nnx.state(model, nnx.LoRAParam)):
+        raise UserError("the model has no LoRA adapters to fine-tune; call apply_lora(model, cfg.lora, rngs) first")
+    return nnx.Optimizer(model, _transform(float(cfg.weight_decay), cfg.max_grad_norm), wrt=nnx.LoRAParam)
+
+
+def _hyperparams(optimizer: nnx.Optimizer) -> dict:
+    state = optimizer.opt_state
+    return (state[-1] if isinstance(state, tuple) else state).hyperparams
+
+
+# ----------------------------------------------------------------------------- loss
+
+
+def completion_nll(model: nnx.Module, tokens_BxT: jax.Array, targets_BxT: jax.Array, mask_BxT: jax.Array) -> jax.Array:
+    """Per-row negative log-likelihood of the masked targets: (B,), nats, summed over tokens."""
+    logits_BxTxV = model(tokens_BxT).astype(jnp.float32)
+    lse_BxT = jax.nn.logsumexp(logits_BxTxV, axis=-1)
+    target_logit_BxT = jnp.take_along_axis(logits_BxTxV, targets_BxT[..., None], axis=-1)[..., 0]
+    return jnp.sum((lse_BxT - target_logit_BxT) * mask_BxT, axis=-1)
+
+
+def _row_coefficients(batch: dict, token_mean: jax.Array) -> jax.Array:
+    """Weights c (A, M) so that the step loss is sum c * row_nll over the whole step.
+
+    sequence: c = w / #rows (mean over programs); token_mean: c = w / #completion tokens.
+    ``token_mean`` is a traced bool so both normalisations share one compilation.
+    """
+    w = batch["weight"]
+    rows = jnp.sum(w)
+    tokens = jnp.sum(batch["mask"] * w[..., None])
+    return w / jnp.maximum(jnp.where(token_mean, tokens, rows), 1.0)
+
+
+def _accumulated_loss_and_grads(model, batch, token_mean, key):
+    """Loss and LoRA gradients of one step over (grad_accum, micro, T) rows, micro-batch by micro-batch.
+
+    Returns (loss, grads): the gradient equals that of the whole step as one batch.
+    """
+    coef_AxM = _row_coefficients(batch, token_mean)
+    lora_def, lora_params, dropout_keys, rest = nnx.split(model, nnx.LoRAParam, DropoutKey, ...)
+
+    def micro_loss(params, keys, micro_batch, coef_M):
+        m = nnx.merge(lora_def, params, keys, rest)
+        nll_M = completion_nll(m, micro_batch["tokens"], micro_batch["targets"], micro_batch["mask"])
+        return jnp.sum(coef_M * nll_M)
+
+    grad_fn = jax.value_and_grad(micro_loss)
+
+    def accumulate(carry, xs):
+        loss_sum, grad_sum = carry
+        micro_batch, coef_M, idx = xs
+        # Fresh dropout masks for every micro-batch and adapter (no-op without dropout).
+        keys = with_dropout_keys(dropout_keys, jax.random.fold_in(key, idx))
+        loss, grads = grad_fn(lora_params, keys, micro_batch, coef_M)
+        return (loss_sum + loss, jax.tree.map(jnp.add, grad_sum, grads)), None
+
+    zeros = jax.tree.map(jnp.zeros_like, lora_params)
+    micro_batches = {k: batch[k] for k in ("tokens", "targets", "mask")}
+    steps = jnp.arange(coef_AxM.shape[0])
+    (loss, grads), _ = jax.lax.scan(accumulate, (jnp.zeros((), jnp.float32), zeros), (micro_batches, coef_AxM, steps))
+    return loss, grads
+
+
+def _train_step(graphdef, train_state, frozen_state, batch, lr, key, token_mean):
+    """One optimiser step over (grad_accum, micro, T) rows; returns (new train state, loss, grad norm)."""
+    model, optimizer = nnx.merge(graphdef, train_state, frozen_state)
+    _hyperparams(optimizer)["learning_rate"][...] = lr
+    loss, grads = _accumulated_loss_and_grads(model, batch, token_mean, key)
+    optimizer.update(model, grads)
+    new_state = nnx.state((model, optimizer), nnx.Any(nnx.LoRAParam, nnx.OptState))
+    return new_state, loss, optax.global_norm(grads)
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled_train_step(graphdef):
+    # One jitted function per model structure: hashing the graph definition once per call, not per step.
+    return jax.jit(functools.partial(_train_step, graphdef), donate_argnums=(0,))
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def finetune(
+    model: nnx.Module,
+    pairs: Sequence[Pair],
+    cfg: FinetuneConfig,
+    *,
+    optimizer: nnx.Optimizer | None = None,
+    progress: bool = False,
+) -> FinetuneResult:
+    """Fine-tune the LoRA adapters of ``model`` in place on (prompt_ids, completion_ids) pairs.
+
+    ``completion_ids`` include the end-of-sequence token. ``optimizer``: continue from this
+    optimiser (e.g. restored from a checkpoint); default a fresh one. Base weights are not
+    touched. Deterministic for ``cfg.seed``.
+    """
+    if len(pairs) == 0:
+        raise UserError("finetune: no (prompt, completion) pairs to train on")
+    examples, truncated = encode_pairs(pairs, cfg.max_seq_len)
+    num_steps = num_steps_for(len(examples), cfg)
+    schedule = learning_rate_schedule(cfg, num_steps)
+    optimizer = make_optimizer(model, cfg) if optimizer is None else optimizer
+
+    # Training mode (adapter dropout on) lives in a view that shares the model's arrays.
+    train_view = nnx.view(model, deterministic=False, raise_if_not_found=False)
+    graphdef, train_state, frozen_state = nnx.split((train_view, optimizer), nnx.Any(nnx.LoRAParam, nnx.OptState), ...)
+    # Donation deletes the buffers it is given; adapters and optimiser state are small, so donate
+    # private copies and never invalidate arrays the caller (or a clone of the model) still holds.
+    train_state = jax.tree.map(jnp.copy, train_state)
+    step_fn = _compiled_train_step(graphdef)
+    token_mean = jnp.bool_(cfg.normalization == "token_mean")
+    key = jax.random.key(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+
+    losses, rates, pending = [], [], None
+    tokens = 0
+    batches = _step_batches(examples, cfg, num_steps, rng)
+    if progress:
+        from tqdm import tqdm
+
+        batches = tqdm(batches, total=num_steps, desc="finetune", unit="step")
+    start = time.perf_counter()
+    try:
+        for step, batch in enumerate(batches):
+            lr = float(schedule(step))
+            tokens += int(sum(ex_len for ex_len in _real_lengths(batch)))
+            train_state, loss, _ = step_fn(
+                train_state, frozen_state, batch, jnp.float32(lr), jax.random.fold_in(key, step), token_mean
+            )
+            rates.append(lr)
+            # Read step N-1's loss after dispatching step N: no host sync in the hot loop.
+            if pending is not None:
+                losses.append(_checked(pending, step - 1))
+            pending = loss
+        losses.append(_checked(pending, num_steps - 1))
+    finally:
+        # The donated buffers are gone; put the latest state back into the model and optimiser.
+        nnx.update((model, optimizer), train_state)
+    seconds = time.perf_counter() - start
+    return FinetuneResult(
+        losses=losses,
+        steps=num_steps,
+        tokens=tokens,
+        seconds=seconds,
+        tokens_per_s=tokens / seconds if seconds > 0 else float("inf"),
+        truncated=truncated,
+        learning_rates=rates,
+        optimizer=optimizer,
+    )
+
+
+def loss_and_grads(model: nnx.Module, pairs: Sequence[Pair], cfg: FinetuneConfig, *, training: bool = False):
+    """The step loss and its LoRA gradients with all ``pairs`` as one step's batch: (float, nnx.State).
+
+    The batch is split into ``cfg.grad_accum`` micro-batches as ``finetune`` does;
+    ``training`` turns adapter dropout on (key from ``cfg.seed``). For tests and diagnostics.
+    """
+    if len(pairs) % cfg.grad_accum:
+        raise UserError(f"{len(pairs)} pairs cannot be split into grad_accum={cfg.grad_accum} micro-batches")
+    examples, _ = encode_pairs(pairs, cfg.max_seq_len)
+    width = bucket_length(max(ex.ids.size - 1 for ex in examples), cfg.max_seq_len)
+    arrays = _rows(examples, width)
+    batch = {k: v.reshape((cfg.grad_accum, len(pairs) // cfg.grad_accum) + v.shape[1:]) for k, v in arrays.items()}
+    view = nnx.view(model, deterministic=not training, raise_if_not_found=False)
+    token_mean = jnp.bool_(cfg.normalization == "token_mean")
+    loss, grads = _loss_and_grads_jit(view, batch, token_mean, jax.random.key(cfg.seed))
+    return float(loss), grads
+
+
+_loss_and_grads_jit = nnx.jit(_accumulated_loss_and_grads)
+
+
+def _real_lengths(batch: dict) -> np.ndarray:
+    """Non-padding input tokens per row of a step batch (rows of weight 0 count 0)."""
+    tokens = batch["tokens"]
+    # A real row's inputs run up to its last completion target; the mask ends there.
+    last = tokens.shape[-1] - np.argmax(batch["mask"][..., ::-1] > 0, axis=-1)
+    return np.where(batch["weight"] > 0, last, 0).reshape(-1)
+
+
+def _checked(loss: jax.Array, step: int) -> float:
+    value = float(loss)
+    if not math.isfinite(value):
+        raise FloatingPointError(f"finetune: the loss is {value} at step {step}; lower the learning rate")
+    return value
+
+
+def _logprob_rows(graphdef, state, tokens, targets, mask):
+    model = nnx.merge(graphdef, state)
+    return -completion_nll(model, tokens, targets, mask)
+
+
+_logprob_rows_jit = jax.jit(_logprob_rows, static_argnums=(0,))
+
+
+def sequence_logprobs(
+    model: nnx.Module, pairs: Sequence[Pair], *, batch_size: int = 8, max_seq_len: int | None = None
+) -> np.ndarray:
+    """Per pair, log p(completion | prompt) summed over completion tokens: (num_pairs,) float64, nats.
+
+    Evaluation mode (no dropout); ``max_seq_len`` (default: the longest pair) truncates like ``finetune``.
+    """
+    if len(pairs) == 0:
+        return np.zeros((0,), np.float64)
+    longest = max(len(p) + len(c) for p, c in pairs)
+    limit = max_seq_len if max_seq_len is not None else longest
+    examples, _ = encode_pairs(pairs, limit)
+    eval_view = nnx.view(model, deterministic=True, raise_if_not_found=False)
+    graphdef, state = nnx.split(eval_view)
+    order = sorted(range(len(examples)), key=lambda k: examples[k].ids.size)
+    out = np.zeros((len(examples),), np.float64)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        rows = [examples[k] for k in idx] + [None] * (batch_size - len(idx))
+        width = bucket_length(max(examples[k].ids.size - 1 for k in idx), limit)
+        arrays = _rows(rows, width)
+        lp = _logprob_rows_jit(graphdef, state, arrays["tokens"], arrays["targets"], arrays["mask"])
+        out[idx] = np.asarray(lp, np.float64)[: len(idx)]
+    return out

@@ -244,6 +244,30 @@ class SearchConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ProxySNRConfig:
+    """`cenas proxy-snr`: K architectures x S seeds at a proxy and a long budget (DESIGN.md §6, result 6)."""
+
+    architectures: tuple[str, ...] = ()  # corpus names, or candidate ids with from_run (empty: all)
+    max_architectures: int = 0  # cap on K, a seeded random subset (0: no cap)
+    seeds: int = 3  # proxy seeds S per architecture (>= 2: ANOVA and the retest need two)
+    proxy_epochs: float = 1.0
+    truth_epochs: float = 10.0  # the long budget taken as ground truth
+    truth_seeds: int = 1  # ground truth = mean over these seeds
+    n_boot: int = 1000  # bootstrap resamples for every CI
+    ci: float = 0.95
+    from_run: str | None = None  # a run directory: use its trained candidates instead of the corpus
+
+    def __post_init__(self) -> None:
+        _check(self.max_architectures >= 0, "proxy_snr.max_architectures", "must be >= 0 (0: no cap)")
+        _check(self.seeds >= 2, "proxy_snr.seeds", "must be >= 2 (seed noise and the retest need two seeds)")
+        _check(self.proxy_epochs > 0, "proxy_snr.proxy_epochs", "must be > 0")
+        _check(self.truth_epochs > 0, "proxy_snr.truth_epochs", "must be > 0")
+        _check(self.truth_seeds >= 1, "proxy_snr.truth_seeds", "must be >= 1")
+        _check(self.n_boot >= 0, "proxy_snr.n_boot", "must be >= 0")
+        _check(0 < self.ci < 1, "proxy_snr.ci", "must be in (0, 1)")
+
+
+@dataclasses.dataclass(frozen=True)
 class RunConfig:
     """A whole run: the root of every YAML under experiments/."""
 
@@ -254,6 +278,7 @@ class RunConfig:
     sandbox: SandboxConfig = SandboxConfig()
     llm: LLMConfig = LLMConfig()
     search: SearchConfig = SearchConfig()
+    proxy_snr: ProxySNRConfig = ProxySNRConfig()
 
 
 # ---------------------------------------------------------------------------
@@ -441,6 +466,7 @@ __all__ = [
     "LLMConfig",
     "NoveltyConfig",
     "SearchConfig",
+    "ProxySNRConfig",
     "RunConfig",
     "from_dict",
     "to_dict",

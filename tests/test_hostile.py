@@ -161,7 +161,7 @@ def cases(host):
 @pytest.fixture(scope="module")
 def evaluator():
     cfg = SandboxConfig(
-        workers=2, timeout_s=25, check_timeout_s=8, memory_mb=3072, max_tasks_per_worker=100, max_params=1_000_000
+        workers=2, timeout_s=20, check_timeout_s=8, memory_mb=3072, max_tasks_per_worker=100, max_params=1_000_000
     )
     ev = Evaluator(DataConfig(name="digits"), TrainConfig(epochs=1, batch_size=32), cfg, _allow_bypass_for_tests=True)
     yield ev
@@ -210,7 +210,8 @@ def test_hostile_training_stage(evaluator, host, cases):
     trained = [c for c in cases if c.policy and c.train]
     assert {c.policy for c in trained} >= {"timeout", "nan", "memory"}
     t0 = time.monotonic()
-    records = evaluator.evaluate(_with_normals([(c.name, c.source) for c in trained]), train=True)
+    items = [Candidate(c.name, c.source) for c in trained] + [Candidate("normal-after-all", NORMAL)]
+    records = evaluator.evaluate(items, train=True)
     _check(records, {c.name: (c.policy,) for c in trained})
     by_id = {r.candidate_id: r for r in records}
     assert by_id["loop_traced"].stage == "train"
@@ -241,10 +242,3 @@ def test_raw_exec_only_the_process_boundary(evaluator, host, cases):
     assert all(r.status == "ok" for r in normals)
     time.sleep(3.5)  # raw_fork_daemon's child would write its marker after 3 s, were it alive and able
     host.assert_untouched()
-
-
-def test_bypass_is_refused_without_the_test_switch(host):
-    cfg = SandboxConfig(workers=1, timeout_s=20, check_timeout_s=8)
-    with Evaluator(DataConfig(name="digits"), TrainConfig(epochs=1), cfg) as ev:
-        (rec,) = ev._evaluate_bypassing([Candidate("x", "import os\nos.system('true')")], "exec")
-    assert rec.status == "error" and rec.error_kind == "policy" and "disabled" in rec.error_message

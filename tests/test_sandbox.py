@@ -1,0 +1,304 @@
+"""The sandbox pool: records and their order, stages, training through the worker, timeouts, recycling,
+workers dying with their parent, the isolation probe, and the parent's distrust of worker output."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from cenas_jax.candidates import sandbox
+from cenas_jax.candidates.sandbox import Candidate, EvalRecord, Evaluator
+from cenas_jax.candidates.worker import FrameBuffer, encode_frame
+from cenas_jax.config import DataConfig, SandboxConfig, TrainConfig
+
+LINUX_ROOT = sys.platform.startswith("linux") and os.geteuid() == 0
+
+MLP = """
+import flax.linen as nn
+
+
+class Net(nn.Module):
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = x.reshape((x.shape[0], -1))
+        x = nn.relu(nn.Dense(32)(x))
+        return nn.Dense(self.num_classes)(x)
+"""
+MLP_PARAMS = 64 * 32 + 32 + 32 * 10 + 10  # digits: 8x8x1 inputs
+
+LOOP = "import flax.linen as nn\nwhile True:\n    pass\n"
+
+
+def _cfg(**kw) -> SandboxConfig:
+    base = dict(workers=2, timeout_s=30, check_timeout_s=8, memory_mb=3072, max_params=100_000)
+    base.update(kw)
+    return SandboxConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def evaluator():
+    ev = Evaluator(
+        DataConfig(name="digits"), TrainConfig(epochs=1, batch_size=32), _cfg(), seed=3, _allow_bypass_for_tests=True
+    )
+    yield ev
+    ev.close()
+
+
+def test_cheap_stages_each_have_their_kind_and_order_is_kept(evaluator):
+    cands = [
+        Candidate("ok", MLP),
+        Candidate("syntax", "class Net(:\n"),
+        Candidate("policy", "import os\n" + MLP),
+        Candidate("build", "import flax.linen as nn\nx = 1 / 0\n"),
+        Candidate("shape", MLP.replace("nn.Dense(self.num_classes)", "nn.Dense(3)")),
+        Candidate("budget", MLP.replace("nn.Dense(32)", "nn.Dense(4000)")),
+    ]
+    recs = evaluator.evaluate(cands, train=False)
+    assert [r.candidate_id for r in recs] == [c.id for c in cands]
+    got = {r.candidate_id: (r.status, r.error_kind, r.stage) for r in recs}
+    assert got == {
+        "ok": ("ok", None, "budget"),
+        "syntax": ("error", "syntax", "syntax"),
+        "policy": ("error", "policy", "policy"),
+        "build": ("error", "build", "build"),
+        "shape": ("error", "shape", "shape"),
+        "budget": ("error", "budget", "budget"),
+    }
+    ok = recs[0]
+    assert ok.params == MLP_PARAMS and ok.accuracy is None and len(ok.structure_hash) == 16
+    assert recs[5].params == 64 * 4000 + 4000 + 4000 * 10 + 10 and "100,000" in recs[5].error_message
+    assert "ZeroDivisionError" in recs[3].error_message
+    assert "[forbidden" in recs[2].error_message or "allow" in recs[2].error_message
+    # Same architecture, other names and formatting: the same structure hash.
+    renamed = (
+        "import flax.linen as nn\nfrom flax import linen\n\nclass Net(linen.Module):\n    num_classes: int = 10\n\n"
+        "    @nn.compact\n    def __call__(self, inputs, train=False):\n"
+        "        hidden = nn.relu(nn.Dense(features=32)(inputs.reshape((inputs.shape[0], -1))))\n"
+        "        return nn.Dense(self.num_classes)(hidden)\n"
+    )
+    (again,) = evaluator.evaluate([Candidate("renamed", renamed)], train=False)
+    assert again.structure_hash == ok.structure_hash
+
+
+def test_training_in_the_worker_matches_training_in_process(evaluator):
+    """The sandbox adds isolation, not a different result: same key, same data, same accuracy."""
+    import jax
+    import zlib
+
+    from cenas_jax.candidates.contract import build_net
+    from cenas_jax.data import load_dataset
+    from cenas_jax.train import train_candidate
+
+    (rec,) = evaluator.evaluate([Candidate("mlp", MLP)], train=True)
+    assert rec.status == "ok", rec.error_message
+    assert rec.stage == "train" and rec.dataset == "digits"
+    assert rec.params == MLP_PARAMS
+    assert rec.flops is not None and rec.flops > 2 * MLP_PARAMS * 0.9
+    assert rec.compile_s > 0 and rec.train_s > 0 and rec.wall_s >= rec.train_s
+    assert len(rec.seed_accuracies) == 1 and rec.accuracy == pytest.approx(rec.seed_accuracies[0])
+    assert rec.accuracy > 0.5  # 1 epoch of SGD on digits: far above chance (0.1)
+
+    built = build_net(MLP, 10)
+    ds = load_dataset(DataConfig(name="digits"))
+    key = jax.random.fold_in(jax.random.PRNGKey(3), zlib.crc32(MLP.encode()) & 0x7FFFFFFF)
+    ref = train_candidate(built.module, built.takes_train, ds, TrainConfig(epochs=1, batch_size=32,
+                                                                           compile_cache=False), key)  # fmt: skip
+    n_val = len(ds.y_val)
+    assert abs(rec.accuracy - ref.accuracy) <= 2 / n_val  # one thread vs many may flip a prediction
+    assert rec.loss == pytest.approx(ref.loss, rel=1e-3)
+
+
+def test_evaluate_iter_yields_every_record_as_it_completes(evaluator):
+    cands = [Candidate(f"c{i}", MLP if i % 2 else "x = (") for i in range(5)]
+    seen = [r.candidate_id for r in evaluator.evaluate_iter(cands, train=False)]
+    assert sorted(seen) == sorted(c.id for c in cands)
+
+
+def test_recycling_after_k_tasks_and_timeouts_that_kill_the_worker():
+    cfg = _cfg(workers=1, check_timeout_s=3, max_tasks_per_worker=2)
+    with Evaluator(DataConfig(name="digits"), TrainConfig(epochs=1), cfg) as ev:
+        first = ev.evaluate([Candidate("a", MLP)], train=False)
+        (pgid,) = ev.worker_pids()
+        assert ev.evaluate([Candidate("b", MLP)], train=False)[0].status == "ok"
+        assert not ev.worker_pids() and ev._serial == 1  # retired after its second task
+        t0 = time.monotonic()
+        recs = ev.evaluate([Candidate("loop", LOOP), Candidate("after", MLP)], train=False)
+        elapsed = time.monotonic() - t0
+        assert first[0].status == "ok"
+        assert (recs[0].status, recs[0].error_kind, recs[0].stage) == ("error", "timeout", "build")
+        assert 3.0 <= recs[0].wall_s < 6.0 and "3 s" in recs[0].error_message
+        assert recs[1].status == "ok"
+        assert ev._serial == 3  # one for a and b, one killed by the timeout, one for "after"
+        assert elapsed < 90
+        assert not _processes_in_groups({pgid}), "a retired worker's process group is still alive"
+        # Without the test switch a worker refuses to bypass the policy.
+        (refused,) = ev._evaluate_bypassing([Candidate("x", "import os\nos.system('true')")], "exec")
+        assert refused.error_kind == "policy" and "disabled" in refused.error_message
+
+
+def test_a_crash_is_a_record_and_the_worker_is_replaced(evaluator):
+    kill = "import typing\nimport flax.linen as nn\ntyping.sys.modules['os'].kill(typing.sys.modules['os'].getpid(), 9)\n"
+    (rec, after) = evaluator._evaluate_bypassing([Candidate("kill", kill), Candidate("after", MLP)], "policy")
+    assert (rec.status, rec.error_kind, rec.stage) == ("error", "crash", "build")
+    assert "SIGKILL" in rec.error_message
+    assert after.status == "ok"
+
+
+def _processes_in_groups(pgids: set[int]) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if fields[0] != "Z" and int(fields[2]) in pgids:
+            found.append(int(entry))
+    return found
+
+
+def _pid_namespaces_of(pids: list[int]) -> set[str]:
+    out = set()
+    for pid in pids:
+        try:
+            out.add(os.readlink(f"/proc/{pid}/ns/pid"))
+        except OSError:
+            pass
+    return out
+
+
+def _processes_in_namespaces(namespaces: set[str]) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.readlink(f"/proc/{entry}/ns/pid") in namespaces:
+                    found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
+@pytest.mark.skipif(not LINUX_ROOT, reason="pid namespaces (full isolation) need Linux as root")
+def test_a_killed_parent_leaves_no_orphan(tmp_path):
+    """SIGKILL the search process mid-evaluation: every worker process (and their children) goes too."""
+    script = tmp_path / "parent.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import sys, threading
+            sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+            from cenas_jax.candidates.sandbox import Candidate, Evaluator
+            from cenas_jax.config import DataConfig, SandboxConfig, TrainConfig
+            ev = Evaluator(DataConfig(name="digits"), TrainConfig(epochs=1),
+                           SandboxConfig(workers=2, timeout_s=600, check_timeout_s=600), _allow_bypass_for_tests=True)
+            ev.evaluate([Candidate("warm", {MLP!r})], train=False)
+            ev.evaluate([Candidate("warm2", {MLP!r}), Candidate("warm3", {MLP!r})], train=False)
+            print(" ".join(map(str, ev.worker_pids())), flush=True)
+            # a daemonised grandchild in one worker, an endless loop in the other
+            fork = "import os\\nif os.fork() == 0:\\n    os.setsid()\\n    import time\\n    time.sleep(600)\\n"
+            ev._evaluate_bypassing([Candidate("fork", fork), Candidate("loop", "while True: pass")], "exec")
+            """
+        )
+    )
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    pgids = {int(p) for p in line.split()}
+    assert len(pgids) == 2, line
+    time.sleep(3)  # let the fork and the loop start
+    members = _processes_in_groups(pgids)
+    namespaces = _pid_namespaces_of(members) - {os.readlink("/proc/self/ns/pid")}
+    assert len(members) >= 6 and len(namespaces) == 2  # launcher + init + worker per worker, 2 pid namespaces
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (_processes_in_groups(pgids) or _processes_in_namespaces(namespaces)):
+        time.sleep(0.2)
+    assert not _processes_in_groups(pgids), "worker processes outlived their parent"
+    assert not _processes_in_namespaces(namespaces), "a process in a worker's pid namespace outlived it"
+
+
+@pytest.mark.skipif(not LINUX_ROOT, reason="full isolation needs Linux as root")
+def test_isolation_probe_reports_every_layer_that_held_here(evaluator):
+    report = evaluator.probe_isolation()
+    layers = report["layers"]
+    assert report["mode"] == "full"
+    expected_active = [
+        "net_namespace", "mount_namespace", "pid_namespace", "readonly_root", "private_tmp", "uid_drop",
+        "no_new_privs", "no_network", "no_remount", "rlimit_as", "rlimit_cpu", "rlimit_nproc", "rlimit_fsize",
+        "threads_unprivileged", "no_signal_parent", "host_files_unchanged",
+    ]  # fmt: skip
+    inactive = [name for name in expected_active if not layers[name]["active"]]
+    assert not inactive, {name: layers[name] for name in inactive}
+    assert layers["user_namespace"]["active"] is False  # root needs none: the uid drop does its work
+    assert str(3072 << 20) in layers["rlimit_as"]["detail"]
+
+
+def test_rlimits_mode_still_evaluates_and_says_what_is_missing_and_close_stops_workers():
+    ev = Evaluator(DataConfig(name="digits"), TrainConfig(epochs=1), _cfg(workers=1, isolation="rlimits"))
+    (rec,) = ev.evaluate([Candidate("a", MLP)], train=False)
+    assert rec.status == "ok" and rec.params == MLP_PARAMS
+    pgids = set(ev.worker_pids())
+    report = ev.probe_isolation()
+    root = ev._root
+    ev.close()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and _processes_in_groups(pgids):
+        time.sleep(0.1)
+    assert not _processes_in_groups(pgids)
+    assert not os.path.exists(root)
+    with pytest.raises(RuntimeError, match="closed"):
+        ev.evaluate([Candidate("b", MLP)])
+    assert report["mode"] == "rlimits"
+    layers = report["layers"]
+    assert not layers["net_namespace"]["active"] and not layers["private_tmp"]["active"]
+    assert layers["rlimit_as"]["active"] and layers["rlimit_cpu"]["active"]
+
+
+def test_frame_buffer_reassembles_and_caps_messages():
+    fb = FrameBuffer(cap=100)
+    data = encode_frame({"type": "stage", "stage": "build"}) + encode_frame({"type": "result", "status": "ok"})
+    assert fb.feed(data[:3]) == []
+    msgs = fb.feed(data[3:10]) + fb.feed(data[10:])
+    assert msgs == [{"type": "stage", "stage": "build"}, {"type": "result", "status": "ok"}]
+    with pytest.raises(ValueError, match="limit"):
+        FrameBuffer(cap=100).feed(encode_frame({"x": "y" * 200}))
+    with pytest.raises(ValueError, match="not an object"):
+        FrameBuffer().feed(encode_frame([1, 2]))
+
+
+def test_worker_values_are_sanitised():
+    """A worker is untrusted: impossible values never reach a record as they came."""
+    msg = {"status": "weird", "error_kind": "rm -rf", "accuracy": 7.5, "params": -3, "seed_accuracies": [2, "x", -1],
+           "stage": "evil", "structure_hash": "h" * 500, "error_message": "m" * 10_000, "flops": True}  # fmt: skip
+    rec = sandbox._record_from_worker("c", msg, 1.0, "digits")
+    assert (rec.status, rec.error_kind, rec.stage) == ("error", "crash", None)
+    assert rec.accuracy == 1.0 and rec.params is None and rec.seed_accuracies == (1.0, 0.0)
+    assert rec.structure_hash is None and rec.flops is None and len(rec.error_message) < 2100
+    ok = sandbox._record_from_worker("d", {"status": "ok", "error_kind": "nan", "loss": float("nan")}, 1.0, "digits")
+    assert ok.status == "ok" and ok.error_kind is None and math.isnan(ok.loss)
+
+
+def test_exit_codes_are_classified():
+    assert sandbox._describe_exit(128 + signal.SIGSEGV) == ("crash", "the worker died from SIGSEGV")
+    assert sandbox._describe_exit(128 + signal.SIGXCPU)[0] == "timeout"
+    assert sandbox._describe_exit(7) == ("crash", "the worker exited with code 7")
+
+
+def test_record_to_dict_round_trips():
+    rec = EvalRecord("c", "ok", seed_accuracies=(0.5, 0.7), accuracy=0.6, params=10)
+    d = rec.to_dict()
+    assert d["seed_accuracies"] == [0.5, 0.7] and d["candidate_id"] == "c" and d["error_kind"] is None
+    assert EvalRecord(**{**d, "seed_accuracies": tuple(d["seed_accuracies"])}) == rec

@@ -421,10 +421,9 @@ class SearchLoop:
 
     def _novelty_filter(self, upto_cycle: int) -> NoveltyFilter:
         nov = NoveltyFilter(self.cfg.search.novelty)
-        for e in self.corpus:
-            nov.add(f"L-{e.name}", e.source)
         for r in self.store.candidates(run_id=self.run_id):
-            if r["cycle"] is not None and 0 <= r["cycle"] < upto_cycle + 1 and r["verdict"] == "accepted":
+            # The corpus (under its store ids, which delta parents point at) and every program accepted so far.
+            if r["cycle"] == -1 or (r["cycle"] is not None and 0 <= r["cycle"] <= upto_cycle and r["verdict"] == "accepted"):
                 nov.add(r["id"], r["source"])
         return nov
 
@@ -488,8 +487,17 @@ class SearchLoop:
             if 0 <= c["cycle"] < t and c.get("elites"):
                 prev_ids = list(c["elites"])
                 break
+        prev_rows = []
+        for i, pid in enumerate(prev_ids):
+            r = self.store.get_candidate(pid)
+            if r is not None and r["quality"] is not None:
+                ev = self.store.evaluations(pid, budget="proxy")
+                prev_rows.append({**r, "params": ev[-1]["params"] if ev else 0})
+        prev = [elites_mod.EliteCandidate(id=r["id"], quality=r["quality"], params=r["params"], order=-len(prev_rows) + i)
+                for i, r in enumerate(prev_rows)]
         sel = elites_mod.select_elites(self._elite_inputs(rows), rho=self.cfg.search.elite_rho,
-                                       floor=self.cfg.search.elite_floor)
+                                       floor=self.cfg.search.elite_floor, previous=prev,
+                                       memory=self.cfg.search.elite_memory, max_elites=self.cfg.search.max_elites)
         ids = [e.id for e in sel.elites]
         reused = False
         if not ids:
@@ -513,28 +521,31 @@ class SearchLoop:
             out.append((prompt, prompts_mod.full_completion(target.source)))
         return out
 
-    def _elite_examples(self, t: int, ids: Sequence[str]) -> list[tuple[Any, str]]:
-        anchors = {a["id"]: a for a in self._anchors(t)}
+    def _elite_examples(self, ids: Sequence[str]) -> list[tuple[Any, str]]:
+        """CE-update pairs of the elites: the exact prompt each was sampled from → its canonical answer."""
+        system = prompts_mod.load_template("system").template
         out = []
         for cid in ids:
             r = self.store.get_candidate(cid)
-            if r is None:
+            if r is None or r["prompt"] is None:
                 continue
-            anchor = anchors.get(r["parent_id"]) if r["mode"] == "delta" else None
-            if r["mode"] == "delta" and anchor is not None:
-                prompt = prompts_mod.delta_prompt(anchor["source"], score=anchor["accuracy"], dataset=anchor["dataset"],
-                                                  edit_format=self.cfg.search.edit_format)
-                out.append((prompt, prompts_mod.delta_completion(anchor["source"], r["source"], self.cfg.search.edit_format)))
+            prompt = prompts_mod.Prompt(system=system, user=r["prompt"], mode=r["mode"], dataset=r["dataset"],
+                                        edit_format=self.cfg.search.edit_format if r["mode"] == "delta" else None)
+            parent = self.store.get_candidate(r["parent_id"]) if r["mode"] == "delta" and r["parent_id"] else None
+            if parent is not None:
+                try:
+                    completion = prompts_mod.delta_completion(parent["source"], r["source"], self.cfg.search.edit_format)
+                except Exception:  # a canonical edit that cannot be written: train on the program instead
+                    continue
             else:
-                ref = self.corpus[0].source if self.corpus else r["source"]
-                prompt = prompts_mod.full_prompt(ref, score=None, dataset=r["dataset"])
-                out.append((prompt, prompts_mod.full_completion(r["source"])))
+                completion = prompts_mod.full_completion(r["source"])
+            out.append((prompt, completion))
         return out
 
     def _phase_update(self, t: int) -> None:
         cyc = {c["cycle"]: c for c in self.store.cycles(self.run_id)}.get(t, {})
         ids = cyc.get("elites") or []
-        examples = self._elite_examples(t, ids)
+        examples = self._elite_examples(ids)
         n_replay = int(math.ceil(self.cfg.search.replay_weight * max(len(examples), 1)))
         examples += self._replay_examples(n_replay, seed_offset=t + 1)
         examples = self._within_budget(examples)
@@ -545,8 +556,8 @@ class SearchLoop:
                                                        "seconds": res.seconds})
 
     def _within_budget(self, examples: list[tuple[Any, str]]) -> list[tuple[Any, str]]:
-        """Keep examples in order until the character budget (≈4 chars/token) of the update is spent."""
-        budget = self.cfg.search.update_token_budget * 4
+        """Keep examples in order until the update's token budget (counted in characters) is spent."""
+        budget = self.cfg.search.update_token_budget * 3  # ≈2.9 characters per token of code (SmolLM2, measured)
         out, used = [], 0
         for p, c in examples:
             n = len(p.user) + len(p.system) + len(c)

@@ -1,0 +1,269 @@
+"""The CE loop end to end with the real sandbox and a scripted generator (a test double for the LLM).
+
+The scripted generator replays fixed completions, so these tests check the loop's own
+logic: slots, delta application, cheap checks, novelty resampling, training, elites,
+CE-update examples, the store, resume after a crash and after kill -9, determinism.
+The real LLM runs the loop in tests/test_loop_llm.py.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from cenas_jax.candidates.sandbox import Evaluator
+from cenas_jax.config import load_config
+from cenas_jax.search.generator import ScriptedGenerator
+from cenas_jax.search.loop import SearchLoop
+from cenas_jax.search.rundir import RunDir
+from cenas_jax.store import RunStore
+
+MLP = """import flax.linen as nn
+
+
+class Net(nn.Module):
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = x.reshape((x.shape[0], -1))
+        x = nn.Dense({w})(x)
+        x = nn.{act}(x)
+{extra}        return nn.Dense(self.num_classes)(x)
+"""
+
+
+def mlp(w: int, act: str = "relu", extra: str = "") -> str:
+    return MLP.format(w=w, act=act, extra=extra)
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    source: str
+
+
+CORPUS = [
+    Entry("mlp_a", mlp(64)),
+    Entry("mlp_b", mlp(32, "tanh", "        x = nn.Dense(32)(x)\n        x = nn.relu(x)\n")),
+    Entry("mlp_c", mlp(48, "gelu")),
+]
+
+NOVEL = [
+    mlp(128, "relu", "        x = nn.Dense(96)(x)\n        x = nn.gelu(x)\n        x = nn.Dense(40)(x)\n        x = nn.relu(x)\n"),
+    mlp(80, "swish", "        x = nn.LayerNorm()(x)\n        x = nn.Dense(72)(x)\n        x = nn.tanh(x)\n        x = nn.Dense(24)(x)\n"),
+    mlp(20, "elu", "        x = nn.Dropout(0.1, deterministic=not train)(x)\n        x = nn.Dense(60)(x)\n        x = nn.sigmoid(x)\n"),
+    mlp(100, "leaky_relu", "        y = nn.Dense(100)(x)\n        x = x + nn.relu(y)\n        x = nn.Dense(50)(x)\n"),
+]
+
+
+def fence(src: str) -> str:
+    return f"Here is a better network:\n```python\n{src}```\nIt should train well."
+
+
+EDIT = "```\n<<<<<<< SEARCH\n        return nn.Dense(self.num_classes)(x)\n=======\n        x = nn.Dense(56)(x)\n        x = nn.relu(x)\n        x = nn.Dense(56)(x)\n        x = nn.silu(x)\n        return nn.Dense(self.num_classes)(x)\n>>>>>>> REPLACE\n```"
+BAD_EDIT = "<<<<<<< SEARCH\n        x = nn.Conv(17)(x)\n=======\n        x = nn.Conv(18)(x)\n>>>>>>> REPLACE"
+GARBAGE = "```python\nclass Net(nn.Module:\n    pass\n```"
+
+CONFIG = """
+seed: 0
+data: {name: digits}
+train: {epochs: 0.5, batch_size: 64, learning_rate: 0.05}
+sandbox: {workers: 2, timeout_s: 120}
+search:
+  cycles: 2
+  candidates_per_cycle: 4
+  mode: mixed
+  delta_share: 0.5
+  elite_rho: 0.5
+  novelty: {max_resamples: 1}
+"""
+
+
+def _cfg(tmp_path: Path, extra: list[str] = ()):
+    p = tmp_path / "cfg.yaml"
+    p.write_text(CONFIG)
+    return load_config(p, list(extra))
+
+
+def _completions():
+    # Cycle 0 slots: 0,1 delta; 2,3 full. Slot 3's first answer copies a corpus program (rejected,
+    # resampled). Cycle 1: a bad edit (delta_apply), a good edit, garbage (syntax), a novel program.
+    return [EDIT, EDIT, fence(NOVEL[0]), fence(CORPUS[0].source), fence(NOVEL[1]),
+            BAD_EDIT, EDIT, GARBAGE, fence(NOVEL[2]), fence(NOVEL[3])]
+
+
+@pytest.fixture(scope="module")
+def evaluator():
+    cfg = load_config(None, ["train.epochs=0.5", "sandbox.workers=2", "sandbox.timeout_s=120"])
+    with Evaluator(cfg.data, cfg.train, cfg.sandbox) as ev:
+        yield ev
+
+
+def _open(run_dir, cfg, gen, ev, **kw):
+    return SearchLoop.open(run_dir, cfg, gen, ev, CORPUS, progress=False, echo=lambda s: None, **kw)
+
+
+def test_loop_end_to_end(tmp_path, evaluator):
+    cfg = _cfg(tmp_path)
+    gen = ScriptedGenerator(_completions())
+    loop = _open(tmp_path / "run", cfg, gen, evaluator)
+    summaries = loop.run()
+    loop.close()
+    assert [s.cycle for s in summaries] == [0, 1]
+    rd = RunDir(tmp_path / "run")
+    assert rd.load_state().status == "finished"
+    with RunStore(rd.path) as s:
+        rows = {r["id"]: r for r in s.candidates(run_id=1)}
+        corpus_rows = [r for r in rows.values() if r["cycle"] == -1]
+        assert len(corpus_rows) == 3 and all(s.evaluations(r["id"], budget="proxy")[0]["status"] == "ok" for r in corpus_rows)
+        c0 = {(r["idx"], r["attempt"]): r for r in rows.values() if r["cycle"] == 0}
+        # the two delta slots apply the same edit to (possibly different) parents
+        assert c0[(0, 0)]["mode"] == "delta" and c0[(0, 0)]["parent_id"].startswith("L-digits-")
+        assert c0[(2, 0)]["verdict"] == "accepted"
+        # slot 3 copied a corpus program: rejected with its nearest neighbour, then resampled
+        assert c0[(3, 0)]["verdict"] == "duplicate" and c0[(3, 0)]["similarity"] >= 0.85
+        assert c0[(3, 0)]["nearest_id"] == "L-digits-mlp_a"
+        assert c0[(3, 1)]["verdict"] == "accepted" and c0[(3, 1)]["temperature"] > c0[(3, 0)]["temperature"]
+        c1 = {r["idx"]: r for r in rows.values() if r["cycle"] == 1}
+        assert c1[0]["verdict"] == "invalid" and c1[0]["error_kind"] == "delta_apply"
+        assert c1[2]["verdict"] == "invalid" and c1[2]["error_kind"] == "syntax"
+        assert c1[3]["verdict"] == "accepted" and c1[3]["quality"] is not None
+        # every accepted candidate was trained exactly once, every generation checked exactly once
+        for r in rows.values():
+            n_proxy = len(s.evaluations(r["id"], budget="proxy"))
+            assert n_proxy == (1 if r["verdict"] == "accepted" or r["cycle"] == -1 else 0), r["id"]
+            if r["cycle"] >= 0 and r["error_kind"] != "delta_apply":
+                assert len(s.evaluations(r["id"], budget="check")) == 1
+        cycles = {c["cycle"]: c for c in s.cycles(1)}
+        for t in (0, 1):
+            assert cycles[t]["gamma"] is not None and cycles[t]["elites"]
+            qs = [r["quality"] for r in rows.values() if r["cycle"] == t and r["quality"] is not None]
+            assert all(rows[e]["quality"] >= cycles[t]["gamma"] for e in cycles[t]["elites"])
+            assert len(cycles[t]["elites"]) <= len(qs)
+        assert s.finetune_losses(1).keys() == {-1, 0, 1}
+        assert set(s.timings(1)[0]) == {"generate", "train", "select", "update"}
+    # warm start + one CE update per cycle, each on elites + replayed corpus programs
+    assert len(gen.updates) == 3 and all(n > 0 for n in gen.updates)
+    assert (rd.checkpoints / "cycle_001" / "COMPLETE").exists()
+    # the delta prompts show the parent's code
+    assert any("nn.Dense(" in p for p in gen.prompts_seen)
+
+
+class Crash(Exception):
+    pass
+
+
+class CrashingGenerator(ScriptedGenerator):
+    """Raises on the n-th generate call: a crash in the middle of a cycle."""
+
+    crash_at: int = 10**9
+
+    def generate(self, prompts, temperatures, seed):
+        self.crash_at -= 1
+        if self.crash_at < 0:
+            raise Crash("simulated crash")
+        return super().generate(prompts, temperatures, seed)
+
+
+def test_resume_after_crash_loses_and_repeats_nothing(tmp_path, evaluator):
+    cfg = _cfg(tmp_path)
+    gen = CrashingGenerator(_completions())
+    gen.crash_at = 2  # cycle 0 takes two calls (one resample); the third call, cycle 1, crashes
+    loop = _open(tmp_path / "run", cfg, gen, evaluator)
+    with pytest.raises(Crash):
+        loop.run()
+    loop.close()
+    rd = RunDir(tmp_path / "run")
+    st = rd.load_state()
+    assert (st.cycle, st.phase, st.status) == (1, "generate", "failed")
+    with RunStore(rd.path) as s:
+        before = {e["id"] for e in s.evaluations(run_id=1)}
+    gen2 = ScriptedGenerator(_completions(), cursor=5)
+    loop = _open(tmp_path / "run", None, gen2, evaluator)
+    loop.run()
+    loop.close()
+    assert rd.load_state().status == "finished"
+    # the adapters were restored from cycle 0's checkpoint (warm start + cycle 0), then cycle 1's update ran
+    assert len(gen2.updates) == 3 and gen2.cursor == 9
+    with RunStore(rd.path) as s:
+        evs = s.evaluations(run_id=1)
+        assert before <= {e["id"] for e in evs}
+        per = {}
+        for e in evs:
+            per[(e["candidate_id"], e["budget"])] = per.get((e["candidate_id"], e["budget"]), 0) + 1
+        assert max(per.values()) == 1
+
+
+@pytest.mark.slow
+def test_same_seed_same_generations_and_elites(tmp_path, evaluator):
+    outs = []
+    for k in range(2):
+        cfg = _cfg(tmp_path)
+        loop = _open(tmp_path / f"run{k}", cfg, ScriptedGenerator(_completions()), evaluator)
+        loop.run()
+        loop.close()
+        with RunStore(tmp_path / f"run{k}") as s:
+            rows = [(r["id"], r["source"], r["parent_id"], r["verdict"]) for r in s.candidates(run_id=1)]
+            elites = [c.get("elites") for c in s.cycles(1)]
+        outs.append((rows, elites))
+    assert outs[0] == outs[1]
+
+
+KILL_SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    sys.path.insert(0, {tests!r})
+    from test_loop import CORPUS, ScriptedGenerator, _completions, SearchLoop, Evaluator, load_config
+    cfg = load_config({cfg!r})
+    class Slow(ScriptedGenerator):
+        def update(self, examples, seed):
+            print("UPDATE", flush=True)
+            return super().update(examples, seed)
+    ev = Evaluator(cfg.data, cfg.train, cfg.sandbox)
+    loop = SearchLoop.open({run!r}, cfg, Slow(_completions()), ev, CORPUS, progress=False, echo=lambda s: print(s, flush=True))
+    loop.run()
+    """
+)
+
+
+def test_kill_9_mid_cycle_then_resume(tmp_path, evaluator):
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(CONFIG)
+    run = tmp_path / "run"
+    script = KILL_SCRIPT.format(tests=str(Path(__file__).parent), cfg=str(cfg_path), run=str(run))
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    # Kill as soon as cycle 0's training has recorded at least one evaluation.
+    deadline = time.time() + 240
+    killed_in = None
+    while time.time() < deadline and proc.poll() is None:
+        if (run / "store.sqlite").exists():
+            with RunStore(run) as s:
+                n = sum(1 for e in s.evaluations(budget="proxy") if not e["candidate_id"].startswith("L-"))
+            if n >= 1:
+                killed_in = RunDir(run).load_state()
+                os.killpg(proc.pid, signal.SIGKILL)
+                break
+        time.sleep(0.2)
+    proc.wait(30)
+    assert killed_in is not None, "the run finished or stalled before it could be killed"
+    with RunStore(run) as s:
+        before = {(e["candidate_id"], e["budget"]): e["id"] for e in s.evaluations()}
+    loop = _open(run, None, ScriptedGenerator(_completions(), cursor=5), evaluator)
+    loop.run()
+    loop.close()
+    assert RunDir(run).load_state().status == "finished"
+    with RunStore(run) as s:
+        after = s.evaluations()
+        keys = [(e["candidate_id"], e["budget"]) for e in after]
+        assert len(keys) == len(set(keys)), "a candidate was evaluated twice"
+        assert all(before[k] == {(e["candidate_id"], e["budget"]): e["id"] for e in after}[k] for k in before)
+        assert sum(1 for e in after if e["budget"] == "proxy" and not e["candidate_id"].startswith("L-")) >= 4

@@ -161,7 +161,7 @@ def cases(host):
 @pytest.fixture(scope="module")
 def evaluator():
     cfg = SandboxConfig(
-        workers=2, timeout_s=20, check_timeout_s=8, memory_mb=3072, max_tasks_per_worker=100, max_params=1_000_000
+        workers=2, timeout_s=15, check_timeout_s=6, memory_mb=3072, max_tasks_per_worker=100, max_params=1_000_000
     )
     ev = Evaluator(DataConfig(name="digits"), TrainConfig(epochs=1, batch_size=32), cfg, _allow_bypass_for_tests=True)
     yield ev

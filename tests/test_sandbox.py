@@ -302,3 +302,56 @@ def test_record_to_dict_round_trips():
     d = rec.to_dict()
     assert d["seed_accuracies"] == [0.5, 0.7] and d["candidate_id"] == "c" and d["error_kind"] is None
     assert EvalRecord(**{**d, "seed_accuracies": tuple(d["seed_accuracies"])}) == rec
+
+
+def test_oversized_source_is_refused_without_a_worker(evaluator):
+    big = MLP + "#" * (evaluator.cfg.max_source_bytes + 1)
+    (rec, ok) = evaluator.evaluate([Candidate("big", big), Candidate("ok", MLP)], train=False)
+    assert (rec.status, rec.error_kind, rec.stage) == ("error", "policy", "policy")
+    assert "[size]" in rec.error_message and ok.status == "ok"
+
+
+def test_cli_eval_prints_json_lines_and_a_table(tmp_path, capsys):
+    import json
+
+    from cenas_jax.cli import main
+
+    good, bad = tmp_path / "good.py", tmp_path / "bad.py"
+    good.write_text(MLP)
+    bad.write_text("import subprocess\n" + MLP)
+    args = ["eval", str(good), str(bad), "--dataset", "digits", "--no-train", "--no-progress",
+            "--set", "sandbox.workers=1", "--set", "sandbox.check_timeout_s=20"]  # fmt: skip
+    assert main([*args, "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["path"] for r in rows] == [str(good), str(bad)]
+    for key in ("status", "error_kind", "accuracy", "params", "flops", "compile_s", "train_s", "error_message"):
+        assert key in rows[0]
+    assert (rows[0]["status"], rows[0]["params"]) == ("ok", MLP_PARAMS)
+    assert (rows[1]["status"], rows[1]["error_kind"]) == ("error", "policy")
+
+    from cenas_jax.candidates.sandbox import EvalRecord
+    from cenas_jax.cli.eval import format_table
+
+    table = format_table([(str(good), EvalRecord("a", "ok", params=MLP_PARAMS, accuracy=0.91234)),
+                          (str(bad), EvalRecord("b", "error", "policy", "refused: import"))])  # fmt: skip
+    lines = table.splitlines()
+    assert lines[0].split()[:4] == ["path", "status", "error_kind", "accuracy"]
+    assert "0.9123" in lines[2] and "2,410" in lines[2] and "refused: import" in lines[3]
+
+    assert main(["eval", str(tmp_path / "missing.py"), "--no-train"]) == 2
+    assert "missing.py: no such file" in capsys.readouterr().err
+
+
+def test_cli_sandbox_check_flags_missing_layers(evaluator, monkeypatch, capsys):
+    from cenas_jax.cli import main
+
+    report = evaluator.probe_isolation()
+    monkeypatch.setattr(Evaluator, "probe_isolation", lambda self: report)
+    assert main(["sandbox", "check"]) == (0 if LINUX_ROOT else 1)
+    out = capsys.readouterr().out
+    assert "isolation mode:" in out and "uid_drop" in out and "rlimit_nproc" in out
+    weaker = {**report, "layers": {**report["layers"], "uid_drop": {"active": False, "detail": "uid 0"}}}
+    monkeypatch.setattr(Evaluator, "probe_isolation", lambda self: weaker)
+    assert main(["sandbox", "check"]) == 1
+    out = capsys.readouterr().out
+    assert "WARNING" in out and "uid_drop" in out.split("WARNING")[1]

@@ -60,7 +60,11 @@ PR_SET_PDEATHSIG = 1
 PR_SET_NO_NEW_PRIVS = 38
 PR_GET_NO_NEW_PRIVS = 39
 
-SANDBOX_UID = 65534  # nobody: DESIGN.md §3 found it on these machines
+# Each worker runs as its own unmapped uid, 0x7F000000 + its launcher's host pid (unique among live
+# processes): no file on the system belongs to it (it can read only what everyone may read, like
+# `nobody`), and RLIMIT_NPROC, which counts every thread of a uid, then bounds one worker alone
+# rather than every worker of every evaluator on the machine sharing `nobody`'s count.
+SANDBOX_UID_BASE = 0x7F000000
 IN_SANDBOX_DATA_DIR = "/tmp/.cenas-data"  # where the parent's dataset directory appears, read-only
 IN_SANDBOX_WORK_DIR = "/tmp/work"  # the worker's throw-away working directory
 
@@ -184,10 +188,15 @@ class IsolationPlan:
 
     mode: str
     data_dir: str  # the parent's dataset directory (host path)
-    uid: int = SANDBOX_UID
-    gid: int = SANDBOX_UID
+    uid: int = 65534
+    gid: int = 65534
     tmpfs_mb: int = 256
     expose: tuple[str, ...] = ()  # host paths the worker must read (interpreter, site-packages, package)
+
+
+def sandbox_uid(launcher_pid: int) -> int:
+    """The uid a worker drops to: unique per live worker (see ``SANDBOX_UID_BASE``)."""
+    return SANDBOX_UID_BASE + (launcher_pid & 0xFFFFFF)
 
 
 def detect_mode(requested: str) -> str:

@@ -236,6 +236,7 @@ class _Worker:
         for fd in (tasks_r, results_w, life_r):
             os.close(fd)
         os.set_blocking(self.results_r, False)
+        os.set_blocking(self.tasks_w, False)
         self.buffer = FrameBuffer()
         self.state = "starting"
         self.started = time.monotonic()
@@ -251,11 +252,19 @@ class _Worker:
         self.fatal: str | None = None
         self.eof = False
 
-    def send(self, obj: dict) -> None:
-        data = encode_frame(obj)
-        view = memoryview(data)
-        while view:  # tasks are small; a worker that stops reading is caught by the deadline
-            n = os.write(self.tasks_w, view)
+    def send(self, obj: dict, timeout_s: float = 30.0) -> None:
+        """Write one message; a worker that stops reading makes this raise TimeoutError, never hang."""
+        view = memoryview(encode_frame(obj))
+        deadline = time.monotonic() + timeout_s
+        while view:
+            try:
+                n = os.write(self.tasks_w, view)
+            except BlockingIOError:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("the worker stopped reading its tasks") from None
+                select.select([], [self.tasks_w], [], min(left, 1.0))
+                continue
             view = view[n:]
 
     def read(self) -> list[dict]:
@@ -392,7 +401,6 @@ class Evaluator:
             "requested": sandbox_cfg.isolation,
             "mode": self.mode,
             "data_dir": self._data_dir,
-            "uid": isolation.SANDBOX_UID,
             "tmpfs_mb": sandbox_cfg.tmpfs_mb,
             "expose": list(isolation.python_paths()),
             "package_root": os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
@@ -400,7 +408,6 @@ class Evaluator:
             "cpu_time_s": int(sandbox_cfg.cpu_time_s),
             "cpu_hard_s": int(sandbox_cfg.cpu_time_s) * (sandbox_cfg.max_tasks_per_worker + 1) + 600,
             "extra_processes": _EXTRA_PROCESSES,
-            "pool_size": self.pool_size,
             "file_size": sandbox_cfg.file_size_mb << 20,
             "train_cfg": train_dict,
             "allow_bypass": bool(_allow_bypass_for_tests),
@@ -557,6 +564,10 @@ class Evaluator:
             bar = tqdm(total=len(cands), file=sys.stderr, desc="evaluating", unit="cand", leave=False)
         self._busy_generator = True
         try:
+            for index, rec in self._refuse_oversized(pending):
+                if bar is not None:
+                    bar.update(1)
+                yield index, rec
             while pending or any(w.state == "busy" for w in self._workers):
                 busy = sum(w.state == "busy" for w in self._workers)
                 self._ensure_pool(len(pending) + busy)
@@ -576,6 +587,22 @@ class Evaluator:
             for w in list(self._workers):  # abandoned mid-way: in-flight results would leak into the next call
                 if w.state == "busy":
                     self._retire(w)
+
+    def _refuse_oversized(self, pending: deque) -> list[tuple[int, EvalRecord]]:
+        """Sources over ``max_source_bytes`` get their policy record here, without a trip to a worker."""
+        out, keep = [], deque()
+        limit = self.cfg.max_source_bytes
+        for index, cand, bypass in pending:
+            size = len(cand.source.encode("utf-8", errors="replace"))
+            if size > limit and bypass is None:
+                msg = f"[size] source is {size} bytes, the limit is {limit}"
+                out.append((index, EvalRecord(cand.id, "error", "policy", msg, "policy", wall_s=0.0,
+                                              dataset=cand.dataset or self.data_cfg.name)))  # fmt: skip
+            else:
+                keep.append((index, cand, bypass))
+        pending.clear()
+        pending.extend(keep)
+        return out
 
     def _dispatch(
         self, w: _Worker, index: int, cand: Candidate, info: dict, train: bool, bypass: str | None = None
@@ -601,9 +628,9 @@ class Evaluator:
         w.check_deadline = now + self.cfg.check_timeout_s
         w.deadline = now + self.cfg.timeout_s
         try:
-            w.send(task)
-        except OSError:
-            w.eof = True  # the worker is gone; collected as a crash below
+            w.send(task, timeout_s=self.cfg.check_timeout_s)
+        except (OSError, TimeoutError):
+            w.eof = True  # the worker is gone or stuck; collected as a crash below
 
     def _deadline(self, w: _Worker) -> float:
         if w.state == "starting":

@@ -141,8 +141,8 @@ def main() -> None:
     plan = isolation.IsolationPlan(
         mode=spec["mode"],
         data_dir=spec["data_dir"],
-        uid=spec["uid"],
-        gid=spec["uid"],
+        uid=isolation.sandbox_uid(os.getpid()),
+        gid=isolation.sandbox_uid(os.getpid()),
         tmpfs_mb=spec["tmpfs_mb"],
         expose=tuple(spec["expose"]),
     )
@@ -238,9 +238,7 @@ def _worker_main(spec: dict, plan: isolation.IsolationPlan) -> None:
                 address_space=spec["address_space"],
                 cpu_soft=spec["cpu_time_s"],
                 cpu_hard=spec["cpu_hard_s"],
-                processes=(len(os.listdir("/proc/self/task")) + spec["extra_processes"]) * spec["pool_size"]
-                if plan.mode == "full"
-                else None,
+                processes=len(os.listdir("/proc/self/task")) + spec["extra_processes"] if plan.mode == "full" else None,
                 file_size=spec["file_size"],
             )
         )

@@ -124,6 +124,12 @@ class Comparison:
     of a sample Spearman over the K architectures measured; ``measured``: the
     sample Spearman with its bootstrap CI (None with ``measured_error`` when
     undefined, e.g. a constant side).
+
+    The model assumes the long budget measures the same Q as the proxy. For
+    proxy-vs-truth comparisons ``implied_q_correlation`` = measured Pearson /
+    the Pearson the noise alone allows (the classical correction for
+    attenuation): ≈ 1 when the model holds, below 1 when the long budget
+    re-ranks architectures (e.g. slow starters), which the SNR cannot see.
     """
 
     name: str  # "truth_single" | "truth_mean" | "retest"
@@ -135,6 +141,8 @@ class Comparison:
     expected_at_k: float | None
     measured: theory.CorrelationResult | None
     measured_error: str | None = None
+    measured_pearson: float | None = None  # truth comparisons only
+    implied_q_correlation: float | None = None  # truth comparisons only, see above
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,12 +229,18 @@ def analyze(
 
     def comparison(name, description, x, y, kind, n_seeds):
         measured, err = _measure(x, y, n_boot, ci, seed)
-        noisy = None
+        noisy = r_pearson = implied = None
         if kind == "truth" and truth_est is not None and not math.isnan(est.snr) and not math.isnan(truth_est.snr):
             rho_p = theory.pearson_from_snr(est.snr, "truth", n_seeds) * theory.pearson_from_snr(
                 truth_est.snr, "truth", truth_est.S
             )
             noisy = float(theory.spearman_from_pearson(rho_p))
+        if kind == "truth" and np.std(x) > 0 and np.std(y) > 0:
+            r_pearson = float(np.corrcoef(x, y)[0, 1])
+            allowed = math.nan if math.isnan(est.snr) else theory.pearson_from_snr(est.snr, "truth", n_seeds)
+            if truth_est is not None and not math.isnan(truth_est.snr):
+                allowed *= theory.pearson_from_snr(truth_est.snr, "truth", truth_est.S)
+            implied = r_pearson / allowed if allowed > 0 else math.nan
         expected = None
         if not math.isnan(est.snr):
             expected = float(theory.expected_sample_spearman(theory.pearson_from_snr(est.snr, kind, n_seeds), K))
@@ -240,6 +254,8 @@ def analyze(
             expected_at_k=expected,
             measured=measured,
             measured_error=err,
+            measured_pearson=r_pearson,
+            implied_q_correlation=implied,
         )
 
     comps = [comparison("retest", "proxy seed 0 vs proxy seed 1", p[:, 0], p[:, 1], "retest", 1)]
@@ -831,6 +847,8 @@ def format_analysis(a: ProxySNRAnalysis) -> str:
         m = c.measured
         meas = f"{_f(m.estimate)}  {_ci((m.ci_low, m.ci_high))}  {_f(m.p_value, '.2g')}" if m else f"n/a ({c.measured_error})"
         extra = f"  (noisy truth: {_f(c.predicted_noisy_truth)})" if c.predicted_noisy_truth is not None else ""
+        if c.implied_q_correlation is not None:
+            extra += f"  Pearson {_f(c.measured_pearson)}, implied corr(Q_proxy, Q_truth) {_f(c.implied_q_correlation)}"
         lines.append(f"  {c.name:<12} {_f(c.predicted):>14}  {_ci(c.predicted_ci):<18}  {meas}{extra}")
         lines.append(f"  {'':<12} {c.description}")
     return "\n".join(lines)

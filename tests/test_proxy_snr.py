@@ -80,6 +80,24 @@ def test_noisy_truth_prediction_uses_both_reliabilities():
     assert abs(ts.measured.estimate - ts.predicted_noisy_truth) < 0.05
     assert ts.predicted - ts.measured.estimate > 0.03
     assert ts.predicted_ci is None and ts.measured.ci_low != ts.measured.ci_low  # n_boot = 0: no CIs (NaN)
+    # The model holds here, so the correction for attenuation finds corr(Q_proxy, Q_truth) = 1.
+    assert ts.implied_q_correlation == pytest.approx(1.0, abs=0.06)
+    assert ts.measured_pearson == pytest.approx(np.corrcoef(proxy[:, 0], truth.mean(1))[0, 1], abs=1e-12)
+
+
+def test_a_long_budget_that_reranks_shows_as_an_implied_q_correlation_below_one():
+    # Truth quality Q' = 0.6·Q + 0.8·Z: the long budget re-ranks; the proxy's SNR cannot see it.
+    rng = np.random.default_rng(8)
+    K = 1000
+    z1, z2 = rng.standard_normal(K), rng.standard_normal(K)
+    q = 0.1 * z1
+    proxy = q[:, None] + rng.normal(0, 0.05, (K, 2))
+    truth = (0.1 * (0.6 * z1 + 0.8 * z2))[:, None]
+    a = ps.analyze([str(i) for i in range(K)], proxy, truth, n_boot=0)
+    ts = a.comparison("truth_single")
+    assert ts.implied_q_correlation == pytest.approx(0.6, abs=0.06)
+    assert ts.predicted - ts.measured.estimate > 0.25
+    assert a.comparison("retest").implied_q_correlation is None
 
 
 def test_analysis_without_signal_clips_and_predicts_zero():
@@ -316,3 +334,25 @@ def test_cli_trains_through_the_sandbox(tmp_path, capsys):
     ref = theory.estimate_snr(proxy, n_boot=100, seed=0)
     assert ps.from_json_number(an["snr"]["sigma2_noise"]) == pytest.approx(ref.sigma2_noise, rel=1e-12)
     assert ps.from_json_number(an["snr"]["sigma2_arch"]) == pytest.approx(ref.sigma2_arch, rel=1e-12, abs=1e-15)
+
+
+def test_from_run_uses_the_runs_trained_candidates(tmp_path):
+    run_dir, _ = _make_run(tmp_path, n_seeds=1, per_cycle=3)
+    cfg = _cfg(from_run=str(run_dir))
+    archs, source = ps.select_architectures(cfg)
+    assert source == str(run_dir)
+    assert len(archs) == 15 and "bad" not in {a.id for a in archs}  # the failed candidate is not "trained"
+    assert {(a.cycle, a.dataset) for a in archs if a.id == "c2-0"} == {(2, "digits")}
+    picked, _ = ps.select_architectures(_cfg(from_run=str(run_dir), architectures=("c1-2", "c3-0", "c-1-1")))
+    assert [a.id for a in picked] == ["c1-2", "c3-0", "c-1-1"] and picked[0].source == "# c1-2"
+    with pytest.raises(UserError, match="unknown candidates of"):
+        ps.select_architectures(_cfg(from_run=str(run_dir), architectures=("c1-2", "zzz", "c3-0")))
+    with pytest.raises(UserError, match="not a run directory"):
+        ps.select_architectures(_cfg(from_run=str(tmp_path / "nowhere")))
+
+
+def test_json_encoding_of_non_finite_numbers():
+    doc = ps._jsonable({"a": math.inf, "b": math.nan, "c": np.float32(0.5), "d": (1, np.int64(2))})
+    assert doc == {"a": "inf", "b": None, "c": 0.5, "d": [1, 2]}
+    assert json.dumps(doc)
+    assert ps.from_json_number("inf") == math.inf and math.isnan(ps.from_json_number(None))

@@ -85,17 +85,20 @@ def test_batchnorm_dropout_net_builds_and_counts_params():
 def test_apply_updates_batch_stats_in_train_and_dropout_uses_its_key():
     built = build_net(BN_DROPOUT, 10)
     x = jax.random.normal(jax.random.PRNGKey(3), (4, 8, 8, 1)) * 3.0 + 1.0
-    variables = init_net(built, jax.random.PRNGKey(0), x)
+    # jitted: one compile each is cheaper than eager op-by-op dispatch
+    variables = jax.jit(lambda k: init_net(built, k, x))(jax.random.PRNGKey(0))
     assert set(variables) == {"params", "batch_stats"}
     assert count_params(variables) == 80 + 16 + 8 * 10 + 10
 
-    eval_a, upd = apply_net(built, variables, x, train=False)
-    eval_b, _ = apply_net(built, variables, x, train=False)
+    evaluate = jax.jit(lambda v: apply_net(built, v, x, train=False))
+    train = jax.jit(lambda v, k: apply_net(built, v, x, train=True, rngs=k))
+    eval_a, upd = evaluate(variables)
+    eval_b, _ = evaluate(variables)
     assert upd == {} and eval_a.shape == (4, 10)
     np.testing.assert_array_equal(eval_a, eval_b)
 
-    train_a, updates = apply_net(built, variables, x, train=True, rngs=jax.random.PRNGKey(1))
-    train_b, _ = apply_net(built, variables, x, train=True, rngs={"dropout": jax.random.PRNGKey(2)})
+    train_a, updates = train(variables, jax.random.PRNGKey(1))
+    train_b, _ = train(variables, {"dropout": jax.random.PRNGKey(2)})
     assert set(updates) == {"batch_stats"}
     old_mean = variables["batch_stats"]["BatchNorm_0"]["mean"]
     new_mean = updates["batch_stats"]["BatchNorm_0"]["mean"]
@@ -110,8 +113,8 @@ def test_lenient_no_train_argument_and_no_num_classes_field():
     params, out = shape_check(built, (8, 8, 1), 10)
     assert params == 64 * 16 + 16 + 16 * 10 + 10 and out == (2, 10)
     x = jnp.ones((3, 8, 8, 1))
-    variables = init_net(built, jax.random.PRNGKey(0), x)
-    logits, updates = apply_net(built, variables, x, train=True, rngs=jax.random.PRNGKey(0))
+    variables = jax.jit(lambda k: init_net(built, k, x))(jax.random.PRNGKey(0))
+    logits, updates = jax.jit(lambda v: apply_net(built, v, x, train=True))(variables)
     assert logits.shape == (3, 10) and updates == {}
     # the width is fixed at 10: a 5-class dataset is a shape error naming both widths
     err = expect_error(ErrorKind.SHAPE, shape_check, build_net(NO_TRAIN_FIXED_WIDTH, 5), (8, 8, 1), 5)

@@ -230,6 +230,15 @@ def shape_check(built: BuiltNet, input_shape, num_classes: int) -> tuple[int, tu
     Raises ``CandidateError(SHAPE)`` when tracing fails or the output is not a
     floating array of shape ``(2, num_classes)``.
     """
+    params, out_shape, _ = checked_variables(built, input_shape, num_classes)
+    return params, out_shape
+
+
+def checked_variables(built: BuiltNet, input_shape, num_classes: int):
+    """``shape_check`` that also returns the abstract variables: ``(params_count, out_shape, variables)``.
+
+    The variables (ShapeDtypeStructs) can be passed on to ``structure_hash``.
+    """
     variables, out = abstract_variables(built, input_shape)
     expected = (SHAPE_CHECK_BATCH, int(num_classes))
     if not hasattr(out, "shape") or not hasattr(out, "dtype"):
@@ -245,7 +254,7 @@ def shape_check(built: BuiltNet, input_shape, num_classes: int) -> tuple[int, tu
         )
     if not jnp.issubdtype(out.dtype, jnp.floating):
         raise CandidateError(ErrorKind.SHAPE, f"`Net` must return floating logits, got dtype {out.dtype}")
-    return count_params(variables), got
+    return count_params(variables), got, variables
 
 
 # ---------------------------------------------------------------------------
@@ -309,9 +318,13 @@ class _JaxprWriter:
         self.lines.append(f"{pad}return " + ",".join(ref(v) for v in jaxpr.outvars))
 
 
-def forward_jaxpr(built: BuiltNet, input_shape):
-    """The eval-mode forward pass's ClosedJaxpr at batch 2 (variables as inputs, nothing allocated)."""
-    variables, _ = abstract_variables(built, input_shape)
+def forward_jaxpr(built: BuiltNet, input_shape, variables=None):
+    """The eval-mode forward pass's ClosedJaxpr at batch 2 (variables as inputs, nothing allocated).
+
+    ``variables``: the abstract variables from ``abstract_variables`` if already at hand (saves a trace).
+    """
+    if variables is None:
+        variables, _ = abstract_variables(built, input_shape)
     x = _input_spec(input_shape)
 
     def forward(variables, x):
@@ -323,22 +336,22 @@ def forward_jaxpr(built: BuiltNet, input_shape):
         raise _failure(ErrorKind.SHAPE, f"tracing the forward pass on input {x.shape} failed", e) from None
 
 
-def structure_hash(built: BuiltNet, input_shape) -> str:
+def structure_text(built: BuiltNet, input_shape, variables=None) -> str:
+    """The canonical text that ``structure_hash`` hashes (for debugging why two nets differ)."""
+    writer = _JaxprWriter()
+    writer.write(forward_jaxpr(built, input_shape, variables).jaxpr)
+    return "\n".join(writer.lines)
+
+
+def structure_hash(built: BuiltNet, input_shape, variables=None) -> str:
     """A 16-hex-digit hash of the forward pass's jaxpr (primitives, shapes, wiring) at batch 2, eval mode.
 
     Blind to variable, layer and class names and to formatting; changes
-    when a layer's width, an activation or the wiring changes.
+    when a layer's width, an activation or the wiring changes. ``variables``
+    as in ``forward_jaxpr``.
     """
-    writer = _JaxprWriter()
-    writer.write(forward_jaxpr(built, input_shape).jaxpr)
-    return hashlib.sha256("\n".join(writer.lines).encode()).hexdigest()[:16]
-
-
-def structure_text(built: BuiltNet, input_shape) -> str:
-    """The canonical text that ``structure_hash`` hashes (for debugging why two nets differ)."""
-    writer = _JaxprWriter()
-    writer.write(forward_jaxpr(built, input_shape).jaxpr)
-    return "\n".join(writer.lines)
+    text = structure_text(built, input_shape, variables)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 __all__ = [
@@ -348,6 +361,7 @@ __all__ = [
     "abstract_variables",
     "apply_net",
     "build_net",
+    "checked_variables",
     "count_params",
     "forward_jaxpr",
     "init_net",

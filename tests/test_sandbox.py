@@ -355,3 +355,16 @@ def test_cli_sandbox_check_flags_missing_layers(evaluator, monkeypatch, capsys):
     assert main(["sandbox", "check"]) == 1
     out = capsys.readouterr().out
     assert "WARNING" in out and "uid_drop" in out.split("WARNING")[1]
+
+
+def test_patched_modules_are_restored_for_the_next_candidate():
+    """A candidate that reassigns math.pi / jnp.mean / nn.relu does not change the next one's result."""
+    patch = (Path(__file__).parent / "hostile" / "patch_modules.py").read_text()
+    probe = MLP.replace("import flax.linen as nn", "import math\nimport flax.linen as nn").replace(
+        "nn.Dense(32)", "nn.Dense(int(math.pi * 10))"
+    )
+    with Evaluator(DataConfig(name="digits"), TrainConfig(epochs=1), _cfg(workers=1)) as ev:
+        recs = ev.evaluate([Candidate("patch", patch), Candidate("probe", probe)], train=False)
+        assert ev._serial == 1  # both ran in the same worker
+    assert recs[0].status == "ok"
+    assert recs[1].params == 64 * 31 + 31 + 31 * 10 + 10  # int(pi * 10) = 31, not 30

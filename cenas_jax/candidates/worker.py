@@ -317,6 +317,36 @@ def _short(text: str) -> str:
 _MEMORY_MARKERS = ("RESOURCE_EXHAUSTED", "Out of memory", "out of memory", "bad_alloc", "Cannot allocate memory")
 
 
+class _ModuleGuard:
+    """Snapshots the namespaces of the modules candidates can reach; ``restore`` undoes assignments to them.
+
+    The policy allows ``jnp.tanh = ...`` (plain attribute assignment on a module); without this a
+    candidate could change what the trainer computes for later candidates in the same worker.
+    Attributes of classes are out of reach of the policy's dunder ban only partly; recycling after
+    ``max_tasks_per_worker`` bounds what survives.
+    """
+
+    def __init__(self, names: list[str]) -> None:
+        self.saved = {n: (sys.modules[n], dict(vars(sys.modules[n]))) for n in sorted(set(names)) if n in sys.modules}
+
+    def restore(self) -> int:
+        """Put back every module attribute that was replaced or deleted; return how many.
+
+        Added attributes stay: lazy imports add submodules to their parents legitimately.
+        """
+        changed = 0
+        for module, saved in self.saved.values():
+            current = vars(module)
+            for key, value in saved.items():
+                if current.get(key, _MISSING) is not value:
+                    current[key] = value
+                    changed += 1
+        return changed
+
+
+_MISSING = object()
+
+
 class _Runtime:
     """Everything a worker loads once: JAX, the contract, the trainer, datasets (cached)."""
 
@@ -358,6 +388,7 @@ class _Runtime:
         contract.shape_check(built, (8, 8, 1), 10)
         contract.structure_hash(built, (8, 8, 1))
         policy.check_policy(WARMUP_SOURCE)
+        self.guard = _ModuleGuard([*policy.ALLOWED_MODULES, "flax", "builtins", "cenas_jax.train", "optax"])
 
     def _dataset(self, info: dict) -> Any:
         key = info["key"]
@@ -404,6 +435,7 @@ class _Runtime:
                     raise self.CandidateError("policy", self.policy.format_violations(violations))
             enter("build")
             built = contract.build_net(source, num_classes)
+            self.guard.restore()  # module-level code may have patched jnp/nn functions the trainer uses
             enter("shape")
             params, _ = contract.shape_check(built, input_shape, num_classes)
             rec["params"] = params
@@ -432,6 +464,8 @@ class _Runtime:
             kind, message = self._classify(e, stage)
             rec.update(status="error", error_kind=kind, error_message=_short(message))
             return rec
+        finally:
+            self.guard.restore()  # the next candidate in this worker sees unpatched modules
 
     def _classify(self, e: BaseException, stage: str) -> tuple[str, str]:
         text = f"{type(e).__name__}: {e}"

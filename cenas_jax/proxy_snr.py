@@ -787,14 +787,18 @@ def plot_ceiling(c: CeilingResult, path: str | Path) -> bool:
                             label=name + tag)
             else:
                 a1.plot(t, v, style, label=name + tag)
-        for name, style in (("retest", "^"), ("truth_single", "o")):
+        for name, style, color in (("retest", "^", "C1"), ("truth_single", "o", "C0")):
             if rs[0].analysis.truth is None and name != "retest":
                 continue
             meas = np.array([r.analysis.comparison(name).measured.estimate
                              if r.analysis.comparison(name).measured is not None else np.nan for r in rs])
             pred = np.array([r.analysis.comparison(name).predicted for r in rs])
-            a2.plot(t, meas, style + "-", label=f"measured {name}{tag}")
-            a2.plot(t, pred, style + ":", label=f"predicted {name}{tag}")
+            a2.plot(t, meas, style + "-", color=color, label=f"measured {name}{tag}")
+            a2.plot(t, pred, style + ":", color=color, mfc="none", label=f"predicted {name}{tag}")
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in (a1, a2):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     a1.set_xlabel("cycle (-1: corpus)")
     a1.set_ylabel("variance (accuracy²)")
     title = "Variance components per cycle"

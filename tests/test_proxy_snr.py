@@ -278,6 +278,8 @@ def test_ceiling_effect_from_stored_seed_scores(tmp_path):
     assert [r["cycle"] for r in doc["rows"]] == [-1, 0, 1, 2, 3]
     assert pp is not None and pp.read_bytes()[:4] == b"\x89PNG"
     assert "Mann-Kendall" in ps.format_ceiling(c)
+    combined = ps.plot_rho_vs_snr(c.rows[0].analysis, tmp_path / "combined.png", ceiling=c)
+    assert combined.read_bytes()[:4] == b"\x89PNG"
 
 
 def test_ceiling_effect_retrains_when_the_run_kept_one_seed(tmp_path):

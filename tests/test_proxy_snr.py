@@ -3,7 +3,6 @@ the ceiling effect from a run store, and (slow) the real thing through the sandb
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import zlib

@@ -26,7 +26,7 @@ import numpy as np
 from flax import nnx
 
 # Logical axis names of the parameters (see llm/sharding.py for the mesh rules).
-VOCAB, EMBED, HEADS, KV, MLP = "vocab", "embed", "heads", "kv", "mlp"
+VOCAB_AXIS, EMBED_AXIS, HEADS_AXIS, KV_AXIS, MLP_AXIS = "vocab", "embed", "heads", "kv", "mlp"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,7 +170,7 @@ class RMSNorm(nnx.Module):
     """RMSNorm computed in float32 (as transformers does), scaled by ``weight``."""
 
     def __init__(self, dim: int, eps: float, *, dtype, param_dtype):
-        self.weight = nnx.Param(jnp.ones((dim,), param_dtype), out_sharding=(EMBED,))
+        self.weight = nnx.Param(jnp.ones((dim,), param_dtype), out_sharding=(EMBED_AXIS,))
         self.eps = eps
         self.dtype = dtype
 
@@ -195,10 +195,10 @@ class Attention(nnx.Module):
     def __init__(self, config: LlamaConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
         c = config
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.q_proj = _linear(c.hidden_size, c.num_heads * c.head_dim, (EMBED, HEADS), bias=c.attention_bias, **kw)
-        self.k_proj = _linear(c.hidden_size, c.num_kv_heads * c.head_dim, (EMBED, KV), bias=c.attention_bias, **kw)
-        self.v_proj = _linear(c.hidden_size, c.num_kv_heads * c.head_dim, (EMBED, KV), bias=c.attention_bias, **kw)
-        self.o_proj = _linear(c.num_heads * c.head_dim, c.hidden_size, (HEADS, EMBED), bias=False, **kw)
+        self.q_proj = _linear(c.hidden_size, c.num_heads * c.head_dim, (EMBED_AXIS, HEADS_AXIS), bias=c.attention_bias, **kw)
+        self.k_proj = _linear(c.hidden_size, c.num_kv_heads * c.head_dim, (EMBED_AXIS, KV_AXIS), bias=c.attention_bias, **kw)
+        self.v_proj = _linear(c.hidden_size, c.num_kv_heads * c.head_dim, (EMBED_AXIS, KV_AXIS), bias=c.attention_bias, **kw)
+        self.o_proj = _linear(c.num_heads * c.head_dim, c.hidden_size, (HEADS_AXIS, EMBED_AXIS), bias=False, **kw)
         self.num_heads, self.num_kv_heads, self.head_dim = c.num_heads, c.num_kv_heads, c.head_dim
         self.dtype = dtype
 
@@ -235,9 +235,9 @@ class MLP(nnx.Module):
     def __init__(self, config: LlamaConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
         c = config
         kw = dict(bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.gate_proj = _linear(c.hidden_size, c.intermediate_size, (EMBED, MLP), **kw)
-        self.up_proj = _linear(c.hidden_size, c.intermediate_size, (EMBED, MLP), **kw)
-        self.down_proj = _linear(c.intermediate_size, c.hidden_size, (MLP, EMBED), **kw)
+        self.gate_proj = _linear(c.hidden_size, c.intermediate_size, (EMBED_AXIS, MLP_AXIS), **kw)
+        self.up_proj = _linear(c.hidden_size, c.intermediate_size, (EMBED_AXIS, MLP_AXIS), **kw)
+        self.down_proj = _linear(c.intermediate_size, c.hidden_size, (MLP_AXIS, EMBED_AXIS), **kw)
 
     def __call__(self, x):
         return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
@@ -275,7 +275,7 @@ class Llama(nnx.Module):
         with nnx.use_eager_sharding(False):
             self.embed_tokens = nnx.Embed(
                 config.vocab_size, config.hidden_size, dtype=dtype, param_dtype=param_dtype,
-                embedding_init=nnx.with_partitioning(nnx.initializers.normal(0.02), (VOCAB, EMBED)),
+                embedding_init=nnx.with_partitioning(nnx.initializers.normal(0.02), (VOCAB_AXIS, EMBED_AXIS)),
                 rngs=rngs,
             )
             self.layers = nnx.List(
@@ -284,7 +284,7 @@ class Llama(nnx.Module):
             )
             self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype=dtype, param_dtype=param_dtype)
             self.lm_head = None if config.tie_word_embeddings else _linear(
-                config.hidden_size, config.vocab_size, (EMBED, VOCAB), bias=False,
+                config.hidden_size, config.vocab_size, (EMBED_AXIS, VOCAB_AXIS), bias=False,
                 dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.inv_freq = tuple(rope_inv_freq(config).tolist())  # static, not a parameter
 

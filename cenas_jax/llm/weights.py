@@ -239,7 +239,7 @@ def build_model(config: LlamaConfig, tensors: dict[str, np.ndarray], *, dtype=No
         if tuple(var.shape) != tuple(w.shape):
             raise UserError(f"{source}: tensor {name!r} has shape {w.shape[::-1] if transpose else w.shape}, "
                             f"the config implies {tuple(var.shape)[::-1] if transpose else tuple(var.shape)}")
-        var.value = jnp.asarray(w, dtype=param_dtype)
+        var.set_value(jnp.asarray(w, dtype=param_dtype))
     return model
 
 

@@ -1,0 +1,272 @@
+"""Batched generation: jitted prefill + chunked ``while_loop`` decode over a preallocated KV cache.
+
+Prompts of different lengths are left-padded into one batch (positions start at
+0 at each row's first real token; padding slots are masked out of attention).
+Shapes are rounded up to buckets — batch to a power of two, prompt length to a
+multiple of ``prompt_bucket``, new tokens to a multiple of ``new_bucket`` — so
+one compiled prefill and one compiled decode serve every call in a bucket.
+Temperatures are a per-row array (greedy where 0), so changing them never
+recompiles. Stop strings are checked on the host between decode chunks.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from cenas_jax.errors import UserError
+from cenas_jax.llm.tokenizer import encode_prompt
+
+# How often each jitted function was traced (= compiled), keyed by name; tests read it.
+TRACE_COUNTS: collections.Counter[str] = collections.Counter()
+
+_MAX_EOS = 8  # EOS ids are a fixed-size array (padded with -1) so their number never recompiles
+
+
+@dataclasses.dataclass(frozen=True)
+class Completion:
+    """One generated continuation.
+
+    ``token_ids`` are the new tokens, with the end-of-sequence token included when
+    ``finish_reason == "eos"``; ``text`` is their decoding without special tokens,
+    cut before a stop string when ``finish_reason == "stop"``.
+    """
+
+    text: str
+    token_ids: tuple[int, ...]
+    num_tokens: int
+    finish_reason: str  # "eos" | "stop" | "length"
+
+
+def sample_tokens(logits_BxV: jax.Array, key: jax.Array, temperature_B: jax.Array,
+                  top_k: int, top_p: float) -> jax.Array:
+    """Next token per row: argmax where temperature is 0, else temperature -> top-k -> top-p sampling.
+
+    ``top_k`` 0 and ``top_p`` 1 switch those filters off; both are static.
+    """
+    greedy_B = jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)
+
+    def draw(_):
+        if top_k > 0:
+            vals_BxK, idx_BxK = jax.lax.top_k(logits_BxV, min(top_k, logits_BxV.shape[-1]))
+        elif top_p < 1.0:
+            idx_BxK = jnp.argsort(-logits_BxV, axis=-1)
+            vals_BxK = jnp.take_along_axis(logits_BxV, idx_BxK, axis=-1)
+        else:
+            vals_BxK, idx_BxK = logits_BxV, None
+        scaled = vals_BxK / jnp.maximum(temperature_B, 1e-6)[:, None]
+        if top_p < 1.0:
+            probs = jax.nn.softmax(scaled, axis=-1)
+            before = jnp.cumsum(probs, axis=-1) - probs  # mass of strictly better tokens
+            scaled = jnp.where(before < top_p, scaled, -jnp.inf)  # the best token always stays
+        choice_B = jax.random.categorical(key, scaled, axis=-1)
+        tok = choice_B if idx_BxK is None else jnp.take_along_axis(idx_BxK, choice_B[:, None], axis=-1)[:, 0]
+        return jnp.where(temperature_B > 0, tok.astype(jnp.int32), greedy_B)
+
+    # All-greedy batches skip the top-k/top-p work at run time (no recompile either way).
+    return jax.lax.cond(jnp.any(temperature_B > 0), draw, lambda _: greedy_B, None)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "cache_len"))
+def _prefill(graphdef, state, tokens_BxP, positions_BxP, kv_mask_BxS, *, cache_len):
+    """Run the prompt through the model; the filled cache and the last position's logits ``BxV``."""
+    TRACE_COUNTS["prefill"] += 1
+    model = nnx.merge(graphdef, state)
+    cache = model.init_cache(tokens_BxP.shape[0], cache_len)
+    logits, cache = model.extend(tokens_BxP, positions_BxP, cache, 0, kv_mask_BxS, last_only=True)
+    return cache, logits[:, -1, :]
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "top_k", "top_p"), donate_argnames=("carry",))
+def _decode(graphdef, state, carry, temperature_B, eos_E, key, limit, max_new, *, top_k, top_p):
+    """Decode until ``step == limit`` or every row is done; returns the advanced carry.
+
+    carry = (cache, kv_mask_BxS, logits_BxV, next_pos_B, slot, step, out_BxN, done_B):
+    token ``step`` of every row is sampled from ``logits``, stored in ``out[:, step]``,
+    then (if more are due) fed back at cache slot ``slot`` and position ``next_pos``.
+    """
+    TRACE_COUNTS["decode"] += 1
+    model = nnx.merge(graphdef, state)
+
+    def cond(c):
+        step, done = c[5], c[7]
+        return (step < limit) & ~jnp.all(done)
+
+    def body(c):
+        cache, kv_mask, logits, pos, slot, step, out, done = c
+        tok = sample_tokens(logits, jax.random.fold_in(key, step), temperature_B, top_k, top_p)
+        out = jax.lax.dynamic_update_slice(out, tok[:, None], (0, step))
+        done = done | jnp.any(tok[:, None] == eos_E[None, :], axis=-1)
+
+        def feed(args):
+            cache, kv_mask = args
+            kv_mask = jax.lax.dynamic_update_slice(kv_mask, jnp.ones((kv_mask.shape[0], 1), bool), (0, slot))
+            new_logits, cache = model.extend(tok[:, None], pos[:, None], cache, slot, kv_mask)
+            return cache, kv_mask, new_logits[:, 0, :]
+
+        # The last token is never fed back: that forward pass would be wasted.
+        cache, kv_mask, logits = jax.lax.cond(
+            step + 1 < max_new, feed, lambda a: (a[0], a[1], logits), (cache, kv_mask))
+        return cache, kv_mask, logits, pos + 1, slot + 1, step + 1, out, done
+
+    return jax.lax.while_loop(cond, body, carry)
+
+
+def _round_up(n: int, m: int) -> int:
+    return max(m, -(-n // m) * m)
+
+
+class Sampler:
+    """Generate completions for a batch of prompts with a (possibly LoRA-wrapped) ``Llama``.
+
+    The model's current parameters are read at every ``generate`` call, so a
+    model fine-tuned in place samples with its new weights.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, *, eos_token_ids: Sequence[int] | None = None,
+                 prompt_bucket: int = 64, new_bucket: int = 64, stop_check_every: int = 32):
+        self.model = model
+        self.tokenizer = tokenizer
+        if eos_token_ids is None:
+            ids = set(getattr(model.config, "eos_token_ids", ()))
+            if getattr(tokenizer, "eos_token_id", None) is not None:
+                ids.add(int(tokenizer.eos_token_id))
+            eos_token_ids = sorted(ids)
+        if len(eos_token_ids) > _MAX_EOS:
+            raise ValueError(f"at most {_MAX_EOS} end-of-sequence ids, got {len(eos_token_ids)}")
+        self.eos_token_ids = tuple(int(e) for e in eos_token_ids)
+        self.prompt_bucket, self.new_bucket = prompt_bucket, new_bucket
+        self.stop_check_every = stop_check_every
+        pad = getattr(tokenizer, "pad_token_id", None)
+        self.pad_id = int(pad if pad is not None else (self.eos_token_ids or (0,))[0])
+
+    def encode(self, prompts: Sequence[str], *, chat: bool) -> list[list[int]]:
+        """Token ids of each prompt (chat template applied when ``chat``)."""
+        return [encode_prompt(self.tokenizer, p, chat=chat) for p in prompts]
+
+    def generate(self, prompts: Sequence[str], *, chat: bool, max_new_tokens: int = 256,
+                 temperature: float | Sequence[float] = 0.0, top_k: int = 0, top_p: float = 1.0,
+                 stop: Sequence[str] = (), seed: int = 0, ignore_eos: bool = False) -> list[Completion]:
+        """One ``Completion`` per prompt; ``temperature`` 0 (for a row or all) means greedy.
+
+        ``ignore_eos`` keeps generating past end-of-sequence (benchmarks need exact lengths).
+        """
+        return self.generate_ids(self.encode(prompts, chat=chat), max_new_tokens=max_new_tokens,
+                                 temperature=temperature, top_k=top_k, top_p=top_p, stop=stop,
+                                 seed=seed, ignore_eos=ignore_eos)
+
+    def generate_ids(self, prompt_ids: Sequence[Sequence[int]], *, max_new_tokens: int = 256,
+                     temperature: float | Sequence[float] = 0.0, top_k: int = 0, top_p: float = 1.0,
+                     stop: Sequence[str] = (), seed: int = 0, ignore_eos: bool = False) -> list[Completion]:
+        """``generate`` for prompts already tokenised."""
+        n = len(prompt_ids)
+        if n == 0:
+            return []
+        if max_new_tokens < 1:
+            raise UserError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        if any(len(p) == 0 for p in prompt_ids):
+            raise UserError("a prompt encodes to zero tokens; give at least one token")
+        temps = np.broadcast_to(np.asarray(temperature, np.float32), (n,)).copy()
+        if np.any(temps < 0) or not np.all(np.isfinite(temps)):
+            raise UserError(f"temperature must be finite and >= 0, got {temperature}")
+        if top_k < 0 or not 0 < top_p <= 1:
+            raise UserError(f"top_k must be >= 0 and top_p in (0, 1], got top_k={top_k}, top_p={top_p}")
+
+        b = 1 << max(0, math.ceil(math.log2(n)))
+        p_len = _round_up(max(len(p) for p in prompt_ids), self.prompt_bucket)
+        n_new = _round_up(max_new_tokens, self.new_bucket)
+        cache_len = p_len + n_new
+        max_pos = self.model.config.max_position_embeddings
+        if max(len(p) for p in prompt_ids) + max_new_tokens > max_pos:
+            raise UserError(f"prompt + max_new_tokens exceeds the model's {max_pos} positions")
+
+        tokens = np.full((b, p_len), self.pad_id, np.int32)
+        positions = np.zeros((b, p_len), np.int32)
+        kv_mask = np.zeros((b, cache_len), bool)
+        for i, ids in enumerate(prompt_ids):
+            start = p_len - len(ids)
+            tokens[i, start:] = ids
+            positions[i, start:] = np.arange(len(ids))
+            kv_mask[i, start:p_len] = True
+        for i in range(n, b):  # filler rows: one real token so attention is well defined
+            kv_mask[i, p_len - 1] = True
+        temps_b = np.zeros((b,), np.float32)
+        temps_b[:n] = temps
+        eos = np.full((_MAX_EOS,), -1, np.int32)
+        if not ignore_eos:
+            eos[: len(self.eos_token_ids)] = self.eos_token_ids
+        done = np.arange(b) >= n
+        next_pos = np.array([len(p) for p in prompt_ids] + [1] * (b - n), np.int32)
+
+        graphdef, state = nnx.split(self.model)
+        cache, logits = _prefill(graphdef, state, jnp.asarray(tokens), jnp.asarray(positions),
+                                 jnp.asarray(kv_mask), cache_len=cache_len)
+        carry = (cache, jnp.asarray(kv_mask), logits, jnp.asarray(next_pos), jnp.int32(p_len), jnp.int32(0),
+                 jnp.zeros((b, n_new), jnp.int32), jnp.asarray(done))
+        key = jax.random.key(seed)
+        chunk = self.stop_check_every if stop else max_new_tokens
+        stopped: dict[int, tuple[str, list[int]]] = {}
+        step = 0
+        while True:
+            limit = min(step + chunk, max_new_tokens)
+            carry = _decode(graphdef, state, carry, jnp.asarray(temps_b), jnp.asarray(eos), key,
+                            jnp.int32(limit), jnp.int32(max_new_tokens), top_k=int(top_k), top_p=float(top_p))
+            step = int(carry[5])
+            done_now = np.asarray(carry[7]).copy()
+            if stop:
+                out = np.asarray(carry[6])
+                for i in range(n):
+                    if i in stopped:  # rows ended by EOS are checked too: a stop string may precede it
+                        continue
+                    hit = self._find_stop(out[i, :step].tolist(), stop)
+                    if hit is not None:
+                        stopped[i] = hit
+                        done_now[i] = True
+                if stopped:
+                    carry = carry[:7] + (jnp.asarray(done_now),)
+            if step >= max_new_tokens or done_now.all():
+                break
+        out = np.asarray(carry[6])[:, :step]
+        return [self._finish(out[i].tolist(), stopped.get(i), ignore_eos) for i in range(n)]
+
+    def _decode_text(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def _find_stop(self, ids: list[int], stop: Sequence[str]) -> tuple[str, list[int]] | None:
+        """(text cut before the first stop string, the shortest token prefix containing it) or None."""
+        eos = set(self.eos_token_ids)
+        cut = next((k for k, t in enumerate(ids) if t in eos), len(ids))
+        ids = ids[:cut]
+        text = self._decode_text(ids)
+        at = min((text.find(s) for s in stop if s and s in text), default=-1)
+        if at < 0:
+            return None
+        lo, hi = 1, len(ids)  # smallest prefix whose text already contains a stop string
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if any(s and s in self._decode_text(ids[:mid]) for s in stop):
+                hi = mid
+            else:
+                lo = mid + 1
+        return text[:at], ids[:lo]
+
+    def _finish(self, ids: list[int], stopped: tuple[str, list[int]] | None, ignore_eos: bool) -> Completion:
+        if stopped is not None:
+            text, kept = stopped
+            return Completion(text, tuple(kept), len(kept), "stop")
+        if not ignore_eos:
+            eos = set(self.eos_token_ids)
+            for k, t in enumerate(ids):
+                if t in eos:
+                    kept = ids[: k + 1]
+                    return Completion(self._decode_text(ids[:k]), tuple(kept), len(kept), "eos")
+        return Completion(self._decode_text(ids), tuple(ids), len(ids), "length")

@@ -243,6 +243,11 @@ def test_isolation_probe_reports_every_layer_that_held_here(evaluator):
     inactive = [name for name in expected_active if not layers[name]["active"]]
     assert not inactive, {name: layers[name] for name in inactive}
     assert layers["user_namespace"]["active"] is False  # root needs none: the uid drop does its work
+    from cenas_jax.candidates.isolation import seccomp_supported
+
+    assert layers["seccomp"]["active"] is seccomp_supported()
+    if seccomp_supported():  # the filter is on every thread (TSYNC), XLA's pool included
+        assert "thread seccomp modes ['2']" in layers["threads_unprivileged"]["detail"]
     assert str(3072 << 20) in layers["rlimit_as"]["detail"]
 
 

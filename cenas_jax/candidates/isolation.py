@@ -373,6 +373,7 @@ def drop_privileges(plan: IsolationPlan) -> None:
     if linux():
         prctl(PR_SET_NO_NEW_PRIVS, 1)
         set_parent_death_signal()
+        install_seccomp()
 
 
 class _CapHeader(ctypes.Structure):
@@ -394,6 +395,78 @@ def _drop_capabilities() -> None:
     header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
     data = (_CapData * 2)()
     _check(_lib().capset(ctypes.byref(header), data), "capset")
+
+
+# ---------------------------------------------------------------------------
+# seccomp: a deny-list of syscalls a model never needs (x86_64; elsewhere it is reported off)
+# ---------------------------------------------------------------------------
+
+_NR_SECCOMP_X86_64 = 317
+_SECCOMP_FILTER_FLAG_TSYNC = 1
+_AUDIT_ARCH_X86_64 = 0xC000003E
+_SECCOMP_RET_ALLOW = 0x7FFF0000
+_SECCOMP_RET_ERRNO = 0x00050000
+_BPF_LD_W_ABS, _BPF_JEQ_K, _BPF_JSET_K, _BPF_RET_K = 0x20, 0x15, 0x45, 0x06
+
+# Kernel surface that namespaces, mounts, tracing, keyrings, BPF, io_uring and modules expose.
+_DENIED_X86_64 = {
+    "ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311, "kcmp": 312,
+    "mount": 165, "umount2": 166, "pivot_root": 155, "chroot": 161, "unshare": 272, "setns": 308,
+    "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433,
+    "mount_setattr": 442, "keyctl": 250, "add_key": 248, "request_key": 249, "bpf": 321,
+    "perf_event_open": 298, "userfaultfd": 323, "io_uring_setup": 425, "io_uring_enter": 426,
+    "io_uring_register": 427, "kexec_load": 246, "kexec_file_load": 320, "init_module": 175,
+    "finit_module": 313, "delete_module": 176, "swapon": 167, "swapoff": 168, "reboot": 169, "acct": 163,
+    "personality": 135, "name_to_handle_at": 303, "open_by_handle_at": 304,
+}  # fmt: skip
+_NR_CLONE_X86_64 = 56
+_NR_CLONE3_X86_64 = 435  # its flags live in a struct seccomp cannot read: ENOSYS makes libc use clone
+_CLONE_NAMESPACE_FLAGS = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET | 0x02000000
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+def seccomp_supported() -> bool:
+    import platform
+
+    return linux() and platform.machine() in ("x86_64", "AMD64")
+
+
+def install_seccomp() -> bool:
+    """Install the deny-list filter (EPERM; ENOSYS for clone3); False where unsupported. Needs no_new_privs."""
+    if not seccomp_supported():
+        return False
+    eperm, enosys = _SECCOMP_RET_ERRNO | errno.EPERM, _SECCOMP_RET_ERRNO | errno.ENOSYS
+    prog = [
+        (_BPF_LD_W_ABS, 0, 0, 4),  # seccomp_data.arch
+        (_BPF_JEQ_K, 1, 0, _AUDIT_ARCH_X86_64),
+        (_BPF_RET_K, 0, 0, eperm),  # a foreign ABI (x32/i386 entry): refuse everything
+        (_BPF_LD_W_ABS, 0, 0, 0),  # seccomp_data.nr
+    ]
+    for nr in sorted(_DENIED_X86_64.values()):
+        prog += [(_BPF_JEQ_K, 0, 1, nr), (_BPF_RET_K, 0, 0, eperm)]
+    prog += [(_BPF_JEQ_K, 0, 1, _NR_CLONE3_X86_64), (_BPF_RET_K, 0, 0, enosys)]
+    # clone: refuse namespace flags (args[0], low 32 bits at offset 16).
+    prog += [
+        (_BPF_JEQ_K, 0, 3, _NR_CLONE_X86_64),
+        (_BPF_LD_W_ABS, 0, 0, 16),
+        (_BPF_JSET_K, 0, 1, _CLONE_NAMESPACE_FLAGS),
+        (_BPF_RET_K, 0, 0, eperm),
+        (_BPF_RET_K, 0, 0, _SECCOMP_RET_ALLOW),
+    ]
+    filters = (_SockFilter * len(prog))(*[_SockFilter(*ins) for ins in prog])
+    fprog = _SockFprog(len(prog), filters)
+    # seccomp(SET_MODE_FILTER, TSYNC): every thread, XLA's pool included (a prctl would filter only this one).
+    ret = _lib().syscall(ctypes.c_long(_NR_SECCOMP_X86_64), ctypes.c_uint(1), ctypes.c_uint(_SECCOMP_FILTER_FLAG_TSYNC),
+                         ctypes.byref(fprog))  # fmt: skip
+    _check(ret, "seccomp(SECCOMP_SET_MODE_FILTER, TSYNC)")
+    return True
 
 
 # ---------------------------------------------------------------------------
@@ -522,8 +595,11 @@ def describe_isolation(host_ns: dict[str, str | None], probe_paths: tuple[str, .
                     seccomp = line.split()[1]
     except OSError:
         pass
-    put("seccomp", seccomp != "0", f"mode {seccomp} (not used: the namespaces and the uid drop cover network, "
-        "mounts and signals)")
+    if seccomp == "2":
+        ok, why = _try(lambda: unshare(CLONE_NEWUSER) or "unshare(CLONE_NEWUSER) allowed")
+        put("seccomp", not ok, f"filter mode: mount/unshare/ptrace/bpf/io_uring/keyctl... refused ({why})")
+    else:
+        put("seccomp", False, f"mode {seccomp}: no filter (x86_64 only; namespaces and the uid drop still hold)")
     return report
 
 

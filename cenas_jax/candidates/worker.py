@@ -276,17 +276,20 @@ def _worker_main(spec: dict, plan: isolation.IsolationPlan) -> None:
 
 
 def _threads_unprivileged() -> dict:
-    """Every thread of the worker runs as a non-root uid (glibc broadcasts setuid to all threads)."""
-    uids = set()
+    """Every thread of the worker runs as a non-root uid (glibc broadcasts setuid to all threads), filtered."""
+    uids, modes = set(), set()
     for tid in os.listdir("/proc/self/task"):
         try:
             with open(f"/proc/self/task/{tid}/status") as f:
                 for line in f:
                     if line.startswith("Uid:"):
                         uids.update(int(v) for v in line.split()[1:])
+                    elif line.startswith("Seccomp:"):
+                        modes.add(line.split()[1])
         except OSError:
             pass
-    return {"active": bool(uids) and 0 not in uids, "detail": f"thread uids {sorted(uids)}"}
+    return {"active": bool(uids) and 0 not in uids,
+            "detail": f"thread uids {sorted(uids)}, thread seccomp modes {sorted(modes)}"}  # fmt: skip
 
 
 def _kill_leftovers() -> None:

@@ -373,3 +373,20 @@ def test_patched_modules_are_restored_for_the_next_candidate():
         assert ev._serial == 1  # both ran in the same worker
     assert recs[0].status == "ok"
     assert recs[1].params == 64 * 31 + 31 + 31 * 10 + 10  # int(pi * 10) = 31, not 30
+
+
+@pytest.mark.skipif(not LINUX_ROOT, reason="exercised here as root; a non-root user gets this mode by default")
+def test_user_namespace_mode_isolates_without_root_privileges(monkeypatch):
+    """The mode non-root users get: a user namespace, the same mounts, every capability dropped."""
+    from cenas_jax.candidates import isolation
+
+    monkeypatch.setattr(isolation, "detect_mode", lambda requested: "userns")
+    with Evaluator(DataConfig(name="digits"), TrainConfig(epochs=1), _cfg(workers=1)) as ev:
+        (rec,) = ev.evaluate([Candidate("a", MLP)], train=False)
+        report = ev.probe_isolation()
+    assert rec.status == "ok" and rec.params == MLP_PARAMS
+    assert report["mode"] == "userns"
+    layers = report["layers"]
+    for name in ("user_namespace", "net_namespace", "mount_namespace", "pid_namespace", "readonly_root",
+                 "private_tmp", "no_remount", "no_network", "no_new_privs", "host_files_unchanged"):  # fmt: skip
+        assert layers[name]["active"], (name, layers[name])

@@ -141,6 +141,12 @@ def test_recycling_after_k_tasks_and_timeouts_that_kill_the_worker():
         assert ev._serial == 3  # one for a and b, one killed by the timeout, one for "after"
         assert elapsed < 90
         assert not _processes_in_groups({pgid}), "a retired worker's process group is still alive"
+        # A worker killed from outside while idle is replaced; the next candidate is not blamed.
+        (idle,) = ev.worker_pids()
+        os.killpg(idle, signal.SIGKILL)
+        time.sleep(0.5)
+        (rec,) = ev.evaluate([Candidate("after-idle-kill", MLP)], train=False)
+        assert rec.status == "ok" and idle not in ev.worker_pids()
         # Without the test switch a worker refuses to bypass the policy.
         (refused,) = ev._evaluate_bypassing([Candidate("x", "import os\nos.system('true')")], "exec")
         assert refused.error_kind == "policy" and "disabled" in refused.error_message

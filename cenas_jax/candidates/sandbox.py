@@ -571,7 +571,10 @@ class Evaluator:
             while pending or any(w.state == "busy" for w in self._workers):
                 busy = sum(w.state == "busy" for w in self._workers)
                 self._ensure_pool(len(pending) + busy)
-                for w in self._workers:
+                for w in list(self._workers):
+                    if w.state == "idle" and w.proc.poll() is not None:  # died while idle: not a candidate's fault
+                        self._retire(w)
+                        continue
                     if w.state == "idle" and pending:
                         index, cand, bypass = pending.popleft()
                         name = cand.dataset or self.data_cfg.name

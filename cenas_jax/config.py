@@ -230,8 +230,12 @@ class SearchConfig:
     replay_weight: float = 1.0  # weight of the corpus L in the CE update
     update_token_budget: int = 40_000  # tokens per CE update
     datasets: tuple[str, ...] = ()  # extra datasets for a multi-dataset pool (empty: data.name only)
-    max_wall_s: float | None = None
-    max_tokens: int | None = None
+    max_wall_s: float | None = None  # stop (at a phase boundary, checkpointed) after this much wall time
+    max_tokens: int | None = None  # stop after this many generated tokens
+    corpus: tuple[str, ...] = ()  # names of the seed-corpus programs L to use (empty: all)
+    corpus_dir: str | None = None  # a folder of .py programs replacing the packaged corpus
+    warm_start: bool = True  # the CE update on L alone before cycle 0 (cached across runs)
+    warm_start_epochs: int = 1  # passes over L in the warm start
     novelty: NoveltyConfig = NoveltyConfig()
 
     def __post_init__(self) -> None:
@@ -241,6 +245,8 @@ class SearchConfig:
         _check(0 < self.elite_rho <= 1, "search.elite_rho", "must be in (0, 1]")
         _check(self.max_elites is None or self.max_elites >= 1, "search.max_elites", "must be >= 1")
         _check(self.replay_weight >= 0, "search.replay_weight", "must be >= 0")
+        _check(self.warm_start_epochs >= 1, "search.warm_start_epochs", "must be >= 1")
+        _check(self.update_token_budget >= 1, "search.update_token_budget", "must be >= 1")
 
 
 @dataclasses.dataclass(frozen=True)

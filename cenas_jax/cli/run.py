@@ -44,17 +44,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _build(cfg, run_dir: Path, new: bool, progress: bool):
-    from cenas_jax.candidates.corpus import load_corpus
     from cenas_jax.candidates.sandbox import Evaluator
     from cenas_jax.search.llm_generator import LLMGenerator
-    from cenas_jax.search.loop import SearchLoop
+    from cenas_jax.search.loop import SearchLoop, select_corpus
     from cenas_jax.search.rundir import build_manifest
 
+    corpus = select_corpus(cfg.search)
     print(f"loading the LLM {cfg.llm.model.name} ...", flush=True)
     gen = LLMGenerator(cfg.llm, seed=cfg.seed)
-    evaluator = Evaluator(cfg.data, cfg.train, cfg.sandbox)
+    evaluator = Evaluator(cfg.data, cfg.train, cfg.sandbox, seed=cfg.seed)
     cache = Path(os.environ.get("CENAS_CACHE", Path.home() / ".cache" / "cenas_jax")) / "warmstart"
-    loop = SearchLoop.open(run_dir, cfg if new else None, gen, evaluator, load_corpus(),
+    loop = SearchLoop.open(run_dir, cfg if new else None, gen, evaluator, corpus,
                            manifest=build_manifest(cfg, gen.fingerprint) if new else None,
                            progress=progress, warm_cache_dir=cache)
     return loop, evaluator

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -68,24 +67,23 @@ class LLMGenerator:
         pairs = [self.encode_pair(p, c) for p, c in examples]
         cfg = dataclasses.replace(self.cfg.finetune, seed=seed)
         t0 = time.perf_counter()
-        res = finetune(self.model, pairs, cfg)
+        res = finetune(self.model, pairs, cfg)  # a fresh optimiser each call: the CE update resets it
+        self._optimizer = res.optimizer
         return UpdateResult(losses=tuple(float(x) for x in res.losses), steps=res.steps, tokens=res.tokens,
                             seconds=time.perf_counter() - t0)
 
     def save(self, directory: Path) -> None:
-        from cenas_jax.llm.checkpoint import save_adapters
+        from cenas_jax.llm.checkpoint import save_checkpoint
 
-        save_adapters(self.model, Path(directory) / "adapters", metadata={"fingerprint": self.fingerprint})
-        (Path(directory) / "generator.json").write_text(json.dumps({"fingerprint": self.fingerprint}))
+        save_checkpoint(Path(directory) / "adapters", self.model, getattr(self, "_optimizer", None),
+                        metadata={"fingerprint": self.fingerprint}, overwrite=True)
 
     def restore(self, directory: Path) -> None:
         from cenas_jax.errors import UserError
-        from cenas_jax.llm.checkpoint import restore_adapters
+        from cenas_jax.llm.checkpoint import read_metadata, restore_checkpoint
 
-        meta_path = Path(directory) / "generator.json"
-        if meta_path.exists():
-            meta: dict[str, Any] = json.loads(meta_path.read_text())
-            if meta.get("fingerprint") != self.fingerprint:
-                raise UserError(f"{directory}: adapters were trained on model {meta.get('fingerprint')}, "
-                                f"this run's model is {self.fingerprint}")
-        restore_adapters(self.model, Path(directory) / "adapters")
+        meta = read_metadata(Path(directory) / "adapters").get("metadata", {})
+        if meta.get("fingerprint") != self.fingerprint:
+            raise UserError(f"{directory}: adapters were trained on model {meta.get('fingerprint')}, "
+                            f"this run's model is {self.fingerprint}")
+        restore_checkpoint(Path(directory) / "adapters", self.model)

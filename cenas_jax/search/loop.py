@@ -78,6 +78,24 @@ class _Slot:
     anchor_id: str  # the parent (delta) or the reference elite (full)
 
 
+def select_corpus(search: Any) -> list[Any]:
+    """The seed corpus L of a run: the packaged corpus (or ``search.corpus_dir``), filtered by ``search.corpus``."""
+    from cenas_jax.candidates.corpus import CorpusError, load_corpus
+    from cenas_jax.errors import UserError
+
+    try:
+        entries = load_corpus(search.corpus_dir)
+    except CorpusError as e:
+        raise UserError(f"search.corpus_dir: {e}") from e
+    if search.corpus:
+        by_name = {e.name: e for e in entries}
+        missing = [n for n in search.corpus if n not in by_name]
+        if missing:
+            raise UserError(f"search.corpus: unknown program(s) {missing}; known: {', '.join(sorted(by_name))}")
+        entries = [by_name[n] for n in search.corpus]
+    return entries
+
+
 class StopRequested(Exception):
     """Raised between units of work when a stop (Ctrl-C, budget) was asked for."""
 
@@ -246,18 +264,21 @@ class SearchLoop:
         return {ds: float(np.median(v)) for ds, v in refs.items()}
 
     def _warm_start(self) -> None:
-        from cenas_jax.candidates.corpus import corpus_hash
+        from cenas_jax.candidates.corpus import corpus_hash_of
 
-        examples = self._replay_examples(n=len(self.corpus) * self._warm_epochs(), seed_offset=0)
+        dest = self.rundir.checkpoints / "warm"
+        if not self.cfg.search.warm_start:
+            self._save_generator(dest)
+            return
+        examples = self._replay_examples(n=len(self.corpus) * self.cfg.search.warm_start_epochs, seed_offset=0)
         key = hashlib.sha256(json.dumps({
             "model": self.generator.fingerprint,
-            "corpus": corpus_hash(),
+            "corpus": corpus_hash_of(list(self.corpus)),
             "lora": to_dict(self.cfg.llm.lora),
             "finetune": to_dict(self.cfg.llm.finetune),
             "prompts": prompts_mod.template_hash() if hasattr(prompts_mod, "template_hash") else None,
             "n": len(examples),
         }, sort_keys=True).encode()).hexdigest()[:16]
-        dest = self.rundir.checkpoints / "warm"
         cache = (self.warm_cache_dir / key) if self.warm_cache_dir else None
         if cache is not None and (cache / "COMPLETE").exists():
             self.echo(f"warm start: reusing the cached adapter {cache}")
@@ -269,9 +290,6 @@ class SearchLoop:
             if cache is not None:
                 self._save_generator(cache)
         self._save_generator(dest)
-
-    def _warm_epochs(self) -> int:
-        return 1
 
     def _save_generator(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,78 @@
+"""Smoke test of the whole system with the real embedded LLM: `cenas run` → `cenas report` / `runs` / `export`.
+
+Tiny budget (one cycle, two candidates, 64 new tokens, two fine-tuning steps on the last
+layer's adapters): it checks the plumbing between the real sampler, the real CE update,
+the orbax checkpoints, the sandbox and the store, not the quality of the search.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cenas_jax.search.rundir import RunDir
+from cenas_jax.store import RunStore
+
+pytestmark = pytest.mark.llm
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = [
+    "search.cycles=1", "search.candidates_per_cycle=2", "search.corpus=[mlp_small, lenet5]",
+    "search.update_token_budget=3000",
+    "llm.sampling.max_new_tokens=64", "llm.sampling.batch_size=2",
+    "llm.lora.rank=4", "llm.lora.layers=[-1]",
+    "llm.finetune.max_steps=2", "llm.finetune.batch_size=2", "llm.finetune.max_seq_len=1024",
+    "train.epochs=0.2", "sandbox.workers=2", "sandbox.timeout_s=120",
+]
+
+
+def cenas(*args, env=None, timeout=900):
+    return subprocess.run([sys.executable, "-m", "cenas_jax", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_real_llm_run_report_export(tmp_path):
+    env = {**os.environ, "CENAS_CACHE": str(tmp_path / "cache")}
+    run = tmp_path / "run"
+    sets = [x for s in SMOKE for x in ("--set", s)]
+    p = cenas("run", "experiments/configs/quickstart.yaml", *sets, "--run-dir", str(run), "--no-progress", env=env)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "cycle 1/1" in p.stdout and "warm start: CE update on the corpus L" in p.stdout
+    rd = RunDir(run)
+    assert rd.load_state().status == "finished"
+    manifest = rd.manifest()
+    assert manifest["model_fingerprint"].startswith("SmolLM2-135M-Instruct")
+    assert manifest["versions"]["jax"] and manifest["config"]["search"]["cycles"] == 1
+    with RunStore(run) as s:
+        gens = [r for r in s.candidates(run_id=1) if r["cycle"] == 0]
+        assert len(gens) >= 2
+        assert all(r["raw_text"] is not None and r["token_count"] > 0 for r in gens)
+        assert all(r["finish_reason"] in ("eos", "stop", "length") for r in gens)
+        assert all(r["verdict"] in ("invalid", "valid", "accepted", "duplicate") for r in gens)
+        losses = s.finetune_losses(1)
+        assert len(losses[-1]) == 2 and len(losses[0]) == 2  # warm start and cycle 0: two steps each
+    assert (rd.checkpoints / "warm" / "COMPLETE").exists() and (rd.checkpoints / "cycle_000" / "COMPLETE").exists()
+    cached = list((tmp_path / "cache" / "warmstart").iterdir())
+    assert len(cached) == 1 and (cached[0] / "COMPLETE").exists()
+
+    p = cenas("report", str(run))
+    assert p.returncode == 0, p.stderr
+    text = (run / "report" / "report.md").read_text()
+    assert "## Per cycle" in text and "| 0 |" in text
+
+    p = cenas("runs", str(tmp_path))
+    assert p.returncode == 0 and "run" in p.stdout and "finished" in p.stdout
+
+    p = cenas("export", str(run), "--csv")
+    assert p.returncode == 0, p.stderr
+    rows = list(csv.DictReader(open(run / "candidates.csv")))
+    assert len(rows) == len(gens) + 2  # the generations plus the two corpus programs
+
+    # resuming a finished run is a no-op that says so
+    p = cenas("resume", str(run), env=env)
+    assert p.returncode == 0 and "already finished" in p.stdout

@@ -235,6 +235,8 @@ class SearchConfig:
     corpus: tuple[str, ...] = ()  # names of the seed-corpus programs L to use (empty: all)
     corpus_dir: str | None = None  # a folder of .py programs replacing the packaged corpus
     warm_start: bool = True  # the CE update on L alone before cycle 0 (cached across runs)
+    ce_update: bool = True  # false: the LLM stays frozen after the warm start (a control)
+    generator: Literal["llm", "mutation"] = "llm"  # "mutation": random edits of the parent (a control, no LLM)
     warm_start_epochs: int = 1  # passes over L in the warm start
     novelty: NoveltyConfig = NoveltyConfig()
 

@@ -50,8 +50,13 @@ def _build(cfg, run_dir: Path, new: bool, progress: bool):
     from cenas_jax.search.rundir import build_manifest
 
     corpus = select_corpus(cfg.search)
-    print(f"loading the LLM {cfg.llm.model.name} ...", flush=True)
-    gen = LLMGenerator(cfg.llm, seed=cfg.seed)
+    if cfg.search.generator == "mutation":
+        from cenas_jax.search.mutation import MutationGenerator
+
+        gen = MutationGenerator(seed=cfg.seed, edit_format=cfg.search.edit_format)
+    else:
+        print(f"loading the LLM {cfg.llm.model.name} ...", flush=True)
+        gen = LLMGenerator(cfg.llm, seed=cfg.seed)
     evaluator = Evaluator(cfg.data, cfg.train, cfg.sandbox, seed=cfg.seed)
     cache = Path(os.environ.get("CENAS_CACHE", Path.home() / ".cache" / "cenas_jax")) / "warmstart"
     loop = SearchLoop.open(run_dir, cfg if new else None, gen, evaluator, corpus,

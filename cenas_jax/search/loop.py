@@ -561,6 +561,10 @@ class SearchLoop:
         return out
 
     def _phase_update(self, t: int) -> None:
+        if not self.cfg.search.ce_update:  # the frozen-LLM control: keep θ_0, still checkpoint the position
+            self._save_generator(self.rundir.checkpoints / f"cycle_{t:03d}")
+            self.store.set_cycle(self.run_id, t, update={"examples": 0, "steps": 0, "tokens": 0, "seconds": 0.0})
+            return
         cyc = {c["cycle"]: c for c in self.store.cycles(self.run_id)}.get(t, {})
         ids = cyc.get("elites") or []
         examples = self._elite_examples(ids)

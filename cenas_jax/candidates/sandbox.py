@@ -369,8 +369,12 @@ class Evaluator:
         sandbox_cfg: SandboxConfig,
         *,
         seed: int = 0,
+        eval_split: str = "val",
         _allow_bypass_for_tests: bool = False,
     ) -> None:
+        if eval_split not in ("val", "test"):
+            raise ValueError(f"eval_split must be 'val' (search) or 'test' (final retrain), got {eval_split!r}")
+        self.eval_split = eval_split  # the split trained candidates are scored on
         self.data_cfg = data_cfg
         self.train_cfg = train_cfg
         self.cfg = sandbox_cfg
@@ -411,6 +415,7 @@ class Evaluator:
             "file_size": sandbox_cfg.file_size_mb << 20,
             "train_cfg": train_dict,
             "allow_bypass": bool(_allow_bypass_for_tests),
+            "eval_split": eval_split,
         }
         self._env = self._worker_env()
         self._finalizer = weakref.finalize(self, _cleanup, self._workers, self._root)
@@ -462,7 +467,8 @@ class Evaluator:
         return self._datasets[name]
 
     def _dataset_info(self, name: str, write: bool) -> dict:
-        """Metadata for the worker; with ``write`` also the arrays as .npy files it reads (not the test split)."""
+        """Metadata for the worker; with ``write`` also the arrays as .npy files it reads (the test split only
+        when this Evaluator scores on it, ``eval_split="test"``)."""
         import numpy as np
 
         ds = self._dataset(name)
@@ -472,7 +478,10 @@ class Evaluator:
             path = os.path.join(self._data_dir, key)
             tmp = path + ".partial"
             os.mkdir(tmp, 0o755)
-            for field in ("x_train", "y_train", "x_val", "y_val", "mean", "std"):
+            fields = ("x_train", "y_train", "x_val", "y_val", "mean", "std")
+            if self.eval_split == "test":
+                fields += ("x_test", "y_test")
+            for field in fields:
                 target = os.path.join(tmp, f"{field}.npy")
                 np.save(target, np.ascontiguousarray(getattr(ds, field)))
                 os.chmod(target, 0o644)

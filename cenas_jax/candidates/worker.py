@@ -402,11 +402,12 @@ class _Runtime:
             root = os.path.join(self.spec["in_data_dir"], key)
             arrays = {n: np.load(os.path.join(root, f"{n}.npy")) for n in ("x_train", "y_train", "x_val", "y_val",
                                                                         "mean", "std")}  # fmt: skip
-            empty_x = np.zeros((0, *arrays["x_train"].shape[1:]), np.uint8)
-            self.datasets[key] = Dataset(
-                name=info["name"], num_classes=int(info["num_classes"]),
-                x_test=empty_x, y_test=np.zeros((0,), np.int32), **arrays,
-            )  # fmt: skip
+            if os.path.exists(os.path.join(root, "x_test.npy")):  # written only for eval_split="test"
+                arrays.update({n: np.load(os.path.join(root, f"{n}.npy")) for n in ("x_test", "y_test")})
+            else:
+                arrays.update(x_test=np.zeros((0, *arrays["x_train"].shape[1:]), np.uint8),
+                              y_test=np.zeros((0,), np.int32))  # fmt: skip
+            self.datasets[key] = Dataset(name=info["name"], num_classes=int(info["num_classes"]), **arrays)
         return self.datasets[key]
 
     def run(self, task: dict, report_stage) -> dict:
@@ -456,7 +457,8 @@ class _Runtime:
             dataset = self._dataset(task["data"])
             key = self.jax.random.fold_in(self.jax.random.PRNGKey(int(task["seed"])),
                                           zlib.crc32(source.encode()) & 0x7FFFFFFF)  # fmt: skip
-            res = self.train_candidate(built.module, built.takes_train, dataset, self.train_cfg, key)
+            res = self.train_candidate(built.module, built.takes_train, dataset, self.train_cfg, key,
+                                       eval_split=self.spec.get("eval_split", "val"))  # fmt: skip
             rec.update(
                 accuracy=float(res.accuracy), seed_accuracies=[float(a) for a in res.seed_accuracies],
                 loss=float(res.loss), params=int(res.params), flops=None if res.flops is None else float(res.flops),

@@ -692,8 +692,10 @@ class Evaluator:
         if w.state == "starting":
             if kind == "ready":
                 w.state = "idle"
-                w.mode = msg.get("mode")
+                w.mode = msg.get("mode") if msg.get("mode") in ("full", "userns", "rlimits") else None
                 w.notes = [str(n) for n in msg.get("notes", [])][:10]
+                if w.mode is not None and w.mode != self.mode:  # namespaces failed: say what it runs with
+                    self.mode = w.mode
                 self._start_failures = 0
                 if w.notes:
                     print(f"cenas sandbox: {'; '.join(w.notes)}", file=sys.stderr)

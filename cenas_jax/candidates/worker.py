@@ -166,6 +166,9 @@ def main() -> None:
         else:
             _worker_main(spec, plan)
         os._exit(0)
+    # Only the worker keeps the task and result pipes: its death is then an immediate EOF for the parent.
+    os.close(results)
+    os.close(spec["fd_tasks"])
     _launcher_loop(child, lifeline)
 
 
@@ -200,6 +203,8 @@ def _init_main(spec: dict, plan: isolation.IsolationPlan) -> None:
     if worker == 0:
         _worker_main(spec, plan)
         os._exit(0)
+    for fd in (spec["fd_results"], spec["fd_tasks"], spec["fd_lifeline"]):
+        os.close(fd)
     code = 1
     while True:
         try:

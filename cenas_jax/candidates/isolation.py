@@ -536,6 +536,7 @@ def describe_isolation(host_ns: dict[str, str | None], probe_paths: tuple[str, .
         ok, why = _try(lambda p=p: open(p, "w").close() or p)
         if ok:
             written.append(p)
+            _try(lambda p=p: os.remove(p))  # the write went through (rlimits mode): leave nothing behind
     put("readonly_root", not written, "writes outside the private tmpfs refused" if not written else f"wrote {written}")
     for p in probe_paths:  # hidden host paths under /tmp: writing lands in the private tmpfs, if anywhere
         if p.startswith(("/tmp/", "/dev/shm/")):

@@ -400,3 +400,14 @@ def test_user_namespace_mode_isolates_without_root_privileges(monkeypatch):
     for name in ("user_namespace", "net_namespace", "mount_namespace", "pid_namespace", "readonly_root",
                  "private_tmp", "no_remount", "no_network", "no_new_privs", "host_files_unchanged"):  # fmt: skip
         assert layers[name]["active"], (name, layers[name])
+
+
+def test_a_worker_left_with_a_candidate_thread_is_retired(evaluator):
+    spawn = "import threading, time\nthreading.Thread(target=time.sleep, args=(600,), daemon=True).start()\n"
+    evaluator.evaluate([Candidate("warm", MLP)], train=False)
+    before, serial = set(evaluator.worker_pids()), evaluator._serial
+    (rec,) = evaluator._evaluate_bypassing([Candidate("thread", spawn)], "exec")
+    assert rec.status == "ok"
+    assert len(before - set(evaluator.worker_pids())) == 1 and evaluator._serial == serial  # retired, not replaced yet
+    (after,) = evaluator.evaluate([Candidate("after", MLP)], train=False)
+    assert after.status == "ok"

@@ -13,8 +13,8 @@ timeout (wall clock: ``sandbox.check_timeout_s`` for the cheap stages,
 ``sandbox.timeout_s`` for the whole candidate; the worker's process group is
 killed and a fresh worker replaces it), crash (the worker died: segfault,
 ``os._exit``, SIGKILL) and memory (a worker that died saying so). Workers are
-recycled after a crash, a timeout, a memory error and after
-``sandbox.max_tasks_per_worker`` tasks.
+recycled after a crash, a timeout, a memory error, a task that left a Python
+thread running, and after ``sandbox.max_tasks_per_worker`` tasks.
 
 The compilation cache. A candidate runs Python in the worker before the
 trainer compiles, so after the first candidate nothing in a worker is trusted,
@@ -718,7 +718,8 @@ class Evaluator:
         w.task = None
         w.state = "idle"
         w.tasks_done += 1
-        if rec.error_kind == "memory" or w.tasks_done >= self.cfg.max_tasks_per_worker:
+        spent = w.tasks_done >= self.cfg.max_tasks_per_worker
+        if rec.error_kind == "memory" or msg.get("recycle") is True or spent:
             self._retire(w)
         return index, rec
 

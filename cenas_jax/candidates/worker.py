@@ -275,6 +275,8 @@ def _worker_main(spec: dict, plan: isolation.IsolationPlan) -> None:
             os._exit(0)
         if plan.mode in ("full", "userns"):
             _kill_leftovers()
+        # A Python thread the candidate started keeps running after its task: this worker is done.
+        record["recycle"] = len(sys._current_frames()) > runtime.threads
         write_frame(results, dict(record, type="result"))
         if record.get("error_kind") == "memory":
             os._exit(0)  # the heap may be in a bad state: let the parent start a fresh worker
@@ -379,6 +381,7 @@ class _Runtime:
         self.contract, self.policy, self.CandidateError = contract, policy, CandidateError
         self.spec = spec
         self.pid = os.getpid()
+        self.threads = len(sys._current_frames())  # Python threads before any candidate ran
         self.datasets: dict[str, Any] = {}
         try:
             from cenas_jax.config import TrainConfig, from_dict

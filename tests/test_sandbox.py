@@ -119,6 +119,8 @@ def test_training_in_the_worker_matches_training_in_process(evaluator):
 
 
 def test_evaluate_iter_yields_every_record_as_it_completes(evaluator):
+    evaluator.start()
+    assert len(evaluator.worker_pids()) == evaluator.pool_size == 2
     cands = [Candidate(f"c{i}", MLP if i % 2 else "x = (") for i in range(5)]
     seen = [r.candidate_id for r in evaluator.evaluate_iter(cands, train=False)]
     assert sorted(seen) == sorted(c.id for c in cands)

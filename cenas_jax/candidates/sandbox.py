@@ -516,6 +516,17 @@ class Evaluator:
         if self._start_failures >= _START_FAILURES_BEFORE_GIVING_UP:
             raise SandboxError(f"sandbox workers fail to start ({self._start_failures} times): {why}\n{tail}")
 
+    def start(self, wait: bool = True) -> None:
+        """Start the whole pool now (e.g. while the LLM generates); with ``wait``, return once every worker is ready.
+
+        Raises ``SandboxError`` when workers cannot start.
+        """
+        if self._closed:
+            raise RuntimeError("this Evaluator is closed")
+        self._ensure_pool(self.pool_size)
+        while wait and any(w.state == "starting" for w in self._workers):
+            self._wait_and_collect()
+
     def worker_pids(self) -> list[int]:
         """Host pids of the live workers' launchers (each leads its process group)."""
         return [w.proc.pid for w in self._live()]

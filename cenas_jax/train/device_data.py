@@ -94,14 +94,15 @@ def train_arrays(dataset: Any) -> TrainArrays:
 
 
 def eval_arrays(dataset: Any, split: str, batch_size: int) -> EvalArrays:
-    """Split ``split`` ("val" or "test") padded to whole batches of ``min(batch_size, n)``."""
+    """Split ``split`` ("val" or "test") in ``ceil(n / batch_size)`` equal batches, the last one padded."""
     if split not in ("val", "test", "train"):
         raise ValueError(f"eval split must be 'val', 'test' or 'train', got {split!r}")
     x = np.asarray(getattr(dataset, f"x_{split}"))
     y = np.asarray(getattr(dataset, f"y_{split}"), np.int32)
     _check_split(x, y, split)
     n = len(x)
-    b = min(batch_size, n)
+    # The fewest batches of at most batch_size, as even as possible: little padding is computed.
+    b = -(-n // -(-n // batch_size))
     key = ("eval", split, b)
     entries = _entries(dataset)
     if key not in entries:

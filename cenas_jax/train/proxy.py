@@ -25,6 +25,7 @@ from cenas_jax.train import device_data, steps
 from cenas_jax.train.compile_cache import enable_compile_cache
 from cenas_jax.train.errors import TrainError
 from cenas_jax.train.flops import compiled_flops
+from cenas_jax.train.pooling import fast_pooling
 from cenas_jax.train.strategy import Strategy, choose_strategy
 
 # In the loop strategy the NaN flag is read every this many steps (one host sync each).
@@ -288,10 +289,11 @@ def train_candidate(
     program_key = _program_key(module, takes_train, input_shape, n_train, batch, schedule, evald, cfg, key_spec)
     programs = _PROGRAMS.get(program_key) if program_key is not None else None
     if programs is None:
-        programs = _compile_programs(
-            module, takes_train, input_shape, n_train, batch, steps_per_epoch, schedule, evald, num_classes, cfg,
-            key_spec, compiler,
-        )
+        with fast_pooling(cfg.fast_pooling):  # every trace of the candidate happens in here
+            programs = _compile_programs(
+                module, takes_train, input_shape, n_train, batch, steps_per_epoch, schedule, evald, num_classes, cfg,
+                key_spec, compiler,
+            )
         if program_key is not None:
             _PROGRAMS[program_key] = programs
             while len(_PROGRAMS) > _PROGRAM_CACHE_SIZE:
@@ -382,6 +384,7 @@ def evaluate_accuracy(
     dataset: Any,
     split: str = "test",
     eval_batch_size: int = 512,
+    fast_pool: bool = True,
 ) -> float:
     """Accuracy in [0, 1] of trained linen ``variables`` on ``dataset``'s ``split`` ("val" or "test").
 
@@ -392,9 +395,10 @@ def evaluate_accuracy(
     train = device_data.train_arrays(dataset)
     input_shape = tuple(int(d) for d in train.x.shape[1:])
     fns = steps.build_fns(module, takes_train, input_shape, TrainConfig(), 1, 1, evald.batch_size)
-    eval_j = jax.jit(fns.eval_batch)
-    acc = jnp.zeros((), jnp.int32)
     data = evald.as_tuple()
+    acc = jnp.zeros((), jnp.int32)
+    with fast_pooling(fast_pool):
+        eval_c = jax.jit(fns.eval_batch).lower(variables, data, np.int32(0), acc).compile()
     for i in range(evald.num_batches):
-        acc = eval_j(variables, data, np.int32(i), acc)
+        acc = eval_c(variables, data, np.int32(i), acc)
     return int(acc) / evald.count

@@ -69,6 +69,7 @@ class TrainConfig:
     eval_batch_size: int = 512
     compile_cache: bool = True  # persistent XLA compilation cache
     compile_cache_dir: str | None = None  # None: ~/.cache/cenas_jax/xla
+    fast_pooling: bool = True  # non-overlapping pooling as reshape+reduce while tracing (train/pooling.py)
 
     def __post_init__(self) -> None:
         _check(self.epochs > 0, "train.epochs", "must be > 0")

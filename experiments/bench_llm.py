@@ -189,7 +189,7 @@ def _torch_lora_finetune(hf, pairs, steps: int) -> tuple[float, float, int]:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        return float(loss)
+        return loss.item()
 
     try:
         loss0 = step()  # warm-up (allocator, thread pool)

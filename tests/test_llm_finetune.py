@@ -161,9 +161,9 @@ def test_warmup_cosine_schedule_values():
 def test_theorem1_small_case_likelihood_rises_and_base_is_untouched():
     model = _adapted()
     frozen_before = _frozen(model)
-    before = ft.sequence_logprobs(model, PAIRS)
+    before = ft.sequence_logprobs(model, PAIRS, batch_size=4)
     result = ft.finetune(model, PAIRS, _cfg(learning_rate=3e-2, max_steps=25, batch_size=2, warmup_steps=2))
-    after = ft.sequence_logprobs(model, PAIRS)
+    after = ft.sequence_logprobs(model, PAIRS, batch_size=4)
     # The mean sequence log-likelihood of the fine-tuned programs rises clearly (nats per program).
     assert after.mean() > before.mean() + 5.0, (before, after)
     assert result.losses[-1] < result.losses[0]
@@ -174,6 +174,7 @@ def test_theorem1_small_case_likelihood_rises_and_base_is_untouched():
     assert any(np.any(b) for b in _adapters(model))
     # The report adds up: 25 steps of 2 rows, tokens = real inputs (prompt + completion - 1).
     assert result.steps == 25 and len(result.losses) == 25 and len(result.learning_rates) == 25
+    assert len(result.grad_norms) == 25 and all(g > 0 for g in result.grad_norms)
     n_inputs = [len(p) + len(c) - 1 for p, c in PAIRS]
     assert result.tokens in range(25 * 2 * min(n_inputs), 25 * 2 * max(n_inputs) + 1)
     assert result.tokens_per_s == pytest.approx(result.tokens / result.seconds)
@@ -237,7 +238,7 @@ def test_checkpoint_round_trip_restores_identical_logits_and_optimizer(tmp_path)
     fresh = _adapted()
     optimizer = ft.make_optimizer(fresh, cfg)
     assert restore_checkpoint(path, fresh, optimizer) == {"cycle": 7, "note": "elites"}
-    tokens = np.array([[1, 5, 9, 11, 12, 13, 30, 31]], np.int32)
+    tokens = (np.arange(64).reshape(4, 16) * 5 % 64).astype(np.int32)
     assert np.array_equal(np.asarray(_logits(fresh, tokens)), np.asarray(_logits(model, tokens)))
     saved = jax.tree.leaves(nnx.to_pure_dict(nnx.state(result.optimizer)))
     loaded = jax.tree.leaves(nnx.to_pure_dict(nnx.state(optimizer)))
@@ -267,3 +268,26 @@ def test_checkpoint_errors_name_the_path(tmp_path):
         restore_checkpoint(junk, model)
     with pytest.raises(UserError, match="does not exist"):
         restore_checkpoint(tmp_path / "nowhere", model)
+
+
+@pytest.mark.llm
+def test_smollm2_few_steps_raise_the_likelihood_of_two_programs():
+    from cenas_jax.llm.weights import load_model
+
+    model, tok, config = load_model("smollm2-135m", dtype="float32")
+    eos = config.eos_token_ids[0] if config.eos_token_ids else tok.eos_token_id
+    texts = [
+        ("Write a Flax MLP.\n", "class Net(nn.Module):\n    @nn.compact\n    def __call__(self, x):\n        return nn.Dense(10)(x)\n"),
+        ("Write a Flax CNN.\n", "class Net(nn.Module):\n    @nn.compact\n    def __call__(self, x):\n        return nn.Conv(8, (3, 3))(x)\n"),
+    ]
+    pairs = [(tok.encode(p), tok.encode(c, add_special_tokens=False) + [eos]) for p, c in texts]
+    # Adapters on the top two layers only: the backward pass stops there, which keeps this test short.
+    apply_lora(model, LoRAConfig(rank=8, alpha=16.0, layers=(-2, -1)), nnx.Rngs(0))
+    frozen_before = _frozen(model)
+    before = ft.sequence_logprobs(model, pairs, batch_size=2)
+    result = ft.finetune(model, pairs, FinetuneConfig(learning_rate=2e-3, max_steps=6, batch_size=2, warmup_steps=1))
+    after = ft.sequence_logprobs(model, pairs, batch_size=2)
+    assert after.mean() > before.mean() + 2.0, (before, after, result.losses)
+    assert result.losses[-1] < result.losses[0]
+    frozen_after = _frozen(model)
+    assert all(np.array_equal(frozen_before[k], frozen_after[k]) for k in frozen_before)

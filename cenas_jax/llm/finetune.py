@@ -47,7 +47,8 @@ class FinetuneResult:
     ``losses``: the loss of every optimiser step (before its update); ``tokens``: real
     (non-padding) tokens fed to the model; ``seconds``: wall time including compilation;
     ``truncated``: how many pairs were cut to ``max_seq_len`` tokens; ``learning_rates``:
-    the rate used at each step; ``optimizer``: the final optimiser (for checkpoints).
+    the rate used at each step; ``grad_norms``: the global gradient norm of each step
+    (before clipping); ``optimizer``: the final optimiser (for checkpoints).
     """
 
     losses: list[float]
@@ -57,6 +58,7 @@ class FinetuneResult:
     tokens_per_s: float
     truncated: int
     learning_rates: list[float] = dataclasses.field(default_factory=list)
+    grad_norms: list[float] = dataclasses.field(default_factory=list)
     optimizer: nnx.Optimizer | None = dataclasses.field(default=None, repr=False, compare=False)
 
 
@@ -256,7 +258,7 @@ def _train_step(graphdef, train_state, frozen_state, batch, lr, key, token_mean)
     loss, grads = _accumulated_loss_and_grads(model, batch, token_mean, key)
     optimizer.update(model, grads)
     new_state = nnx.state((model, optimizer), nnx.Any(nnx.LoRAParam, nnx.OptState))
-    return new_state, loss, optax.global_norm(grads)
+    return new_state, loss, optax.tree.norm(grads)
 
 
 @functools.lru_cache(maxsize=None)
@@ -300,7 +302,9 @@ def finetune(
     key = jax.random.key(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
 
-    losses, rates, pending = [], [], None
+    # The whole schedule at once: no per-step host round trip for the rate.
+    rates = [float(r) for r in np.asarray(jax.vmap(schedule)(jnp.arange(num_steps)))]
+    losses, norms, pending = [], [], None
     tokens = 0
     batches = _step_batches(examples, cfg, num_steps, rng)
     if progress:
@@ -310,17 +314,17 @@ def finetune(
     start = time.perf_counter()
     try:
         for step, batch in enumerate(batches):
-            lr = float(schedule(step))
             tokens += int(sum(ex_len for ex_len in _real_lengths(batch)))
-            train_state, loss, _ = step_fn(
-                train_state, frozen_state, batch, jnp.float32(lr), jax.random.fold_in(key, step), token_mean
+            train_state, loss, grad_norm = step_fn(
+                train_state, frozen_state, batch, np.float32(rates[step]), jax.random.fold_in(key, step), token_mean
             )
-            rates.append(lr)
             # Read step N-1's loss after dispatching step N: no host sync in the hot loop.
             if pending is not None:
-                losses.append(_checked(pending, step - 1))
-            pending = loss
-        losses.append(_checked(pending, num_steps - 1))
+                losses.append(_checked(pending[0], step - 1))
+                norms.append(float(pending[1]))
+            pending = (loss, grad_norm)
+        losses.append(_checked(pending[0], num_steps - 1))
+        norms.append(float(pending[1]))
     finally:
         # The donated buffers are gone; put the latest state back into the model and optimiser.
         nnx.update((model, optimizer), train_state)
@@ -333,6 +337,7 @@ def finetune(
         tokens_per_s=tokens / seconds if seconds > 0 else float("inf"),
         truncated=truncated,
         learning_rates=rates,
+        grad_norms=norms,
         optimizer=optimizer,
     )
 

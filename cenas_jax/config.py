@@ -150,6 +150,8 @@ class LoRAConfig:
 
     def __post_init__(self) -> None:
         _check(self.rank >= 1, "lora.rank", "must be >= 1")
+        _check(self.alpha > 0, "lora.alpha", "must be > 0 (the adapter is scaled by alpha / rank)")
+        _check(len(self.targets) > 0, "lora.targets", "must name at least one projection")
         _check(0 <= self.dropout < 1, "lora.dropout", "must be in [0, 1)")
         allowed = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
         bad = [t for t in self.targets if t not in allowed]
@@ -178,6 +180,11 @@ class FinetuneConfig:
         _check(self.batch_size >= 1, "finetune.batch_size", "must be >= 1")
         _check(self.grad_accum >= 1, "finetune.grad_accum", "must be >= 1")
         _check(self.batch_size % self.grad_accum == 0, "finetune.grad_accum", "must divide finetune.batch_size")
+        _check(self.max_steps is None or self.max_steps >= 1, "finetune.max_steps", "must be >= 1 or null")
+        _check(self.warmup_steps >= 0, "finetune.warmup_steps", "must be >= 0")
+        _check(self.weight_decay >= 0, "finetune.weight_decay", "must be >= 0")
+        _check(self.max_grad_norm >= 0, "finetune.max_grad_norm", "must be >= 0 (0: no clipping)")
+        _check(self.max_seq_len >= 2, "finetune.max_seq_len", "must be >= 2 (a prompt token and a completion token)")
 
 
 @dataclasses.dataclass(frozen=True)

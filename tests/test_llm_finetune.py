@@ -291,3 +291,16 @@ def test_smollm2_few_steps_raise_the_likelihood_of_two_programs():
     assert result.losses[-1] < result.losses[0]
     frozen_after = _frozen(model)
     assert all(np.array_equal(frozen_before[k], frozen_after[k]) for k in frozen_before)
+
+
+def test_impossible_lora_and_finetune_settings_are_config_errors():
+    from cenas_jax.config import ConfigError
+
+    for bad in (dict(max_steps=0), dict(warmup_steps=-1), dict(weight_decay=-0.1), dict(max_seq_len=1),
+                dict(max_grad_norm=-1.0)):
+        with pytest.raises(ConfigError, match="finetune." + next(iter(bad))):
+            FinetuneConfig(**bad)
+    with pytest.raises(ConfigError, match="lora.alpha"):
+        LoRAConfig(alpha=0.0)
+    with pytest.raises(ConfigError, match="lora.targets"):
+        LoRAConfig(targets=())

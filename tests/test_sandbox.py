@@ -155,7 +155,7 @@ def test_recycling_after_k_tasks_and_timeouts_that_kill_the_worker():
 
 
 def test_a_crash_is_a_record_and_the_worker_is_replaced(evaluator):
-    kill = "import typing\nimport flax.linen as nn\ntyping.sys.modules['os'].kill(typing.sys.modules['os'].getpid(), 9)\n"
+    kill = "import typing\nimport flax.linen as nn\nos = typing.sys.modules['os']\nos.kill(os.getpid(), 9)\n"
     (rec, after) = evaluator._evaluate_bypassing([Candidate("kill", kill), Candidate("after", MLP)], "policy")
     assert (rec.status, rec.error_kind, rec.stage) == ("error", "crash", "build")
     assert "SIGKILL" in rec.error_message
@@ -380,8 +380,10 @@ def test_patched_modules_are_restored_for_the_next_candidate():
     probe = MLP.replace("import flax.linen as nn", "import math\nimport flax.linen as nn").replace(
         "nn.Dense(32)", "nn.Dense(int(math.pi * 10))"
     )
-    with Evaluator(DataConfig(name="digits"), TrainConfig(epochs=1), _cfg(workers=1)) as ev:
-        recs = ev.evaluate([Candidate("patch", patch), Candidate("probe", probe)], train=False)
+    cfg = _cfg(workers=1)
+    with Evaluator(DataConfig(name="digits"), TrainConfig(epochs=1), cfg, _allow_bypass_for_tests=True) as ev:
+        recs = ev._evaluate_bypassing([Candidate("patch", patch)], "policy")
+        recs += ev.evaluate([Candidate("probe", probe)], train=False)
         assert ev._serial == 1  # both ran in the same worker
     assert recs[0].status == "ok"
     assert recs[1].params == 64 * 31 + 31 + 31 * 10 + 10  # int(pi * 10) = 31, not 30

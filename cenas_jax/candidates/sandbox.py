@@ -142,7 +142,9 @@ def _record_from_worker(cid: str, msg: dict, wall_s: float, dataset: str) -> Eva
     if status == "ok":
         kind = None
     seeds = msg.get("seed_accuracies") or []
-    seeds = tuple(a for a in (_num(x, 0.0, 1.0) for x in seeds[:1024]) if a is not None) if isinstance(seeds, list) else ()
+    if not isinstance(seeds, list):
+        seeds = []
+    seeds = tuple(a for a in (_num(x, 0.0, 1.0) for x in seeds[:1024]) if a is not None)
     stage = msg.get("stage") if msg.get("stage") in STAGES else None
     h = msg.get("structure_hash")
     return EvalRecord(
@@ -184,7 +186,9 @@ def _platform() -> str:
 
 
 def _accelerators() -> int:
-    return len([d for d in os.listdir("/dev") if d.startswith("nvidia") and d[6:].isdigit()]) if os.path.isdir("/dev") else 0
+    if not os.path.isdir("/dev"):
+        return 0
+    return len([d for d in os.listdir("/dev") if d.startswith("nvidia") and d[6:].isdigit()])
 
 
 def default_workers(cfg: SandboxConfig, platform: str) -> int:
@@ -548,7 +552,9 @@ class Evaluator:
         for _, rec in self._run([(c, None) for c in candidates], train, progress):
             yield rec
 
-    def _evaluate_bypassing(self, candidates: Iterable[Candidate], bypass: str, train: bool = False) -> list[EvalRecord]:
+    def _evaluate_bypassing(
+        self, candidates: Iterable[Candidate], bypass: str, train: bool = False
+    ) -> list[EvalRecord]:
         """Test-only: ``bypass`` "policy" skips the static policy; "exec" runs the source with plain ``exec``.
 
         Needs the Evaluator built with ``_allow_bypass_for_tests=True``; the
@@ -784,7 +790,8 @@ class Evaluator:
         limit = self.cfg.check_timeout_s if cheap else self.cfg.timeout_s
         what = "the checks (syntax..budget)" if cheap else "the candidate"
         self._retire(w)
-        return self._failure_record(w, "timeout", f"{what} ran past the {limit:g} s wall-clock limit in stage {w.stage}")
+        message = f"{what} ran past the {limit:g} s wall-clock limit in stage {w.stage}"
+        return self._failure_record(w, "timeout", message)
 
     # -- isolation report -----------------------------------------------------------------
 

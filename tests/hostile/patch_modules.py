@@ -1,5 +1,5 @@
-# policy: ok
-# Plain attribute assignment on allow-listed modules (the policy lets it through): the worker puts
+# policy: ok policy
+# Plain attribute assignment on allow-listed modules (a policy may let it through): the worker puts
 # the originals back, so the next candidate in the same worker is unaffected (test_sandbox checks).
 import math
 

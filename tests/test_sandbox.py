@@ -415,3 +415,13 @@ def test_a_worker_left_with_a_candidate_thread_is_retired(evaluator):
     assert len(before - set(evaluator.worker_pids())) == 1 and evaluator._serial == serial  # retired, not replaced yet
     (after,) = evaluator.evaluate([Candidate("after", MLP)], train=False)
     assert after.status == "ok"
+
+
+def test_pool_size_follows_the_platform(monkeypatch):
+    assert sandbox.default_workers(SandboxConfig(workers=3), "cpu") == 3
+    cores = len(os.sched_getaffinity(0))
+    assert sandbox.default_workers(SandboxConfig(), "cpu") == cores
+    assert sandbox.default_workers(SandboxConfig(threads_per_worker=2), "cpu") == max(1, cores // 2)
+    assert sandbox.default_workers(SandboxConfig(), "tpu") == 1
+    monkeypatch.setattr(sandbox, "_accelerators", lambda: 4)
+    assert sandbox.default_workers(SandboxConfig(), "gpu") == 4

@@ -197,6 +197,8 @@ def default_workers(cfg: SandboxConfig, platform: str) -> int:
         return cfg.workers
     if platform == "gpu":
         return max(1, _accelerators())
+    if platform != "cpu":  # a TPU host: one process owns the chips
+        return 1
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:

@@ -181,9 +181,9 @@ def learning_rate_schedule(cfg: FinetuneConfig, num_steps: int) -> optax.Schedul
 def _transform(weight_decay: float, max_grad_norm: float | None) -> optax.GradientTransformation:
     """Clip + AdamW with the rate as a hyper-parameter set per step; cached so jit caches hit across calls."""
     adamw = optax.inject_hyperparams(optax.adamw)(learning_rate=0.0, weight_decay=weight_decay)
-    if max_grad_norm is None or max_grad_norm <= 0:
-        return adamw
-    return optax.chain(optax.clip_by_global_norm(max_grad_norm), adamw)
+    clip = optax.identity() if max_grad_norm is None or max_grad_norm <= 0 else optax.clip_by_global_norm(max_grad_norm)
+    # Always a chain, so the AdamW state sits at index 1 either way.
+    return optax.chain(clip, adamw)
 
 
 def make_optimizer(model: nnx.Module, cfg: FinetuneConfig) -> nnx.Optimizer:
@@ -194,8 +194,8 @@ def make_optimizer(model: nnx.Module, cfg: FinetuneConfig) -> nnx.Optimizer:
 
 
 def _hyperparams(optimizer: nnx.Optimizer) -> dict:
-    state = optimizer.opt_state
-    return (state[-1] if isinstance(state, tuple) else state).hyperparams
+    """The injected AdamW hyper-parameters (``learning_rate``, ...) inside the optimiser state."""
+    return optimizer.opt_state[1].hyperparams
 
 
 # ----------------------------------------------------------------------------- loss

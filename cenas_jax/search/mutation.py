@@ -8,8 +8,10 @@ protocol:
 
 - the program is the one in the prompt's ```` ```python ```` block after
   "Parent program" / "Reference program" (the templates in ``search/templates``);
-- one mutation is drawn from the operators below (a second one with
-  probability ``SECOND_MUTATION_P``), each located with ``ast`` so that the
+- a delta answer carries one mutation (a second one with probability
+  ``SECOND_MUTATION_P``), a full answer 3-5 (``FULL_MUTATIONS``: one edit of
+  the reference would be a near-copy the novelty filter rejects), one more at
+  a resample's raised temperature; each is located with ``ast`` so that the
   result parses: change a Dense/Conv width or a width field (×½, ×¾, ×1.5, ×2),
   change a Conv kernel size, swap an activation, insert a LayerNorm /
   BatchNorm / Dropout line after a layer (BatchNorm and Dropout only in a
@@ -43,6 +45,12 @@ from cenas_jax.search.delta import EDIT_FORMATS, make_edit
 from cenas_jax.search.generator import Generation, UpdateResult
 
 SECOND_MUTATION_P = 0.3
+# A full prompt asks for "a complete, different program": one edit of the reference is a near-copy that the
+# novelty filter rejects (one changed line moves the 7-token-shingle Jaccard of a corpus program only to
+# about 0.9, above tau = 0.85), so a full answer carries FULL_MUTATIONS edits (3-5).
+FULL_MUTATIONS = (3, 5)
+# A resample after a near-duplicate comes with a raised temperature: above this, one more edit.
+HOT_TEMPERATURE = 0.75
 MAX_TRIES = 24  # operators tried before giving up on a program (then the answer is an unchanged copy)
 CHARS_PER_TOKEN = 2.9  # SmolLM2's tokenizer on code (search/prompts.py): num_tokens is comparable across generators
 
@@ -275,7 +283,11 @@ class MutationGenerator:
                 text = "" if mode == "delta" else "```python\n```"
                 out.append(Generation(text=text, num_tokens=1, finish_reason="eos"))
                 continue
-            n = 2 if rng.random() < SECOND_MUTATION_P else 1
+            if mode == "delta":
+                n = 2 if rng.random() < SECOND_MUTATION_P else 1
+            else:
+                n = int(rng.integers(FULL_MUTATIONS[0], FULL_MUTATIONS[1] + 1))
+            n += int(float(temperatures[i]) > HOT_TEMPERATURE) if i < len(temperatures) else 0
             child, applied = mutate(parent, rng, n)
             for name in applied:
                 self.operator_counts[name] = self.operator_counts.get(name, 0) + 1

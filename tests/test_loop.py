@@ -267,3 +267,35 @@ def test_kill_9_mid_cycle_then_resume(tmp_path, evaluator):
         assert len(keys) == len(set(keys)), "a candidate was evaluated twice"
         assert all(before[k] == {(e["candidate_id"], e["budget"]): e["id"] for e in after}[k] for k in before)
         assert sum(1 for e in after if e["budget"] == "proxy" and not e["candidate_id"].startswith("L-")) >= 4
+
+
+def test_ctrl_c_checkpoints_and_exits_cleanly_then_resumes(tmp_path, evaluator):
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(CONFIG)
+    run = tmp_path / "run"
+    script = KILL_SCRIPT.format(tests=str(Path(__file__).parent), cfg=str(cfg_path), run=str(run))
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 240
+    sent = False
+    while time.time() < deadline and proc.poll() is None:
+        if (run / "store.sqlite").exists():
+            with RunStore(run) as s:
+                n = sum(1 for e in s.evaluations(budget="proxy") if not e["candidate_id"].startswith("L-"))
+            if n >= 1:
+                proc.send_signal(signal.SIGINT)
+                sent = True
+                break
+        time.sleep(0.2)
+    out, _ = proc.communicate(timeout=240)
+    assert sent, out
+    assert proc.returncode == 0, out
+    assert "resume with: cenas resume" in out
+    st = RunDir(run).load_state()
+    assert st.status == "interrupted" and st.cycle == 0
+    loop = _open(run, None, ScriptedGenerator(_completions(), cursor=5), evaluator)
+    loop.run()
+    loop.close()
+    assert RunDir(run).load_state().status == "finished"
+    with RunStore(run) as s:
+        keys = [(e["candidate_id"], e["budget"]) for e in s.evaluations()]
+        assert len(keys) == len(set(keys))

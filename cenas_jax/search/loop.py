@@ -309,11 +309,17 @@ class SearchLoop:
         anchors = self._anchors(t)
         rng = np.random.default_rng([self.cfg.seed, t, 7])
         drawn = elites_mod.draw_parents(anchors, n, rng)
+        pool = self._datasets()
         slots = []
         for i in range(n):
-            mode = "delta" if i < n_delta else "full"
-            a = drawn[i]
-            slots.append(_Slot(index=i, mode=mode, dataset=a["dataset"], anchor_id=a["id"]))
+            if i < n_delta:  # a delta candidate is evaluated on its parent's dataset
+                a = drawn[i]
+                slots.append(_Slot(index=i, mode="delta", dataset=a["dataset"], anchor_id=a["id"]))
+            else:  # a full candidate gets a dataset of the pool in turn, and a reference elite from it if any
+                ds = pool[(i - n_delta) % len(pool)]
+                same = [a for a in anchors if a["dataset"] == ds] or anchors
+                a = same[int(rng.integers(len(same)))]
+                slots.append(_Slot(index=i, mode="full", dataset=ds, anchor_id=a["id"]))
         return slots
 
     def _anchors(self, t: int) -> list[dict[str, Any]]:
@@ -349,7 +355,8 @@ class SearchLoop:
         if slot.mode == "delta":
             return prompts_mod.delta_prompt(anchor["source"], score=anchor["accuracy"], dataset=anchor["dataset"],
                                             edit_format=self.cfg.search.edit_format)
-        return prompts_mod.full_prompt(anchor["source"], score=anchor["accuracy"], dataset=slot.dataset)
+        return prompts_mod.full_prompt(anchor["source"], score=anchor["accuracy"], dataset=slot.dataset,
+                                       reference_dataset=anchor["dataset"])
 
     def _phase_generate(self, t: int) -> None:
         from cenas_jax.candidates.sandbox import Candidate
@@ -459,6 +466,11 @@ class SearchLoop:
             d = rec.to_dict() if hasattr(rec, "to_dict") else dict(rec)
             self.store.add_evaluation(d["candidate_id"], d, budget=budget, dataset=by_id[d["candidate_id"]].dataset)
             out.append(d)
+            if self._stop_reason is not None:
+                break  # what was recorded stays; the rest is evaluated on resume
+        if hasattr(it, "close"):
+            it.close()
+        self._check_stop()
         return out
 
     def _phase_train(self, t: int) -> None:
@@ -525,18 +537,34 @@ class SearchLoop:
     # ------------------------------------------------------------------ CE update
 
     def _replay_examples(self, n: int, seed_offset: int) -> list[tuple[Any, str]]:
-        """n training pairs from the corpus L: full-mode prompts showing another corpus program."""
+        """n training pairs from the corpus L, in the modes the run samples.
+
+        Full mode: a prompt showing another corpus program → the program. Delta mode (the
+        corpus holds no edits): the program's delta prompt → the canonical edit to a random
+        mutation of it, so θ_0 knows the edit format before cycle 0.
+        """
         if not self.corpus or n <= 0:
             return []
+        from cenas_jax.search.mutation import mutate
+
         rng = np.random.default_rng([self.cfg.seed, 99, seed_offset])
+        s = self.cfg.search
+        delta_share = {"full": 0.0, "delta": 1.0, "mixed": s.delta_share}[s.mode]
         ds = self.cfg.data.name
         out = []
         order = rng.permutation(len(self.corpus))
         for k in range(n):
             target = self.corpus[int(order[k % len(order)])]
+            if rng.random() < delta_share:
+                child, _ = mutate(target.source, rng, n_mutations=int(rng.integers(1, 3)))
+                if child.strip() != target.source.strip():
+                    try:
+                        out.append(prompts_mod.delta_training_pair(target.source, child, None, ds, s.edit_format))
+                        continue
+                    except (ValueError, delta_mod.DeltaError):
+                        pass  # no canonical edit between the two: fall back to a full-mode pair
             ref = self.corpus[int(rng.integers(len(self.corpus)))]
-            prompt = prompts_mod.full_prompt(ref.source, score=None, dataset=ds)
-            out.append((prompt, prompts_mod.full_completion(target.source)))
+            out.append((prompts_mod.full_prompt(ref.source, score=None, dataset=ds), prompts_mod.full_completion(target.source)))
         return out
 
     def _elite_examples(self, ids: Sequence[str]) -> list[tuple[Any, str]]:

@@ -425,3 +425,17 @@ def test_pool_size_follows_the_platform(monkeypatch):
     assert sandbox.default_workers(SandboxConfig(), "tpu") == 1
     monkeypatch.setattr(sandbox, "_accelerators", lambda: 4)
     assert sandbox.default_workers(SandboxConfig(), "gpu") == 4
+
+
+def test_temp_dirs_of_dead_evaluators_are_removed(tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f"cenas-sandbox-{int(dead.stdout)}-abc123"
+    live = tmp_path / f"cenas-sandbox-{os.getpid()}-def456"
+    other = tmp_path / "cenas-sandbox-notapid"
+    for d in (stale, live, other):
+        (d / "data").mkdir(parents=True)
+    sandbox._remove_stale_roots()
+    assert not stale.exists() and live.exists() and other.exists()

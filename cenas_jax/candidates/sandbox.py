@@ -36,6 +36,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import select
 import shutil
 import signal
@@ -342,6 +343,28 @@ def _describe_exit(code: int | None) -> tuple[str, str]:
     return "crash", f"the worker exited with code {code}"
 
 
+_ROOT_PREFIX = "cenas-sandbox-"
+
+
+def _remove_stale_roots() -> None:
+    """Delete the temp dirs (dataset copies, logs) of evaluators whose process died without ``close()``."""
+    tmp = tempfile.gettempdir()
+    try:
+        entries = os.listdir(tmp)
+    except OSError:
+        return
+    for name in entries:
+        m = re.fullmatch(rf"{_ROOT_PREFIX}(\d+)-\w+", name)
+        if not m:
+            continue
+        try:
+            os.kill(int(m.group(1)), 0)
+        except ProcessLookupError:
+            shutil.rmtree(os.path.join(tmp, name), ignore_errors=True)
+        except OSError:
+            pass  # alive (another user's): leave it
+
+
 def _cleanup(workers: list[_Worker], root: str) -> None:
     for w in workers:
         if w.state != "dead":
@@ -388,7 +411,8 @@ class Evaluator:
         self.platform = _platform()
         self.mode = isolation.detect_mode(sandbox_cfg.isolation)
         self.pool_size = default_workers(sandbox_cfg, self.platform)
-        self._root = tempfile.mkdtemp(prefix="cenas-sandbox-")
+        _remove_stale_roots()
+        self._root = tempfile.mkdtemp(prefix=f"{_ROOT_PREFIX}{os.getpid()}-")
         os.chmod(self._root, 0o700)
         self._data_dir = os.path.join(self._root, "data")
         self._log_dir = os.path.join(self._root, "logs")

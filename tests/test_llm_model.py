@@ -211,3 +211,60 @@ def test_smollm2_greedy_40_tokens_match_transformers(smollm):
     want = out[0, len(ids):].tolist()
     assert c.num_tokens == 40 and c.finish_reason == "length"
     assert list(c.token_ids) == want
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def _save_char_tokenizer(path, vocab_size=96):
+    """A character-level fast tokenizer with a chat template, saved next to a tiny checkpoint."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+
+    chars = [chr(c) for c in range(32, 32 + vocab_size - 3)]
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, **{ch: 3 + i for i, ch in enumerate(chars)}}
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
+    tk.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    tk.decoder = decoders.Fuse()
+    tok = transformers.PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", bos_token="<s>",
+                                               eos_token="</s>")
+    tok.chat_template = "{% for m in messages %}[{{ m['role'] }}]{{ m['content'] }}{% endfor %}[assistant]"
+    tok.save_pretrained(path)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny_cli")
+    _save_tiny(path, "tied")
+    _save_char_tokenizer(path)
+    return path
+
+
+def test_cli_logits_and_generate(tiny_dir, tmp_path, capsys):
+    from cenas_jax.cli import main
+
+    out = tmp_path / "logits.npy"
+    assert main(["llm", "logits", "--model", str(tiny_dir), "--prompt", "hello there", "--out", str(out)]) == 0
+    got = np.load(out)
+    model, tok, _ = load_model(tiny_dir, dtype="float32")
+    ids = tok("hello there")["input_ids"]
+    assert ids[-1] == 3 + ord("e") - 32  # raw text, no chat template
+    want = np.asarray(model(jnp.asarray([ids])))[0, -1]
+    assert got.dtype == np.float32 and got.shape == (96,)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6 * np.abs(want).max())
+
+    capsys.readouterr()
+    assert main(["llm", "generate", "--model", str(tiny_dir), "--prompt", "hi", "--batch", "2", "--greedy",
+                 "--max-new-tokens", "6"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("--- completion") == 2
+    blocks = printed.split("--- completion")[1:]
+    assert blocks[0].split("\n", 1)[1] == blocks[1].split("\n", 1)[1]  # greedy: both rows alike
+
+
+def test_cli_missing_model_is_one_line_error(tmp_path, capsys):
+    from cenas_jax.cli import main
+
+    assert main(["llm", "logits", "--model", str(tmp_path / "absent"), "--prompt", "x",
+                 "--out", str(tmp_path / "o.npy")]) == 2
+    err = capsys.readouterr().err
+    assert "not found" in err and str(tmp_path / "absent") in err

@@ -27,7 +27,17 @@ candidates, so **the persistent compilation cache is off inside workers**
 cache for its lifetime, which serves every seed of a candidate. Within one
 worker's lifetime a candidate that escaped the policy and the restricted
 builtins could tamper with that worker's state (and forge its own record);
-``max_tasks_per_worker`` bounds how many later candidates share a worker.
+``max_tasks_per_worker`` bounds how many later candidates share a worker;
+the worker also puts back any attribute a candidate reassigned on the
+allow-listed modules (``jnp.mean = ...``) after the build stage and after
+every task.
+
+Data. The parent loads each dataset once and writes its train and validation
+arrays as ``.npy`` files into its own temp dir, which appears read-only at
+``/tmp/.cenas-data`` inside the sandbox; the test split never reaches a
+worker, and a worker never opens a user path after dropping privileges.
+Isolation layers and what held on these machines: see ``isolation.py`` and
+``cenas sandbox check``.
 """
 
 from __future__ import annotations

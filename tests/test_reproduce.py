@@ -116,8 +116,8 @@ def test_small_plan_fits_two_hours_and_has_enough_generations_per_mode():
         assert cfgs[r].train == base.train and cfgs[r].llm == base.llm
 
 
-def _fake_proxy_snr(out: Path) -> None:
-    """proxy_snr's library with a stand-in scorer: known architecture and noise variances."""
+def _fake_proxy_snr(out: Path, run: Path) -> None:
+    """proxy_snr's library with a stand-in scorer (known variances): the table and the ceiling effect of ``run``."""
     from cenas_jax import proxy_snr as ps
 
     cfg = load_config(ROOT / "experiments/configs/table_proxy_reliability.yaml", ["proxy_snr.n_boot=100"])
@@ -133,6 +133,7 @@ def _fake_proxy_snr(out: Path) -> None:
         return out_
 
     ps.run_proxy_snr(cfg, out, progress=False, score_fn=scorer)
+    ps.write_ceiling(ps.ceiling_effect(run, cfg, score_fn=scorer, progress=False), out)
 
 
 def test_summary_reads_synthetic_runs_and_puts_them_beside_the_papers_numbers(tmp_path, monkeypatch):
@@ -146,7 +147,7 @@ def test_summary_reads_synthetic_runs_and_puts_them_beside_the_papers_numbers(tm
     make_run(out / "ablation_novelty", cycles=4, per_cycle=10, novelty=False, seed=3)
     make_run(out / "controls_frozen", cycles=4, per_cycle=10, slope=0.0, overrides={"search.ce_update": False}, seed=4)
     # controls_mutation not run: the summary says so and goes on.
-    _fake_proxy_snr(out / "table_proxy_reliability")
+    _fake_proxy_snr(out / "table_proxy_reliability", out / "fig1_convergence")
 
     class Ev:
         def __init__(self, *a):
@@ -189,6 +190,9 @@ def test_summary_reads_synthetic_runs_and_puts_them_beside_the_papers_numbers(tm
 
     psnr = json.loads((out / "table_proxy_reliability/proxy_snr.json").read_text())["analysis"]
     assert f"| SNR (one run) | {float(psnr['snr']['snr']):.2f}" in text
+    ceiling = json.loads((out / "table_proxy_reliability/ceiling.json").read_text())
+    row = next(r for r in ceiling["rows"] if r["cycle"] == 1 and r["analysis"])
+    assert f"| 1 | {row['K']} | {float(row['analysis']['snr']['sigma2_arch']):.5f} |" in text
     assert f"Spearman ρ_S [95% CI] | {res.spearman.estimate:.3f}" in text and "| 0.926 |" in text
     for fig in ("fig1_convergence.png", "fig2_delta_vs_full.png", "ablation_novelty.png", "controls.png"):
         assert (out / "figures" / fig).stat().st_size > 1000 and f"(figures/{fig})" in text
@@ -203,3 +207,27 @@ def test_makefile_targets_call_the_entry_point():
     assert 'experiments/reproduce.py paper --out runs/reproduce --check  --data-dir "/d" --llms "/a /b"' in check.stdout
     smoke = subprocess.run(["make", "-n", "reproduce", "SMOKE=1"], cwd=ROOT, capture_output=True, text=True)
     assert "--smoke" in smoke.stdout and "--check" not in smoke.stdout
+
+
+def test_execute_skips_finished_steps_resumes_interrupted_runs_and_runs_the_rest(tmp_path, monkeypatch):
+    from cenas_jax.search.rundir import LoopState, RunDir
+
+    out = tmp_path / "rs"
+    plan = rp.small_plan(out)
+    make_run(out / "fig2_delta_vs_full", cycles=1, per_cycle=4)  # finished
+    make_run(out / "fig1_convergence", cycles=2, per_cycle=4)
+    RunDir(out / "fig1_convergence").save_state(LoopState(cycle=1, phase="train", status="interrupted"))
+    calls: list[list[str]] = []
+    monkeypatch.setattr(rp.subprocess, "call", lambda cmd, **k: calls.append(cmd[3:]) or 0)
+    failed = rp.execute(plan, echo=lambda s: None)
+    assert failed == 0
+    firsts = [(c[0], c[1]) for c in calls]
+    assert ("run", str(rp.CONFIGS / "fig2_delta_vs_full.yaml")) not in firsts  # finished: skipped
+    assert calls[0] == ["resume", str(out / "fig1_convergence"), "--no-progress"]
+    assert calls[1][:2] == ["run", str(rp.CONFIGS / "ablation_novelty.yaml")]
+    assert "search.max_wall_s=1020" in calls[1]
+    assert [c[0] for c in calls[:6]] == ["resume", "run", "run", "run", "proxy-snr", "retrain"]
+    assert calls[4][calls[4].index("--run") + 1] == str(out / "fig1_convergence")
+    # Reports only for runs whose store exists (here the two synthetic ones; the fake runs wrote nothing).
+    assert [c for c in calls if c[0] == "report"] == [["report", str(out / "fig2_delta_vs_full")],
+                                                       ["report", str(out / "fig1_convergence")]]

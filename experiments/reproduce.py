@@ -176,8 +176,10 @@ def paper_plan(out: str | Path, llms: Sequence[str], data_dir: str | None, smoke
     lo, hi = STEP_S_PAPER
     common = [f"search.cycles={cycles}", f"search.candidates_per_cycle={per}", f"data.name={datasets[0]}",
               "search.datasets=[" + ", ".join(datasets) + "]", "search.corpus=[]", "llm.sampling.max_new_tokens=1024",
-              "llm.sampling.temperature=0.35", "llm.sampling.top_p=0.9", "llm.lora.rank=32", "llm.lora.alpha=32",
-              "llm.lora.layers=null", "sandbox.timeout_s=900"]
+              "llm.sampling.temperature=0.35", "llm.sampling.top_k=50", "llm.sampling.top_p=0.9",
+              "llm.sampling.batch_size=16", "llm.lora.rank=32", "llm.lora.alpha=32", "llm.lora.layers=null",
+              "llm.finetune.learning_rate=0.00001", "llm.finetune.epochs=3", "search.update_token_budget=40000",
+              "sandbox.timeout_s=900"]  # DESIGN.md §8: NNGPT's settings
     if data_dir:
         common.append(f"data.data_dir={data_dir}")
     steps: list[Step] = []

@@ -421,6 +421,12 @@ class Evaluator:
         self.platform = _platform()
         self.mode = isolation.detect_mode(sandbox_cfg.isolation)
         self.pool_size = default_workers(sandbox_cfg, self.platform)
+        if self.mode == "rlimits" and sandbox_cfg.isolation == "auto":
+            print(
+                f"cenas sandbox: WARNING: no namespaces on {sys.platform}; candidates are held by the static policy, "
+                "restricted builtins and rlimits only (see `cenas sandbox check`)",
+                file=sys.stderr,
+            )
         _remove_stale_roots()
         self._root = tempfile.mkdtemp(prefix=f"{_ROOT_PREFIX}{os.getpid()}-")
         os.chmod(self._root, 0o700)

@@ -522,7 +522,11 @@ def _fig1_plot(a: Any, path: Path) -> str:
     ax1.set_xlabel("cycle"), ax1.set_ylabel("Q (accuracy / corpus median)"), ax1.legend(fontsize=8)
     ec = a.elite_check
     if ec is not None:
-        ax2.errorbar(cyc[: len(ec.mass)], ec.mass, yerr=[ec.mass - ec.low, ec.high - ec.mass], fmt="o-", label="C_t")
+        import numpy as np
+
+        # Rounding can put a Wilson limit a hair on the wrong side of the rate (k = 0 or k = n).
+        err = [np.maximum(ec.mass - ec.low, 0), np.maximum(ec.high - ec.mass, 0)]
+        ax2.errorbar(cyc[: len(ec.mass)], ec.mass, yerr=err, fmt="o-", label="C_t")
         ax2.plot(cyc[: len(ec.bound)], ec.bound, "k--", label="1−(1−ρ₀)^t")
         ax2.legend(fontsize=8)
     ax2.set_xlabel("cycle"), ax2.set_ylabel("elite mass")
@@ -579,8 +583,9 @@ def _fig2_plot(a: Any, path: Path) -> str:
         pc = a.modes[mode]["per_cycle"]
         ts = [t for t in sorted(pc) if pc[t]]
         r = [pc[t]["rate"] for t in ts]
-        ax.errorbar([t + off for t in ts], r, yerr=[[pc[t]["rate"] - pc[t]["low"] for t in ts],
-                                                   [pc[t]["high"] - pc[t]["rate"] for t in ts]], fmt=mk, label=f"{mode} (ours)")
+        ax.errorbar([t + off for t in ts], r, yerr=[[max(pc[t]["rate"] - pc[t]["low"], 0) for t in ts],
+                                                   [max(pc[t]["high"] - pc[t]["rate"], 0) for t in ts]], fmt=mk,
+                    label=f"{mode} (ours)")
     ax.axhline(PAPER["r_delta"], color="C0", ls=":", label=f"paper delta {PAPER['r_delta']}")
     ax.axhline(PAPER["r_full"], color="C1", ls=":", label=f"paper full {PAPER['r_full']}")
     ax.set_ylim(0, 1.05), ax.set_xlabel("cycle"), ax.set_ylabel("valid-generation rate"), ax.legend(fontsize=7)
@@ -747,6 +752,35 @@ def _retrain_section(path: Path) -> list[str]:
     return out
 
 
+# The delta paper (arXiv 2605.04903), per LLM: delta valid rate and mean first-epoch accuracy (DESIGN.md §8).
+PAPER_PER_LLM = (("DeepSeek-Coder-7B-Instruct", 0.753, 0.658), ("Qwen2.5-Coder-7B-Instruct", 0.721, 0.646),
+                 ("Mistral-7B-Instruct", 0.666, 0.661))
+
+
+def _per_llm_section(plan: Plan, analyses: dict[str, Any]) -> list[str]:
+    """Paper plans: each LLM's delta run (fig1, delta mode) beside the delta paper's per-LLM numbers."""
+    runs = [(s.name, next((a.split("=", 1)[1] for a in s.args if a.startswith("llm.model.name=")), "?"))
+            for s in plan.steps if s.kind == "run" and s.name.startswith("fig1_convergence-llm")]
+    if len(runs) < 2:
+        return []
+    out = ["## Per LLM — delta generation (`fig1_convergence`, delta mode)", "",
+           "| LLM | delta valid rate [Wilson CI] | mean Q (ours) / mean first-epoch accuracy (paper) "
+           "| best proxy accuracy |", "|---|---|---|---|"]
+    for name, llm in runs:
+        a = analyses.get(name)
+        if a is None or "delta" not in a.modes:
+            out.append(f"| `{llm}` (ours) | not run | – | – |")
+            continue
+        d = a.modes["delta"]
+        acc = [r["accuracy"] for r in a.best if r.get("accuracy") is not None]
+        qs = [q for c in a.cycles for q in c.qualities]
+        out.append(f"| `{llm}` (ours) | {_fmt(d['rate'])} {_ci(d['low'], d['high'])} | {_fmt(_mean(qs))} "
+                   f"| {_fmt(max(acc) if acc else None)} |")
+    for name, r, acc in PAPER_PER_LLM:
+        out.append(f"| {name} (paper) | {r} | {acc} | – |")
+    return out + [""]
+
+
 def _verdicts(analyses: dict[str, Any], psnr_dir: Path) -> list[str]:
     from cenas_jax.report.analysis import PAPER
 
@@ -807,6 +841,7 @@ def write_summary(plan: Plan, path: str | Path | None = None) -> Path:
              *_controls_section(main["fig1_convergence"], main["controls_frozen"], main["controls_mutation"], figdir),
              *_proxy_section(psnr),
              *_retrain_section(retrain),
+             *_per_llm_section(plan, analyses),
              *_verdicts(main, psnr)]
     out.write_text("\n".join(lines))
     return out

@@ -231,3 +231,14 @@ def test_execute_skips_finished_steps_resumes_interrupted_runs_and_runs_the_rest
     # Reports only for runs whose store exists (here the two synthetic ones; the fake runs wrote nothing).
     assert [c for c in calls if c[0] == "report"] == [["report", str(out / "fig2_delta_vs_full")],
                                                        ["report", str(out / "fig1_convergence")]]
+
+
+def test_paper_summary_has_a_row_per_llm_beside_the_delta_papers(tmp_path):
+    plan = rp.paper_plan(tmp_path, ["/m/a", "/m/b"], "/d")
+    make_run(tmp_path / "fig1_convergence-llm1", cycles=2, per_cycle=6, mode="delta", seed=5)
+    text = rp.write_summary(plan).read_text()
+    a = analyse(tmp_path / "fig1_convergence-llm1")
+    d = a.modes["delta"]
+    assert f"| `/m/a` (ours) | {d['rate']:.3f} [{d['low']:.3f}, {d['high']:.3f}] |" in text
+    assert "| `/m/b` (ours) | not run |" in text and "| DeepSeek-Coder-7B-Instruct (paper) | 0.753 | 0.658 |" in text
+    assert "paper scale" in text and "| fig2_delta_vs_full-llm2 |" in text

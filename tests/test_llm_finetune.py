@@ -154,6 +154,12 @@ def test_warmup_cosine_schedule_values():
             want.append(1e-3 * 0.5 * (1 + math.cos(math.pi * (t - 4) / (21 - 4))))
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-9)
     assert got.argmax() == 3 and got[-1] > 0 and got[0] > 0
+    # Edge cases: no warm-up starts on the cosine; warm-up longer than the run is cut to it.
+    no_warmup = ft.learning_rate_schedule(_cfg(learning_rate=1.0, warmup_steps=0), num_steps=5)
+    np.testing.assert_allclose([float(no_warmup(i)) for i in range(5)],
+                               [0.5 * (1 + math.cos(math.pi * t / 6)) for t in range(1, 6)], rtol=1e-5)
+    long_warmup = ft.learning_rate_schedule(_cfg(learning_rate=1.0, warmup_steps=10), num_steps=3)
+    np.testing.assert_allclose([float(long_warmup(i)) for i in range(3)], [1 / 3, 2 / 3, 1.0], rtol=1e-5)
     assert ft.num_steps_for(10, FinetuneConfig(epochs=2.5, batch_size=4)) == 8  # ceil(2.5 * 3)
     assert ft.num_steps_for(10, FinetuneConfig(epochs=2.5, batch_size=4, max_steps=5)) == 5
 

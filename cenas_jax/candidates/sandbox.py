@@ -34,8 +34,9 @@ every task.
 
 Data. The parent loads each dataset once and writes its train and validation
 arrays as ``.npy`` files into its own temp dir, which appears read-only at
-``/tmp/.cenas-data`` inside the sandbox; the test split never reaches a
-worker, and a worker never opens a user path after dropping privileges.
+``/tmp/.cenas-data`` inside the sandbox; the test split reaches workers only
+of an Evaluator built with ``eval_split="test"`` (final retraining, never the
+search), and a worker never opens a user path after dropping privileges.
 Isolation layers and what held on these machines: see ``isolation.py`` and
 ``cenas sandbox check``.
 """

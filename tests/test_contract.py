@@ -85,20 +85,19 @@ def test_batchnorm_dropout_net_builds_and_counts_params():
 def test_apply_updates_batch_stats_in_train_and_dropout_uses_its_key():
     built = build_net(BN_DROPOUT, 10)
     x = jax.random.normal(jax.random.PRNGKey(3), (4, 8, 8, 1)) * 3.0 + 1.0
-    # jitted: one compile each is cheaper than eager op-by-op dispatch
-    variables = jax.jit(lambda k: init_net(built, k, x))(jax.random.PRNGKey(0))
+    # One jitted program: a single compile is cheaper than eager op-by-op dispatch.
+    @jax.jit
+    def run(key):
+        variables = init_net(built, key, x)
+        eval_out = apply_net(built, variables, x, train=False)
+        train_a = apply_net(built, variables, x, train=True, rngs=jax.random.PRNGKey(1))
+        train_b = apply_net(built, variables, x, train=True, rngs={"dropout": jax.random.PRNGKey(2)})
+        return variables, eval_out, train_a, train_b
+
+    variables, (eval_a, upd), (train_a, updates), (train_b, _) = run(jax.random.PRNGKey(0))
     assert set(variables) == {"params", "batch_stats"}
     assert count_params(variables) == 80 + 16 + 8 * 10 + 10
-
-    evaluate = jax.jit(lambda v: apply_net(built, v, x, train=False))
-    train = jax.jit(lambda v, k: apply_net(built, v, x, train=True, rngs=k))
-    eval_a, upd = evaluate(variables)
-    eval_b, _ = evaluate(variables)
     assert upd == {} and eval_a.shape == (4, 10)
-    np.testing.assert_array_equal(eval_a, eval_b)
-
-    train_a, updates = train(variables, jax.random.PRNGKey(1))
-    train_b, _ = train(variables, {"dropout": jax.random.PRNGKey(2)})
     assert set(updates) == {"batch_stats"}
     old_mean = variables["batch_stats"]["BatchNorm_0"]["mean"]
     new_mean = updates["batch_stats"]["BatchNorm_0"]["mean"]
@@ -119,6 +118,42 @@ def test_lenient_no_train_argument_and_no_num_classes_field():
     # the width is fixed at 10: a 5-class dataset is a shape error naming both widths
     err = expect_error(ErrorKind.SHAPE, shape_check, build_net(NO_TRAIN_FIXED_WIDTH, 5), (8, 8, 1), 5)
     assert "expected (2, 5)" in err.message and "got (2, 10)" in err.message
+
+
+@pytest.mark.parametrize(
+    "signature, flag",
+    [("x, training: bool = False", "not training"), ("x, deterministic: bool = True", "deterministic")],
+)
+def test_lenient_other_spellings_of_the_train_flag(signature, flag):
+    source = src(
+        f"""
+        import flax.linen as nn
+
+        class Net(nn.Module):
+            @nn.compact
+            def __call__(self, {signature}):
+                x = nn.Dense(16)(x.reshape((x.shape[0], -1)))
+                x = nn.Dropout(0.9, deterministic={flag})(x)
+                return nn.Dense(10)(x)
+        """
+    )
+    built = build_net(source, 10)
+    assert built.takes_train
+    assert shape_check(built, (4, 4, 1), 10) == (16 * 16 + 16 + 16 * 10 + 10, (2, 10))
+    x = jnp.ones((2, 4, 4, 1))
+    variables = init_net(built, jax.random.PRNGKey(0), x)
+    eval_out, _ = apply_net(built, variables, x, train=False)
+    eval_again, _ = apply_net(built, variables, x, train=False)
+    train_out, _ = apply_net(built, variables, x, train=True, rngs=jax.random.PRNGKey(1))
+    np.testing.assert_array_equal(eval_out, eval_again)  # eval mode: dropout off
+    assert not np.allclose(eval_out, train_out)  # train mode: dropout at 0.9 changes the output
+
+
+def test_lenient_net_as_a_module_instance():
+    source = "import flax.linen as nn\nNet = nn.Sequential([lambda x: x.reshape((x.shape[0], -1)), nn.Dense(10)])\n"
+    built = build_net(source, 10)
+    assert not built.takes_train
+    assert shape_check(built, (8, 8, 1), 10) == (64 * 10 + 10, (2, 10))
 
 
 def test_wrong_output_shape_is_a_shape_error():

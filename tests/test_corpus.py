@@ -136,7 +136,9 @@ def test_cli_list_and_check(tmp_path, capsys):
 # Brief training on digits
 # ---------------------------------------------------------------------------
 
-STEPS, BATCH, LR = 40, 32, 0.05
+# About two epochs of digits at batch 32: compilation dominates the cost, the steps are cheap,
+# and plain (un-normalised) nets need ~60 steps at this rate before their loss starts to fall.
+STEPS, BATCH, LR = 120, 32, 0.05
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +148,9 @@ def digits_batches():
     data = load_digits()
     x = data.images.astype(np.float32)[..., None] / 16.0
     x = (x - x.mean()) / x.std()
-    order = np.random.default_rng(0).permutation(len(x))[: STEPS * BATCH]
+    rng = np.random.default_rng(0)
+    epochs = -(-STEPS * BATCH // len(x))
+    order = np.concatenate([rng.permutation(len(x)) for _ in range(epochs)])[: STEPS * BATCH]
     return jnp.asarray(x[order]), jnp.asarray(data.target[order].astype(np.int32))
 
 
@@ -179,16 +183,16 @@ def train_briefly(source: str, x, y) -> np.ndarray:
 
 
 def assert_trains(name: str, losses: np.ndarray) -> None:
-    # Each step sees a fresh batch, so a falling loss is generalisation, not memorisation. Chance is ln 10 = 2.30.
+    # Means over 10 steps smooth the batch noise; chance level is ln 10 = 2.30. Measured on the
+    # corpus, the slowest entries reach about 0.65x their first loss by step 120 (the fastest, 0.05x).
     assert np.all(np.isfinite(losses)), name
-    first, last = losses[:5].mean(), losses[-5:].mean()
-    assert last < 0.9 * first, f"{name}: loss {first:.3f} -> {last:.3f} after {STEPS} steps"
+    first, last = losses[:10].mean(), losses[-10:].mean()
+    assert last < 0.8 * first, f"{name}: loss {first:.3f} -> {last:.3f} after {STEPS} steps"
 
 
-@pytest.mark.parametrize("name", ["mlp_deep_dropout", "lenet_bn_relu"])
-def test_representative_entries_train_on_digits(name, digits_batches):
-    # A Dropout MLP and a BatchNorm+Dropout CNN; every entry is trained by the slow test below.
-    assert_trains(name, train_briefly(BY_NAME[name].source, *digits_batches))
+def test_a_batchnorm_dropout_entry_trains_on_digits(digits_batches):
+    # The riskiest path (batch_stats updates + dropout keys) in the fast suite; the slow test trains every entry.
+    assert_trains("lenet_bn_relu", train_briefly(BY_NAME["lenet_bn_relu"].source, *digits_batches))
 
 
 @pytest.mark.slow

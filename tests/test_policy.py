@@ -33,7 +33,8 @@ ALLOWED = [
     "class A:\n    def __call__(self, x):\n        return x\n    def __post_init__(self):\n        super().__post_init__()",
     '"""Docstring mentioning __call__ and __init__."""',
     "x = [i for i in range(3)]\ny = self_like = None",
-    "class B:\n    def f(self):\n        return self._cache",
+    "class B:\n    def f(self):\n        return self._cache, self.config",
+    "layers = []\nlayers.extend([1])",
     "f = lambda x: jnp.select([x > 0], [x])",
     'name = f"block_{3}"',
 ]
@@ -111,6 +112,7 @@ REFUSED = [
     ("np.zeros(3).dump('x')", "forbidden-attribute"),
     ("jax.config.update('jax_compilation_cache_dir', '/tmp/x')", "forbidden-attribute"),
     ("m = jax; m.config.update('x', 1)", "forbidden-attribute"),
+    ("[jax][0].config.update('x', 1)", "forbidden-attribute"),
     ("jax.profiler.start_trace('/tmp')", "forbidden-attribute"),
     ("s = jax._src", "forbidden-attribute"),
     ("import dataclasses\nf = dataclasses._create_fn", "forbidden-attribute"),

@@ -5,8 +5,10 @@ Runs only inside a sandbox worker: ``build_net`` executes untrusted code
 the guard). Everything here raises ``CandidateError`` with a kind from the
 fixed taxonomy, never anything else, for a bad candidate.
 
-Leniency: ``Net`` need not take ``train`` in ``__call__`` and need not have
-a ``num_classes`` field; the shape check then verifies the output width.
+Leniency: ``Net`` need not take ``train`` in ``__call__`` (nor spell it
+``train``: ``training``/``is_training``/``deterministic`` are adapted), need
+not have a ``num_classes`` field (the shape check then verifies the output
+width), and may be a module instance (``Net = nn.Sequential([...])``).
 """
 
 from __future__ import annotations
@@ -141,24 +143,50 @@ def build_net(source: str, num_classes: int) -> BuiltNet:
     except (Exception, SystemExit) as e:
         raise _failure(ErrorKind.BUILD, "executing the source failed", e) from None
 
-    net_cls = namespace.get("Net")
-    if net_cls is None:
+    net = namespace.get("Net")
+    if net is None:
         raise CandidateError(ErrorKind.BUILD, "the source defines no `Net` (expected `class Net(nn.Module)`)")
-    if not (isinstance(net_cls, type) and issubclass(net_cls, nn.Module)):
+    if isinstance(net, nn.Module):
+        module = net  # lenient: ``Net = nn.Sequential([...])``, an instance rather than a class
+    elif isinstance(net, type) and issubclass(net, nn.Module):
+        field_names = {f.name for f in dataclasses.fields(net)}
+        kwargs = {"num_classes": num_classes} if "num_classes" in field_names else {}
+        try:
+            module = net(**kwargs)
+        except (Exception, SystemExit) as e:
+            raise _failure(ErrorKind.BUILD, "instantiating `Net` failed", e) from None
+    else:
         raise CandidateError(
-            ErrorKind.BUILD, f"`Net` must be a subclass of flax.linen.Module, got {type(net_cls).__name__}"
+            ErrorKind.BUILD, f"`Net` must be a subclass of flax.linen.Module, got {type(net).__name__}"
         )
-    field_names = {f.name for f in dataclasses.fields(net_cls)}
-    kwargs = {"num_classes": num_classes} if "num_classes" in field_names else {}
     try:
-        module = net_cls(**kwargs)
-    except (Exception, SystemExit) as e:
-        raise _failure(ErrorKind.BUILD, "instantiating `Net` failed", e) from None
-    try:
-        params = inspect.signature(net_cls.__call__).parameters
+        params = inspect.signature(type(module).__call__).parameters
     except (TypeError, ValueError, AttributeError) as e:
         raise CandidateError(ErrorKind.BUILD, f"`Net.__call__` has no inspectable signature: {e}") from None
-    return BuiltNet(module=module, takes_train="train" in params)
+    if "train" in params:
+        return BuiltNet(module=module, takes_train=True)
+    for arg, same_sense in _TRAIN_ALIASES.items():
+        if arg in params:
+            return BuiltNet(module=TrainFlagAdapter(module, arg, same_sense), takes_train=True)
+    return BuiltNet(module=module, takes_train=False)
+
+
+# Other spellings of the mode flag in real Flax code; False: the flag means "not training".
+_TRAIN_ALIASES: dict[str, bool] = {"training": True, "is_training": True, "deterministic": False}
+
+
+class TrainFlagAdapter(nn.Module):
+    """Calls a ``Net`` whose mode flag is spelled ``training``/``is_training``/``deterministic`` with ``train``.
+
+    Its variables sit one level deeper (under ``net``); nothing else changes.
+    """
+
+    net: nn.Module
+    arg: str
+    same_sense: bool
+
+    def __call__(self, x, train: bool = False):
+        return self.net(x, **{self.arg: train if self.same_sense else not train})
 
 
 def _train_kwargs(built: BuiltNet, train: bool) -> dict[str, bool]:
@@ -207,8 +235,9 @@ def abstract_variables(built: BuiltNet, input_shape) -> tuple[Any, Any]:
     x = _input_spec(input_shape)
 
     def init_and_apply(key, x):
-        variables = init_net(built, key, x)
-        logits, _ = apply_net(built, variables, x, train=False)
+        # One pass: the init call's own output is the eval-mode forward pass (train=False).
+        rngs = {"params": key, "dropout": jax.random.fold_in(key, 1)}
+        logits, variables = built.module.init_with_output(rngs, x, **_train_kwargs(built, False))
         return variables, logits
 
     try:
@@ -358,6 +387,7 @@ __all__ = [
     "BuiltNet",
     "CANDIDATE_FILENAME",
     "STANDARD_INPUT_SHAPES",
+    "TrainFlagAdapter",
     "abstract_variables",
     "apply_net",
     "build_net",

@@ -25,7 +25,8 @@ Rules (the ``rule`` field of a violation):
   or bound anywhere (binding them would hide the real builtin's absence).
 - ``forbidden-attribute``: an attribute in ``FORBIDDEN_ATTRIBUTES`` anywhere in
   a chain (``typing.sys``, ``np.load``, ``gen.gi_frame``), a private
-  (``_x``) attribute of anything but ``self``/``cls``, or a dotted path rooted
+  (``_x``) attribute or one of ``SELF_ONLY_ATTRIBUTES`` (``config``) of anything
+  but ``self``/``cls``, or a dotted path rooted
   at an imported module that starts with one of ``FORBIDDEN_MODULE_PATHS``
   (``jax.config``, ``jax.profiler``).
 
@@ -115,6 +116,12 @@ FORBIDDEN_MODULE_PATHS: tuple[str, ...] = (
     "flax.training",
     "flax.io",
     "numpy.lib",
+)
+
+# Attributes refused unless read from ``self``/``cls`` (``self.config`` is a common module field; ``jax.config``
+# reached through an expression the alias tracking cannot follow, ``[jax][0].config``, is not).
+SELF_ONLY_ATTRIBUTES: frozenset[str] = frozenset(
+    {"config", "profiler", "distributed", "monitoring", "compilation_cache", "serialize_executable"}
 )
 
 ALLOWED_DUNDER_NAMES: frozenset[str] = frozenset({"__name__", "__all__", "__doc__"})
@@ -276,8 +283,11 @@ class _Checker(ast.NodeVisitor):
                 self.add("dunder-attribute", f"attribute {attr!r} is forbidden", node)
         elif attr in FORBIDDEN_ATTRIBUTES:
             self.add("forbidden-attribute", f"attribute {attr!r} is forbidden (reaches files, processes or frames)", node)
-        elif attr.startswith("_") and not (isinstance(base, ast.Name) and base.id in ("self", "cls")):
-            self.add("forbidden-attribute", f"private attribute {attr!r} is forbidden outside self/cls", node)
+        elif (attr.startswith("_") or attr in SELF_ONLY_ATTRIBUTES) and not (
+            isinstance(base, ast.Name) and base.id in ("self", "cls")
+        ):
+            kind = "private attribute" if attr.startswith("_") else "attribute"
+            self.add("forbidden-attribute", f"{kind} {attr!r} is forbidden outside self/cls", node)
         else:
             path = self._dotted(node)
             if path is not None and path[0] in self.aliases:

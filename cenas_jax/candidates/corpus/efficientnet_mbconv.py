@@ -14,7 +14,8 @@ class MBConv(nn.Module):
         bn = lambda: nn.BatchNorm(use_running_average=not train)
         hidden = x.shape[-1] * self.expansion
         y = nn.swish(bn()(nn.Conv(hidden, (1, 1), use_bias=False)(x)))
-        y = nn.Conv(hidden, (3, 3), strides=self.strides, padding="SAME", feature_group_count=hidden, use_bias=False)(y)
+        y = nn.Conv(hidden, (3, 3), strides=self.strides, padding="SAME",
+                    feature_group_count=hidden, use_bias=False)(y)
         y = nn.swish(bn()(y))
         # Squeeze-and-excitation on the expanded channels.
         s = jnp.mean(y, axis=(1, 2), keepdims=True)
@@ -28,7 +29,8 @@ class Net(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        x = nn.swish(nn.BatchNorm(use_running_average=not train)(nn.Conv(16, (3, 3), padding="SAME", use_bias=False)(x)))
+        x = nn.Conv(16, (3, 3), padding="SAME", use_bias=False)(x)
+        x = nn.swish(nn.BatchNorm(use_running_average=not train)(x))
         for features, strides in ((16, 1), (24, 2), (24, 1), (40, 2)):
             x = MBConv(features, strides=strides if x.shape[1] >= 4 else 1)(x, train)
         x = jnp.mean(x, axis=(1, 2))

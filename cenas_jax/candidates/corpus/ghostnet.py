@@ -14,7 +14,8 @@ class GhostModule(nn.Module):
         y = nn.Conv(primary, (1, 1), use_bias=False)(x)
         y = nn.BatchNorm(use_running_average=not train)(y)
         # The "ghost" features: a cheap 3x3 depthwise transform of the primary ones.
-        g = nn.Conv(self.features - primary, (3, 3), padding="SAME", feature_group_count=primary, use_bias=False)(y)
+        g = nn.Conv(self.features - primary, (3, 3), padding="SAME",
+                    feature_group_count=primary, use_bias=False)(y)
         g = nn.BatchNorm(use_running_average=not train)(g)
         out = jnp.concatenate([y, g], axis=-1)
         return nn.relu(out) if self.relu else out

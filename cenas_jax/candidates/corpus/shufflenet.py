@@ -15,10 +15,11 @@ class ShuffleUnit(nn.Module):
     def __call__(self, x, train: bool):
         left, right = jnp.split(x, 2, axis=-1)
         c = right.shape[-1]
-        right = nn.relu(nn.BatchNorm(use_running_average=not train)(nn.Conv(c, (1, 1), use_bias=False)(right)))
+        norm = lambda: nn.BatchNorm(use_running_average=not train)
+        right = nn.relu(norm()(nn.Conv(c, (1, 1), use_bias=False)(right)))
         right = nn.Conv(c, (3, 3), padding="SAME", feature_group_count=c, use_bias=False)(right)
-        right = nn.BatchNorm(use_running_average=not train)(right)
-        right = nn.relu(nn.BatchNorm(use_running_average=not train)(nn.Conv(c, (1, 1), use_bias=False)(right)))
+        right = norm()(right)
+        right = nn.relu(norm()(nn.Conv(c, (1, 1), use_bias=False)(right)))
         return channel_shuffle(jnp.concatenate([left, right], axis=-1))
 
 

@@ -203,6 +203,9 @@ class RunStore:
     def _migrate(self, version: int) -> None:
         for target in range(version, SCHEMA_VERSION):
             with self.transaction() as c:
+                # Another process may have migrated between our read and this (write-locked) transaction.
+                if c.execute("PRAGMA user_version").fetchone()[0] > target:
+                    continue
                 for stmt in _statements(MIGRATIONS[target]):
                     c.execute(stmt)
                 c.execute(f"PRAGMA application_id = {APPLICATION_ID}")

@@ -144,3 +144,20 @@ def test_migration_from_v1_keeps_rows_and_adds_loop_columns(tmp_path):
         assert s.timings(rid) == {0: {"generate": 2.0}}
         with pytest.raises(ValueError, match="cannot update"):
             s.update_candidate("old", source="evil")
+
+
+def _open_many(path, n):
+    for _ in range(n):
+        RunStore(path).close()
+
+
+def test_concurrent_first_opens_migrate_once(tmp_path):
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_open_many, args=(tmp_path / "r", 3)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert all(p.exitcode == 0 for p in procs)
+    with RunStore(tmp_path / "r") as s:
+        assert s.schema_version == SCHEMA_VERSION

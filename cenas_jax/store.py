@@ -181,12 +181,16 @@ class RunStore:
             self._conn.execute("PRAGMA foreign_keys = ON")
             mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             self._conn.execute("PRAGMA synchronous = NORMAL")
+            # One read transaction: another process may be creating the store right now, and the
+            # tables, the application id and the version are committed together.
+            self._conn.execute("BEGIN")
+            has_tables = self._conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] > 0
             app_id = self._conn.execute("PRAGMA application_id").fetchone()[0]
             version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+            self._conn.execute("COMMIT")
         except sqlite3.DatabaseError as e:
             raise UserError(f"{p} is not a cenas_jax run store (SQLite said: {e})") from e
         self.journal_mode = mode
-        has_tables = self._conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] > 0
         if has_tables and app_id != APPLICATION_ID:
             self._conn.close()
             raise UserError(f"{p} is an SQLite database but not a cenas_jax run store")

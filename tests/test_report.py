@@ -92,3 +92,13 @@ def test_report_and_export_files(tmp_path):
     rows = list(csv.DictReader(open(out)))
     r = {x["id"]: x for x in rows}["s0-c001-004-a0"]
     assert r["parent_id"] == "s0-c000-005-a0" and float(r["quality"]) == 1.3 and float(r["accuracy"]) == 0.65
+
+
+def test_elite_mass_figure_with_a_zero_mass_cycle(tmp_path):
+    from types import SimpleNamespace
+
+    from cenas_jax.report import figures
+
+    ec = theory.elite_bound_check([[0.1, 0.2], [0.3]], 0.5, [4, 4])  # C_t = 0: Wilson low is ~1e-17, not 0
+    assert figures._elite_mass(SimpleNamespace(elite_check=ec), tmp_path / "e.png")
+    assert (tmp_path / "e.png").stat().st_size > 5000

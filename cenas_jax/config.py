@@ -70,6 +70,7 @@ class TrainConfig:
     compile_cache: bool = True  # persistent XLA compilation cache
     compile_cache_dir: str | None = None  # None: ~/.cache/cenas_jax/xla
     fast_pooling: bool = True  # non-overlapping pooling as reshape+reduce while tracing (train/pooling.py)
+    fast_depthwise: bool = True  # depthwise convs as shifted multiply-adds while tracing (train/depthwise.py)
 
     def __post_init__(self) -> None:
         _check(self.epochs > 0, "train.epochs", "must be > 0")

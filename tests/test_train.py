@@ -23,6 +23,7 @@ from cenas_jax.train import (
     evaluate_accuracy,
     train_candidate,
 )
+from cenas_jax.train.depthwise import fast_depthwise
 from cenas_jax.train.device_data import eval_arrays
 from cenas_jax.train.pooling import fast_pooling, window_pool
 from cenas_jax.train.proxy import _schedule
@@ -261,9 +262,13 @@ def test_fast_pooling_matches_flax_values_and_gradients(pool_fn, window, strides
     def loss(x):
         return jnp.sum(pool_fn(x, window, strides, padding) * w)
 
-    ref_y, ref_g = pool_fn(x, window, strides, padding), jax.grad(loss)(x)
+    def value_and_grad(x):
+        return pool_fn(x, window, strides, padding), jax.grad(loss)(x)
+
+    # one jit per side: eager mode would compile every primitive on its own
+    ref_y, ref_g = jax.jit(value_and_grad)(x)
     with fast_pooling():
-        y, g = pool_fn(x, window, strides, padding), jax.grad(loss)(x)
+        y, g = jax.jit(lambda x: value_and_grad(x))(x)  # a new function: traced inside the block
         jaxpr = str(jax.make_jaxpr(jax.grad(loss))(x))
     np.testing.assert_allclose(y, ref_y, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(g, ref_g, rtol=1e-6, atol=1e-6)
@@ -276,3 +281,42 @@ def test_fast_pooling_matches_flax_values_and_gradients(pool_fn, window, strides
 def test_window_pool_falls_back_without_batch_dim():
     x = jnp.arange(16.0).reshape(4, 4, 1)  # (H, W, C): Flax allows an unbatched input
     np.testing.assert_allclose(window_pool(x, -jnp.inf, jax.lax.max, (2, 2), (2, 2), "VALID")[..., 0], [[5, 7], [13, 15]])
+
+
+@pytest.mark.parametrize(
+    "channels, multiplier, kernel, stride, padding",
+    [
+        (16, 1, 3, 2, ((1, 1), (1, 1))),
+        (8, 2, 3, 1, "SAME"),  # channel multiplier 2
+        (5, 1, 5, 1, "VALID"),
+        (4, 1, 3, 2, "SAME"),  # asymmetric SAME padding at stride 2
+    ],
+)
+def test_fast_depthwise_matches_flax_conv(channels, multiplier, kernel, stride, padding):
+    conv = nn.Conv(channels * multiplier, (kernel, kernel), strides=stride, padding=padding, feature_group_count=channels)
+    x = jax.random.normal(jax.random.key(0), (2, 11, 12, channels))
+    v = jax.jit(conv.init)(jax.random.key(1), x)
+
+    def loss(v, x):
+        return jnp.sum(conv.apply(v, x) ** 2)
+
+    def value_and_grad(v, x):
+        return conv.apply(v, x), jax.grad(loss, argnums=(0, 1))(v, x)
+
+    ref_y, ref_g = jax.jit(value_and_grad)(v, x)
+    with fast_depthwise():
+        y, g = jax.jit(lambda v, x: value_and_grad(v, x))(v, x)
+        jaxpr = str(jax.make_jaxpr(jax.grad(loss))(v, x))
+    np.testing.assert_allclose(y, ref_y, rtol=1e-5, atol=1e-5)
+    for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(ref_g)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    assert "conv_general_dilated" not in jaxpr
+    assert "conv_general_dilated" in str(jax.make_jaxpr(conv.apply)(v, x))  # restored on exit
+
+
+def test_fast_depthwise_leaves_ordinary_and_grouped_convs_alone():
+    x = jnp.ones((1, 6, 6, 8))
+    for conv in (nn.Conv(8, (3, 3)), nn.Conv(8, (3, 3), feature_group_count=2)):
+        v = jax.eval_shape(conv.init, jax.random.key(0), x)  # shapes suffice for a jaxpr
+        with fast_depthwise():
+            assert "conv_general_dilated" in str(jax.make_jaxpr(conv.apply)(v, x))

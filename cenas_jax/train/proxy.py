@@ -25,6 +25,7 @@ from cenas_jax.train import device_data, steps
 from cenas_jax.train.compile_cache import enable_compile_cache
 from cenas_jax.train.errors import TrainError
 from cenas_jax.train.flops import compiled_flops
+from cenas_jax.train.depthwise import fast_depthwise
 from cenas_jax.train.pooling import fast_pooling
 from cenas_jax.train.strategy import Strategy, choose_strategy
 
@@ -289,7 +290,8 @@ def train_candidate(
     program_key = _program_key(module, takes_train, input_shape, n_train, batch, schedule, evald, cfg, key_spec)
     programs = _PROGRAMS.get(program_key) if program_key is not None else None
     if programs is None:
-        with fast_pooling(cfg.fast_pooling):  # every trace of the candidate happens in here
+        # every trace of the candidate happens in here, with the XLA:CPU fast paths swapped in
+        with fast_pooling(cfg.fast_pooling), fast_depthwise(cfg.fast_depthwise):
             programs = _compile_programs(
                 module, takes_train, input_shape, n_train, batch, steps_per_epoch, schedule, evald, num_classes, cfg,
                 key_spec, compiler,
@@ -384,7 +386,7 @@ def evaluate_accuracy(
     dataset: Any,
     split: str = "test",
     eval_batch_size: int = 512,
-    fast_pool: bool = True,
+    fast_paths: bool = True,
 ) -> float:
     """Accuracy in [0, 1] of trained linen ``variables`` on ``dataset``'s ``split`` ("val" or "test").
 
@@ -397,7 +399,7 @@ def evaluate_accuracy(
     fns = steps.build_fns(module, takes_train, input_shape, TrainConfig(), 1, 1, evald.batch_size)
     data = evald.as_tuple()
     acc = jnp.zeros((), jnp.int32)
-    with fast_pooling(fast_pool):
+    with fast_pooling(fast_paths), fast_depthwise(fast_paths):
         eval_c = jax.jit(fns.eval_batch).lower(variables, data, np.int32(0), acc).compile()
     for i in range(evald.num_batches):
         acc = eval_c(variables, data, np.int32(i), acc)

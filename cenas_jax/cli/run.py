@@ -56,7 +56,7 @@ def _build(cfg, run_dir: Path, new: bool, progress: bool):
         gen = MutationGenerator(seed=cfg.seed, edit_format=cfg.search.edit_format)
     else:
         print(f"loading the LLM {cfg.llm.model.name} ...", flush=True)
-        gen = LLMGenerator(cfg.llm, seed=cfg.seed)
+        gen = LLMGenerator(cfg.llm, seed=cfg.seed, progress=progress)
     evaluator = Evaluator(cfg.data, cfg.train, cfg.sandbox, seed=cfg.seed)
     cache = Path(os.environ.get("CENAS_CACHE", Path.home() / ".cache" / "cenas_jax")) / "warmstart"
     loop = SearchLoop.open(run_dir, cfg if new else None, gen, evaluator, corpus,

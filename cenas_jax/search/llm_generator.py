@@ -13,7 +13,7 @@ from cenas_jax.search.generator import Generation, PromptLike, UpdateResult, fin
 class LLMGenerator:
     """Samples programs from the LLM and fits its LoRA adapters to elites (the CE update)."""
 
-    def __init__(self, cfg: LLMConfig, *, seed: int = 0) -> None:
+    def __init__(self, cfg: LLMConfig, *, seed: int = 0, progress: bool = False) -> None:
         from flax import nnx
 
         from cenas_jax.llm.lora import apply_lora
@@ -21,6 +21,7 @@ class LLMGenerator:
         from cenas_jax.llm.weights import load_model, resolve_model_path
 
         self.cfg = cfg
+        self.progress = progress
         path = resolve_model_path(cfg.model.name)
         self.model, self.tokenizer, self.config = load_model(cfg.model.name, cfg.model.dtype)
         apply_lora(self.model, cfg.lora, nnx.Rngs(seed))
@@ -67,7 +68,7 @@ class LLMGenerator:
         pairs = [self.encode_pair(p, c) for p, c in examples]
         cfg = dataclasses.replace(self.cfg.finetune, seed=seed)
         t0 = time.perf_counter()
-        res = finetune(self.model, pairs, cfg)  # a fresh optimiser each call: the CE update resets it
+        res = finetune(self.model, pairs, cfg, progress=self.progress)  # a fresh optimiser: the CE update resets it
         self._optimizer = res.optimizer
         return UpdateResult(losses=tuple(float(x) for x in res.losses), steps=res.steps, tokens=res.tokens,
                             seconds=time.perf_counter() - t0)

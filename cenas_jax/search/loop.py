@@ -378,7 +378,12 @@ class SearchLoop:
                 self._check_stop()
                 prompts = [self._prompt(sl, anchors[sl.anchor_id]) for sl in need]
                 temp = base_t + attempt * s.novelty.temperature_bump
-                gens = self.generator.generate(prompts, [temp] * len(need), seed=self._gen_seed(t, attempt))
+                if self.progress:
+                    what = "resampling" if attempt else "sampling"
+                    self.echo(f"cycle {t}: {what} {len(need)} completions (temperature {temp:.2f})")
+                with Stopwatch() as sw:
+                    gens = self.generator.generate(prompts, [temp] * len(need), seed=self._gen_seed(t, attempt))
+                self.store.add_timing(self.run_id, t, "sample", sw.seconds)
                 for sl, p, g in zip(need, prompts, gens):
                     self._tokens_used += g.num_tokens
                     source, err = self._to_source(sl, anchors[sl.anchor_id], g.text)

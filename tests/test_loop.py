@@ -150,7 +150,7 @@ def test_loop_end_to_end(tmp_path, evaluator):
             assert all(rows[e]["quality"] >= cycles[t]["gamma"] for e in cycles[t]["elites"])
             assert len(cycles[t]["elites"]) <= len(qs)
         assert s.finetune_losses(1).keys() == {-1, 0, 1}
-        assert set(s.timings(1)[0]) == {"generate", "train", "select", "update"}
+        assert set(s.timings(1)[0]) == {"generate", "sample", "train", "select", "update"}
     # warm start + one CE update per cycle, each on elites + replayed corpus programs
     assert len(gen.updates) == 3 and all(n > 0 for n in gen.updates)
     assert (rd.checkpoints / "cycle_001" / "COMPLETE").exists()

@@ -87,15 +87,27 @@ def _prefill(graphdef, state, tokens_BxP, positions_BxP, kv_mask_BxS, *, cache_l
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "top_k", "top_p"), donate_argnames=("carry",))
-def _decode(graphdef, state, carry, temperature_B, eos_E, key, limit, max_new, *, top_k, top_p):
-    """Decode until ``step == limit`` or every row is done; returns the advanced carry.
+def _decode(graphdef, state, carry, temperature_B, eos_E, key, limit, *, top_k, top_p):
+    """Sample until ``step == limit`` tokens per row or every row is done; returns the advanced carry.
 
-    carry = (cache, kv_mask_BxS, logits_BxV, next_pos_B, slot, step, out_BxN, done_B):
-    token ``step`` of every row is sampled from ``logits``, stored in ``out[:, step]``,
-    then (if more are due) fed back at cache slot ``slot`` and position ``next_pos``.
+    carry = (cache, kv_mask_BxS, logits_BxV, next_pos_B, slot, step, out_BxN, done_B), where
+    ``step`` tokens are already in ``out`` and ``logits`` are the prefill's last-position
+    logits (token 0 is sampled from them on the first call). Each loop iteration feeds
+    token ``step - 1`` at cache slot ``slot`` / position ``next_pos`` and samples token
+    ``step``, so no forward pass is spent on a token that is never fed back.
     """
     TRACE_COUNTS["decode"] += 1
     model = nnx.merge(graphdef, state)
+
+    def sample_into(step, logits, out, done):
+        tok = sample_tokens(logits, jax.random.fold_in(key, step), temperature_B, top_k, top_p)
+        out = jax.lax.dynamic_update_slice(out, tok[:, None], (0, step))
+        return out, done | jnp.any(tok[:, None] == eos_E[None, :], axis=-1)
+
+    cache, kv_mask, logits, pos, slot, step, out, done = carry
+    # Token 0 comes from the prefill logits; only small arrays pass through this cond.
+    out, done = jax.lax.cond(step == 0, lambda o, d: sample_into(0, logits, o, d), lambda o, d: (o, d), out, done)
+    step = jnp.maximum(step, 1)
 
     def cond(c):
         step, done = c[5], c[7]
@@ -103,22 +115,13 @@ def _decode(graphdef, state, carry, temperature_B, eos_E, key, limit, max_new, *
 
     def body(c):
         cache, kv_mask, logits, pos, slot, step, out, done = c
-        tok = sample_tokens(logits, jax.random.fold_in(key, step), temperature_B, top_k, top_p)
-        out = jax.lax.dynamic_update_slice(out, tok[:, None], (0, step))
-        done = done | jnp.any(tok[:, None] == eos_E[None, :], axis=-1)
-
-        def feed(args):
-            cache, kv_mask = args
-            kv_mask = jax.lax.dynamic_update_slice(kv_mask, jnp.ones((kv_mask.shape[0], 1), bool), (0, slot))
-            new_logits, cache = model.extend(tok[:, None], pos[:, None], cache, slot, kv_mask)
-            return cache, kv_mask, new_logits[:, 0, :]
-
-        # The last token is never fed back: that forward pass would be wasted.
-        cache, kv_mask, logits = jax.lax.cond(
-            step + 1 < max_new, feed, lambda a: (a[0], a[1], logits), (cache, kv_mask))
+        prev = jax.lax.dynamic_slice(out, (0, step - 1), (out.shape[0], 1))
+        kv_mask = jax.lax.dynamic_update_slice(kv_mask, jnp.ones((kv_mask.shape[0], 1), bool), (0, slot))
+        new_logits, cache = model.extend(prev, pos[:, None], cache, slot, kv_mask)
+        out, done = sample_into(step, new_logits[:, 0, :], out, done)
         return cache, kv_mask, logits, pos + 1, slot + 1, step + 1, out, done
 
-    return jax.lax.while_loop(cond, body, carry)
+    return jax.lax.while_loop(cond, body, (cache, kv_mask, logits, pos, slot, step, out, done))
 
 
 def _round_up(n: int, m: int) -> int:
@@ -219,7 +222,7 @@ class Sampler:
         while True:
             limit = min(step + chunk, max_new_tokens)
             carry = _decode(graphdef, state, carry, jnp.asarray(temps_b), jnp.asarray(eos), key,
-                            jnp.int32(limit), jnp.int32(max_new_tokens), top_k=int(top_k), top_p=float(top_p))
+                            jnp.int32(limit), top_k=int(top_k), top_p=float(top_p))
             step = int(carry[5])
             done_now = np.asarray(carry[7]).copy()
             if stop:
@@ -227,7 +230,7 @@ class Sampler:
                 for i in range(n):
                     if i in stopped:  # rows ended by EOS are checked too: a stop string may precede it
                         continue
-                    hit = self._find_stop(out[i, :step].tolist(), stop)
+                    hit = self._find_stop(out[i, :step].tolist(), stop, ignore_eos)
                     if hit is not None:
                         stopped[i] = hit
                         done_now[i] = True
@@ -241,9 +244,10 @@ class Sampler:
     def _decode_text(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
-    def _find_stop(self, ids: list[int], stop: Sequence[str]) -> tuple[str, list[int]] | None:
+    def _find_stop(self, ids: list[int], stop: Sequence[str], ignore_eos: bool = False
+                   ) -> tuple[str, list[int]] | None:
         """(text cut before the first stop string, the shortest token prefix containing it) or None."""
-        eos = set(self.eos_token_ids)
+        eos = set() if ignore_eos else set(self.eos_token_ids)
         cut = next((k for k, t in enumerate(ids) if t in eos), len(ids))
         ids = ids[:cut]
         text = self._decode_text(ids)

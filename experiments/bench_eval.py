@@ -12,7 +12,9 @@ one invocation:
   ``--evaluator pool`` the trainer in a plain pool of single-threaded
   processes whose persistent compilation cache is a fresh, empty temp dir;
 * PyTorch 2.13 eager, ``torch.set_num_threads(<all cores>)``, one model after
-  another, data pre-normalised in memory.
+  another, data pre-normalised in memory (and, for reference only, once more
+  with one thread: on a shared machine PyTorch's spinning OpenMP threads can
+  make all-cores PyTorch much slower than one thread).
 
 Both timings start with the process ready (PyTorch imported, the pool's
 workers started with JAX imported and the data loaded) and include
@@ -110,6 +112,8 @@ def main() -> None:
                     help="ours through the sandbox Evaluator, a plain process pool, or the Evaluator when importable")
     ap.add_argument("--workers", type=int, default=0, help="pool size (0: one per core)")
     ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--no-single-thread-reference", action="store_true",
+                    help="skip the extra one-thread PyTorch run printed for reference")
     args = ap.parse_args()
     cores = os.cpu_count() or 1
     workers = args.workers or cores
@@ -125,6 +129,9 @@ def main() -> None:
 
     ours, startup, ours_wall, how = run_ours(kind, sources, args.epochs, workers)
     theirs, torch_wall = run_torch(args.epochs, cores)
+    # PyTorch's OpenMP threads spin while they wait for each other: on a machine that other
+    # processes share, all-cores PyTorch can be far slower than one thread. Show both.
+    _, torch1_wall = run_torch(args.epochs, 1) if cores > 1 and not args.no_single_thread_reference else (None, None)
 
     print(f"mnist5k, {args.epochs} epoch, batch 64, SGD lr 0.01 momentum 0.9; {cores} cores; load average "
           f"{os.getloadavg()[0]:.1f} (other processes on the machine slow both sides)")
@@ -140,6 +147,8 @@ def main() -> None:
               f"{t['accuracy']:>9.3f} {t['wall_s']:>7.2f}")
     print(f"total wall: ours {ours_wall:.2f} s (pool, per-arch times overlap), torch {torch_wall:.2f} s")
     print(f"with pool start-up: speedup {torch_wall / (ours_wall + startup):.2f}")
+    if torch1_wall is not None:
+        print(f"reference only: torch with 1 thread {torch1_wall:.2f} s, speedup vs that {torch1_wall / ours_wall:.2f}")
     print(f"eval_speedup_vs_torch={torch_wall / ours_wall:.2f}")
 
 

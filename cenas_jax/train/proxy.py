@@ -148,7 +148,7 @@ _PROGRAM_CACHE_SIZE = 8
 def _program_key(module: nn.Module, takes_train: bool, input_shape: tuple, n_train: int, batch: int,
                  schedule: list, evald: Any, cfg: TrainConfig, key_spec: Any) -> tuple | None:
     recipe = (cfg.optimizer, cfg.learning_rate, cfg.momentum, cfg.weight_decay, cfg.seeds,
-              cfg.epoch_strategy, cfg.seed_strategy)
+              cfg.epoch_strategy, cfg.seed_strategy, cfg.fast_pooling, cfg.fast_depthwise)
     k = (type(module), module, takes_train, input_shape, n_train, batch, tuple(sorted({n for _, n in schedule})),
          evald.batch_size, evald.num_batches, recipe, str(key_spec.dtype), jax.default_backend())
     try:

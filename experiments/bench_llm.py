@@ -112,11 +112,12 @@ def bench_generate() -> list[dict]:
         print(f"  torch batch {b}: {theirs_s:.2f} s wall, {theirs_cpu:.2f} s cpu", flush=True)
         theirs_new = out[:, width:].tolist()
         assert all(len(r) == NEW_TOKENS for r in theirs_new)
-        # Same greedy tokens up to the first EOS (after it transformers' min_new_tokens changes the logits).
+        # Same greedy tokens up to our first EOS: there transformers' min_new_tokens masks EOS out
+        # and picks the runner-up, while we keep the EOS and decode on (ignore_eos).
         eos = set(sampler.eos_token_ids)
         same = 0
         for c, r in zip(ours, theirs_new):
-            cut = next((k for k, t in enumerate(r) if t in eos), NEW_TOKENS)
+            cut = next((k for k, t in enumerate(c.token_ids) if t in eos), NEW_TOKENS)
             same += list(c.token_ids[:cut]) == r[:cut]
         rows.append(dict(section="generate", batch=b, tokens=b * NEW_TOKENS, ours_s=ours_s, theirs_s=theirs_s,
                          ours_cpu_s=ours_cpu, theirs_cpu_s=theirs_cpu,

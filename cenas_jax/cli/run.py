@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
@@ -58,7 +57,9 @@ def _build(cfg, run_dir: Path, new: bool, progress: bool):
         print(f"loading the LLM {cfg.llm.model.name} ...", flush=True)
         gen = LLMGenerator(cfg.llm, seed=cfg.seed, progress=progress)
     evaluator = Evaluator(cfg.data, cfg.train, cfg.sandbox, seed=cfg.seed)
-    cache = Path(os.environ.get("CENAS_CACHE", Path.home() / ".cache" / "cenas_jax")) / "warmstart"
+    from cenas_jax.paths import cache_root
+
+    cache = cache_root() / "warmstart"
     loop = SearchLoop.open(run_dir, cfg if new else None, gen, evaluator, corpus,
                            manifest=build_manifest(cfg, gen.fingerprint) if new else None,
                            progress=progress, warm_cache_dir=cache)

@@ -16,11 +16,15 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-DEFAULT_CACHE_DIR = Path("~/.cache/cenas_jax/data")
+DEFAULT_CACHE_DIR = Path("~/.cache/cenas_jax/data")  # when neither CENAS_CACHE nor XDG_CACHE_HOME is set
 
 
 def cache_root(cache_dir: str | None) -> Path:
-    return Path(os.path.expanduser(cache_dir)) if cache_dir else DEFAULT_CACHE_DIR.expanduser()
+    if cache_dir:
+        return Path(os.path.expanduser(cache_dir))
+    from cenas_jax import paths
+
+    return paths.cache_root() / "data"
 
 
 def fingerprint(paths: Iterable[Path]) -> list[tuple[str, int, int]]:

@@ -30,9 +30,10 @@ _enabled_dir: str | None = None
 
 
 def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/cenas_jax/xla`` (``~/.cache/cenas_jax/xla`` when unset)."""
-    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(root) / "cenas_jax" / "xla"
+    """``cache_root()/xla``: ``$CENAS_CACHE/xla``, else ``$XDG_CACHE_HOME/cenas_jax/xla``, else ``~/.cache/cenas_jax/xla``."""
+    from cenas_jax.paths import cache_root
+
+    return cache_root() / "xla"
 
 
 def enable_compile_cache(cfg: TrainConfig | None = None, cache_dir: str | os.PathLike | None = None) -> Path | None:

@@ -234,6 +234,10 @@ def _blocked_ancestor(path: str) -> str | None:
     return None
 
 
+def _is_under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
 def _outermost(paths: list[str]) -> list[str]:
     out: list[str] = []
     for p in sorted(set(paths), key=len):
@@ -291,6 +295,10 @@ def enter_namespaces(plan: IsolationPlan) -> str:
         unshare(flags)
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     data_fd = os.open(plan.data_dir, os.O_PATH | os.O_DIRECTORY)
+    # The interpreter, site-packages or this package may live under /tmp or /dev/shm (a venv in a
+    # clone under /tmp, as CI does): hold them open now and bind them back over the private tmpfs.
+    under_tmpfs = [p for p in _outermost(list(plan.expose)) if _is_under(p, "/tmp") or _is_under(p, "/dev/shm")]
+    held = {p: os.open(p, os.O_PATH | os.O_DIRECTORY) for p in under_tmpfs if os.path.isdir(p)}
     try:
         if plan.mode == "full":
             _expose_through_blocked_dirs(plan.expose)
@@ -299,11 +307,17 @@ def enter_namespaces(plan: IsolationPlan) -> str:
         mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,{size}")
         if os.path.isdir("/dev/shm"):
             mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, f"mode=1777,{size}")
+        for path, fd in held.items():
+            os.makedirs(path, mode=0o755, exist_ok=True)
+            mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
+            mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
         os.makedirs(IN_SANDBOX_DATA_DIR, mode=0o755)
         mount(f"/proc/self/fd/{data_fd}", IN_SANDBOX_DATA_DIR, None, MS_BIND)
         mount(None, IN_SANDBOX_DATA_DIR, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
     finally:
         os.close(data_fd)
+        for fd in held.values():
+            os.close(fd)
     os.makedirs(IN_SANDBOX_WORK_DIR, mode=0o700)
     if plan.mode == "full":
         os.chown(IN_SANDBOX_WORK_DIR, plan.uid, plan.gid)

@@ -167,7 +167,7 @@ class FinetuneConfig:
     epochs: float = 3.0
     max_steps: int | None = None  # cap on optimiser steps (None: from epochs)
     batch_size: int = 4  # sequences per optimiser step (after accumulation)
-    grad_accum: int = 1
+    grad_accum: int = 1  # micro-batches per step; on CPU use batch_size (micro-batches of 1): a 135M model's 1.5k-token backward takes ~8 GB per sequence
     warmup_steps: int = 5
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0

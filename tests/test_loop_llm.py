@@ -26,7 +26,7 @@ SMOKE = [
     "search.update_token_budget=3000",
     "llm.sampling.max_new_tokens=64", "llm.sampling.batch_size=2",
     "llm.lora.rank=4", "llm.lora.layers=[-1]",
-    "llm.finetune.max_steps=2", "llm.finetune.batch_size=2", "llm.finetune.max_seq_len=1024",
+    "llm.finetune.max_steps=2", "llm.finetune.batch_size=2", "llm.finetune.grad_accum=2", "llm.finetune.max_seq_len=1024",
     "train.epochs=0.2", "sandbox.workers=2", "sandbox.timeout_s=120",
 ]
 

@@ -55,7 +55,8 @@ def test_real_llm_run_report_export(tmp_path):
         assert all(r["finish_reason"] in ("eos", "stop", "length") for r in gens)
         assert all(r["verdict"] in ("invalid", "valid", "accepted", "duplicate") for r in gens)
         losses = s.finetune_losses(1)
-        assert len(losses[-1]) == 2 and len(losses[0]) == 2  # warm start and cycle 0: two steps each
+        # warm start: 2 programs x 2 passes = 4 pairs, 2 steps of 2; cycle 0: elites (if any) + replay, 1-2 steps
+        assert len(losses[-1]) == 2 and 1 <= len(losses[0]) <= 2
     assert (rd.checkpoints / "warm" / "COMPLETE").exists() and (rd.checkpoints / "cycle_000" / "COMPLETE").exists()
     cached = list((tmp_path / "cache" / "warmstart").iterdir())
     assert len(cached) == 1 and (cached[0] / "COMPLETE").exists()

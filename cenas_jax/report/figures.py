@@ -18,6 +18,18 @@ def _plt():
     return plt
 
 
+def _save(fig, path: Path) -> bool:
+    """Integer ticks on the cycle axis, tight layout, write the PNG, free the figure."""
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in fig.axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _plt().close(fig)
+    return True
+
+
 def write_figures(a: RunAnalysis, out_dir: Path) -> dict[str, Path]:
     """Write every figure the report links; returns {name: path}."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -56,10 +68,7 @@ def _quality(a: RunAnalysis, path: Path) -> bool:
         title += f"\nMann-Kendall S={a.trend.s}, p(increasing)={a.trend.p_increasing:.3f}"
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return _save(fig, path)
 
 
 def _elite_mass(a: RunAnalysis, path: Path) -> bool:
@@ -77,10 +86,7 @@ def _elite_mass(a: RunAnalysis, path: Path) -> bool:
     ax.set_ylabel(r"elite mass $C_t = P(Q \geq \gamma^*)$")
     ax.set_title(rf"Elite mass vs Theorem 3 ($\rho_0$ = {ec.rho0:.3f}, $\gamma^*=\gamma_0$)", fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return _save(fig, path)
 
 
 def _valid_rate(a: RunAnalysis, path: Path) -> bool:
@@ -105,10 +111,7 @@ def _valid_rate(a: RunAnalysis, path: Path) -> bool:
     ax.set_ylabel("valid-generation rate (Wilson 95%)")
     ax.set_title("Valid-generation rate per mode (Corollary 6)", fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return _save(fig, path)
 
 
 def _errors(a: RunAnalysis, path: Path) -> bool:
@@ -127,10 +130,7 @@ def _errors(a: RunAnalysis, path: Path) -> bool:
     ax.set_ylabel("generations")
     ax.set_title("Error kinds per cycle (duplicate = rejected by the novelty filter)", fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return _save(fig, path)
 
 
 def _novelty(a: RunAnalysis, path: Path) -> bool:
@@ -149,10 +149,7 @@ def _novelty(a: RunAnalysis, path: Path) -> bool:
     ax2.set_ylim(0, 1)
     ax1.set_title("Novelty filter (result 5): rejections and diversity", fontsize=9)
     fig.legend(fontsize=7, loc="upper right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return _save(fig, path)
 
 
 def _lineage(a: RunAnalysis, path: Path) -> bool:
@@ -178,7 +175,4 @@ def _lineage(a: RunAnalysis, path: Path) -> bool:
     ax.set_ylabel("quality Q")
     ax.set_title("Lineage of the best candidates (delta parents)", fontsize=9)
     ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return _save(fig, path)

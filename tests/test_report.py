@@ -39,8 +39,9 @@ def _fill(path):
                                          token_count=ntok))
             kind = {"invalid": "delta_apply" if mode == "delta" else "shape", "duplicate": "duplicate"}.get(verdict)
             s.update_candidate(cid, verdict=verdict, quality=q, error_kind=kind)
-            if q is not None:
-                s.add_evaluation(cid, {"status": "ok", "accuracy": q * 0.5, "params": 100 + i})
+            if q is not None:  # two accepted programs of each cycle share a structure
+                s.add_evaluation(cid, {"status": "ok", "accuracy": q * 0.5, "params": 100 + i,
+                                       "structure_hash": f"h{min(i, 4)}"})
         qs = [q for _, _, q, _ in items if q is not None]
         gamma = float(np.quantile(qs, 0.75))
         s.set_cycle(rid, t, gamma=gamma, elites=[f"s0-c{t:03d}-{i:03d}-a0" for i, it in enumerate(items) if it[2] is not None and it[2] >= gamma])
@@ -75,6 +76,8 @@ def test_analysis_numbers(tmp_path):
     assert a.best[0]["id"] == "s0-c001-004-a0"
     assert lineage_chain(a, "s0-c001-004-a0") == ["s0-c001-004-a0", "s0-c000-005-a0", "L-a"]
     assert a.cycles[0].error_kinds == {"shape": 1, "duplicate": 1, "delta_apply": 1}
+    # cycle 0 accepts slots 0, 3, 4, 5, 7 -> hashes h0, h3, h4, h4, h4
+    assert a.cycles[0].distinct_structures == 3
 
 
 def test_report_and_export_files(tmp_path):

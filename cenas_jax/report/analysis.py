@@ -54,6 +54,7 @@ class CycleStats:
     best_so_far: float | None = None
     error_kinds: dict[str, int] = field(default_factory=dict)
     diversity: float | None = None
+    distinct_structures: int = 0  # distinct forward-pass structure hashes among accepted programs
     seconds: float | None = None
 
 
@@ -88,6 +89,9 @@ def analyse(run_dir: str | Path) -> RunAnalysis:
         proxy = {}
         for e in store.evaluations(run_id=rid, budget="proxy"):
             proxy[e["candidate_id"]] = e
+        structure = {e["candidate_id"]: e["structure_hash"] for e in store.evaluations(run_id=rid, budget="check")
+                     if e["structure_hash"]}
+        structure.update({k: e["structure_hash"] for k, e in proxy.items() if e["structure_hash"]})
         losses = store.finetune_losses(rid)
 
     gen_rows = [r for r in rows if r["cycle"] is not None and r["cycle"] >= 0]
@@ -123,6 +127,7 @@ def analyse(run_dir: str | Path) -> RunAnalysis:
             st.quantiles = tuple(float(x) for x in np.quantile(qs, [0.25, 0.5, 0.75]))  # type: ignore[assignment]
             best = max(best, max(qs))
         st.best_so_far = best if best > -math.inf else None
+        st.distinct_structures = len({structure[r["id"]] for r in rs if r["verdict"] == "accepted" and r["id"] in structure})
         accepted_src = [r["source"] for r in rs if r["verdict"] == "accepted"]
         if len(accepted_src) >= 2:
             from cenas_jax.search.novelty import mean_pairwise_jaccard

@@ -39,13 +39,13 @@ def render(a: RunAnalysis, figs: dict[str, str]) -> str:
                  "(reference: " + ", ".join(f"{k} {v:.3f}" for k, v in a.reference.items()) + ").\n")
 
     L.append("## Per cycle\n")
-    L.append("| cycle | generated | valid | accepted | dup. rejected | trained | mean Q [95% CI] | median Q | γ_t | best so far | elites | diversity | s |")
-    L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    L.append("| cycle | generated | valid | accepted | dup. rejected | trained | mean Q [95% CI] | median Q | γ_t | best so far | elites | diversity (mean Jaccard) | distinct structures | s |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for c in a.cycles:
         ci = f"{_f(c.mean_q)} [{_f(c.q_low)}, {_f(c.q_high)}]" if c.mean_q is not None else "–"
         med = _f(c.quantiles[1]) if c.quantiles else "–"
         L.append(f"| {c.cycle} | {c.generated} | {c.valid} | {c.accepted} | {c.duplicates} | {c.trained} | {ci} | {med} | "
-                 f"{_f(c.gamma)} | {_f(c.best_so_far)} | {len(c.elites)} | {_f(c.diversity, 2)} | {_f(c.seconds, 0)} |")
+                 f"{_f(c.gamma)} | {_f(c.best_so_far)} | {len(c.elites)} | {_f(c.diversity, 2)} | {c.distinct_structures} | {_f(c.seconds, 0)} |")
     L.append("")
     for key, caption in (("quality", "Quality per cycle"), ("elite_mass", "Elite mass against Theorem 3's bound"),
                          ("valid_rate", "Valid-generation rate per mode"), ("errors", "Error kinds per cycle"),

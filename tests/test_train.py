@@ -320,3 +320,23 @@ def test_fast_depthwise_leaves_ordinary_and_grouped_convs_alone():
         v = jax.eval_shape(conv.init, jax.random.key(0), x)  # shapes suffice for a jaxpr
         with fast_depthwise():
             assert "conv_general_dilated" in str(jax.make_jaxpr(conv.apply)(v, x))
+
+
+def test_reentrant_patch_nests_and_restores_on_error():
+    import types
+
+    from cenas_jax.train.patching import ReentrantPatch
+
+    mod = types.SimpleNamespace(f="orig")
+    patch = ReentrantPatch(mod, "f", "new")
+    with patch():
+        with patch():
+            assert mod.f == "new"
+        assert mod.f == "new"  # the outer holder is still inside
+    assert mod.f == "orig"
+    with pytest.raises(RuntimeError):
+        with patch():
+            raise RuntimeError("boom")
+    assert mod.f == "orig"
+    with patch(enabled=False):
+        assert mod.f == "orig"

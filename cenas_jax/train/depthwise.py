@@ -20,16 +20,15 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import threading
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 from flax.linen import linear as _flax_linear
 
+from cenas_jax.train.patching import ReentrantPatch
+
 _ORIGINAL_LAX = _flax_linear.lax
-_lock = threading.RLock()
-_depth = 0
 
 
 def _all_ones(v: Any) -> bool:
@@ -113,20 +112,9 @@ class _LaxWithFastDepthwise:
 _PROXY = _LaxWithFastDepthwise()
 
 
-@contextlib.contextmanager
-def fast_depthwise(enabled: bool = True) -> Iterator[None]:
+_PATCH = ReentrantPatch(_flax_linear, 'lax', _PROXY)
+
+
+def fast_depthwise(enabled: bool = True) -> contextlib.AbstractContextManager[None]:
     """Within the block, Flax's ``Conv`` computes depthwise convolutions by :func:`depthwise_conv`."""
-    global _depth
-    if not enabled:
-        yield
-        return
-    with _lock:
-        _depth += 1
-        _flax_linear.lax = _PROXY
-    try:
-        yield
-    finally:
-        with _lock:
-            _depth -= 1
-            if _depth == 0:
-                _flax_linear.lax = _ORIGINAL_LAX
+    return _PATCH(enabled)

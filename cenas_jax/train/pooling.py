@@ -21,17 +21,16 @@ so code that does not train through ``train_candidate`` sees Flax unchanged.
 from __future__ import annotations
 
 import contextlib
-import threading
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import jax.numpy as jnp
 from flax.linen import pooling as _flax_pooling
+
+from cenas_jax.train.patching import ReentrantPatch
 from jax import lax
 
 _ORIGINAL_POOL = _flax_pooling.pool
 _REDUCTIONS = {lax.max: jnp.max, lax.min: jnp.min, lax.add: jnp.sum}
-_lock = threading.RLock()
-_depth = 0
 
 
 def _no_padding(padding: Any, spatial: Sequence[int], window: Sequence[int]) -> bool:
@@ -76,20 +75,9 @@ def window_pool(inputs: Any, init: Any, reduce_fn: Any, window_shape: Sequence[i
     return reduce(x, axis=tuple(2 + 2 * i for i in range(len(window))))
 
 
-@contextlib.contextmanager
-def fast_pooling(enabled: bool = True) -> Iterator[None]:
+_PATCH = ReentrantPatch(_flax_pooling, 'pool', window_pool)
+
+
+def fast_pooling(enabled: bool = True) -> contextlib.AbstractContextManager[None]:
     """Within the block, Flax's pooling takes :func:`window_pool` (re-entrant; restored on exit)."""
-    global _depth
-    if not enabled:
-        yield
-        return
-    with _lock:
-        _depth += 1
-        _flax_pooling.pool = window_pool
-    try:
-        yield
-    finally:
-        with _lock:
-            _depth -= 1
-            if _depth == 0:
-                _flax_pooling.pool = _ORIGINAL_POOL
+    return _PATCH(enabled)

@@ -436,6 +436,22 @@ def _rowwise_pearson(a_BxN: np.ndarray, b_BxN: np.ndarray) -> np.ndarray:
     return np.where(den > 0, r, np.nan)
 
 
+def _correlation_result(method, res, n, dropped, ci, n_boot, lo, hi, undefined) -> "CorrelationResult":
+    """A ``CorrelationResult`` from scipy's result ``res`` and the bootstrap's interval."""
+    return CorrelationResult(
+        method=method,
+        estimate=float(res.statistic),
+        ci_low=lo,
+        ci_high=hi,
+        p_value=float(res.pvalue),
+        n=int(n),
+        n_dropped=dropped,
+        ci=ci,
+        n_boot=n_boot,
+        n_boot_undefined=undefined,
+    )
+
+
 def spearman(x, y, n_boot: int = 1000, ci: float = 0.95, seed: int = 0) -> CorrelationResult:
     """Spearman ρ_S of paired samples with a percentile-bootstrap CI over pairs.
 
@@ -466,18 +482,7 @@ def spearman(x, y, n_boot: int = 1000, ci: float = 0.95, seed: int = 0) -> Corre
         reps_b = np.concatenate(reps)
         undefined = int(np.sum(np.isnan(reps_b)))
         lo, hi = _percentile_ci(reps_b, ci)
-    return CorrelationResult(
-        method="spearman",
-        estimate=float(res.statistic),
-        ci_low=lo,
-        ci_high=hi,
-        p_value=float(res.pvalue),
-        n=int(xa.size),
-        n_dropped=dropped,
-        ci=ci,
-        n_boot=n_boot,
-        n_boot_undefined=undefined,
-    )
+    return _correlation_result("spearman", res, xa.size, dropped, ci, n_boot, lo, hi, undefined)
 
 
 def kendall(x, y, n_boot: int = 1000, ci: float = 0.95, seed: int = 0) -> CorrelationResult:
@@ -506,18 +511,7 @@ def kendall(x, y, n_boot: int = 1000, ci: float = 0.95, seed: int = 0) -> Correl
                 reps_b[b] = st.kendalltau(xb, yb).statistic
         undefined = int(np.sum(np.isnan(reps_b)))
         lo, hi = _percentile_ci(reps_b, ci)
-    return CorrelationResult(
-        method="kendall",
-        estimate=float(res.statistic),
-        ci_low=lo,
-        ci_high=hi,
-        p_value=float(res.pvalue),
-        n=int(xa.size),
-        n_dropped=dropped,
-        ci=ci,
-        n_boot=n_boot,
-        n_boot_undefined=undefined,
-    )
+    return _correlation_result("kendall", res, xa.size, dropped, ci, n_boot, lo, hi, undefined)
 
 
 # ---------------------------------------------------------------------------

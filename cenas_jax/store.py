@@ -356,14 +356,8 @@ class RunStore:
         return dict(row) if row else None
 
     def candidates(self, run_id: int | None = None, cycle: int | None = None) -> list[dict[str, Any]]:
-        q, args = "SELECT * FROM candidates WHERE 1=1", []
-        if run_id is not None:
-            q += " AND run_id = ?"
-            args.append(run_id)
-        if cycle is not None:
-            q += " AND cycle = ?"
-            args.append(cycle)
-        q += " ORDER BY cycle, idx, created"
+        cond, args = _filters(("run_id", run_id), ("cycle", cycle))
+        q = f"SELECT * FROM candidates WHERE 1=1{cond} ORDER BY cycle, idx, created"
         return [dict(r) for r in self._conn.execute(q, args)]
 
     def add_evaluation(
@@ -416,17 +410,8 @@ class RunStore:
             " LEFT JOIN errors er ON er.evaluation_id = e.id"
             " LEFT JOIN candidates c ON c.id = e.candidate_id WHERE 1=1"
         )
-        args: list[Any] = []
-        if candidate_id is not None:
-            q += " AND e.candidate_id = ?"
-            args.append(candidate_id)
-        if budget is not None:
-            q += " AND e.budget = ?"
-            args.append(budget)
-        if run_id is not None:
-            q += " AND c.run_id = ?"
-            args.append(run_id)
-        q += " ORDER BY e.id"
+        cond, args = _filters(("e.candidate_id", candidate_id), ("e.budget", budget), ("c.run_id", run_id))
+        q += cond + " ORDER BY e.id"
         out = []
         for r in self._conn.execute(q, args).fetchall():
             d = dict(r)
@@ -445,6 +430,12 @@ class RunStore:
             args.append(run_id)
         q += " GROUP BY er.kind ORDER BY er.kind"
         return {k: n for k, n in self._conn.execute(q, args)}
+
+
+def _filters(*pairs: tuple[str, Any]) -> tuple[str, list[Any]]:
+    """`` AND col = ?`` for each (column, value) whose value is not None, and the arguments."""
+    used = [(col, v) for col, v in pairs if v is not None]
+    return "".join(f" AND {col} = ?" for col, _ in used), [v for _, v in used]
 
 
 def _num(x: Any) -> float | None:

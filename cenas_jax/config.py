@@ -129,6 +129,8 @@ class SamplingConfig:
     top_k: int = 50
     top_p: float = 0.9
     max_new_tokens: int = 1024
+    max_new_tokens_delta: int | None = 384  # delta answers are one short edit block; None: max_new_tokens
+    max_repeat_lines: int | None = 8  # end a generation stuck repeating one line this many times; None: off
     batch_size: int = 16
 
     def __post_init__(self) -> None:
@@ -136,6 +138,10 @@ class SamplingConfig:
         _check(0 < self.top_p <= 1, "sampling.top_p", "must be in (0, 1]")
         _check(self.top_k >= 0, "sampling.top_k", "must be >= 0 (0: off)")
         _check(self.max_new_tokens >= 1, "sampling.max_new_tokens", "must be >= 1")
+        _check(self.max_new_tokens_delta is None or self.max_new_tokens_delta >= 1, "sampling.max_new_tokens_delta",
+               "must be >= 1 or null")
+        _check(self.max_repeat_lines is None or self.max_repeat_lines >= 2, "sampling.max_repeat_lines",
+               "must be >= 2 or null")
         _check(self.batch_size >= 1, "sampling.batch_size", "must be >= 1")
 
 
@@ -246,7 +252,8 @@ class SearchConfig:
     warm_start: bool = True  # the CE update on L alone before cycle 0 (cached across runs)
     ce_update: bool = True  # false: the LLM stays frozen after the warm start (a control)
     generator: Literal["llm", "mutation"] = "llm"  # "mutation": random edits of the parent (a control, no LLM)
-    warm_start_epochs: int = 1  # passes over L in the warm start
+    warm_start_epochs: int = 1  # passes over L in the warm start, each with fresh pairs (new mutations, references)
+    warm_start_passes: int | None = None  # times each warm-start pair is trained on (None: finetune.epochs); repeats reuse the frozen layers' activations
     novelty: NoveltyConfig = NoveltyConfig()
 
     def __post_init__(self) -> None:
@@ -257,6 +264,8 @@ class SearchConfig:
         _check(self.max_elites is None or self.max_elites >= 1, "search.max_elites", "must be >= 1")
         _check(self.replay_weight >= 0, "search.replay_weight", "must be >= 0")
         _check(self.warm_start_epochs >= 1, "search.warm_start_epochs", "must be >= 1")
+        _check(self.warm_start_passes is None or self.warm_start_passes >= 1, "search.warm_start_passes",
+               "must be >= 1 or null")
         _check(self.update_token_budget >= 1, "search.update_token_budget", "must be >= 1")
 
 

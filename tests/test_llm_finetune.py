@@ -194,7 +194,7 @@ def test_finetune_is_deterministic_and_compiles_once_per_shape():
     m1, m2 = _adapted(), _adapted()
     graphdef = nnx.split((nnx.view(m1, deterministic=False, raise_if_not_found=False), ft.make_optimizer(m1, cfg)),
                          nnx.Any(nnx.LoRAParam, nnx.OptState), ...)[0]
-    step = ft._compiled_train_step(graphdef)
+    step = ft._compiled_train_step(graphdef, 0)
     compiled_before = step._cache_size()
     r1 = ft.finetune(m1, PAIRS, cfg)
     compiled_after_first = step._cache_size()
@@ -206,6 +206,25 @@ def test_finetune_is_deterministic_and_compiles_once_per_shape():
     assert {ft.bucket_length(len(p) + len(c) - 1, cfg.max_seq_len) for p, c in PAIRS} == {16}
     assert compiled_after_first - compiled_before <= 1
     assert step._cache_size() == compiled_after_first
+
+
+def test_frozen_layer_cache_gives_the_same_losses_and_adapters():
+    top = LoRAConfig(rank=4, alpha=8.0, layers=(-1,))  # adapters in layer 2 of 3: layers 0-1 are frozen
+    cfg = _cfg(max_steps=4, batch_size=2, grad_accum=2)  # 4 steps x 2 rows over 4 pairs: each pair twice
+    m_plain, m_cached = _adapted(lora=top, randomise=True), _adapted(lora=top, randomise=True)
+    assert ft.first_adapted_layer(m_plain) == 2
+    plain = ft.finetune(m_plain, PAIRS, cfg, cache_frozen=False)
+    cached = ft.finetune(m_cached, PAIRS, cfg)  # auto: on, since pairs repeat
+    assert (plain.cached_layers, cached.cached_layers) == (0, 2)
+    np.testing.assert_allclose(cached.losses, plain.losses, rtol=1e-5)
+    np.testing.assert_allclose(cached.grad_norms, plain.grad_norms, rtol=1e-4)
+    for a, b in zip(_adapters(m_cached), _adapters(m_plain)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    assert cached.tokens == plain.tokens
+    # One pass over the pairs: nothing to reuse, so no cache.
+    assert ft.finetune(_adapted(lora=top), PAIRS, _cfg(max_steps=2, batch_size=2)).cached_layers == 0
+    # Adapters everywhere: nothing frozen below them.
+    assert ft.finetune(_adapted(), PAIRS, cfg).cached_layers == 0
 
 
 def test_dropout_training_is_deterministic_for_a_seed():

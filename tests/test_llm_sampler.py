@@ -216,3 +216,32 @@ def test_sampler_calls_a_wrapped_model(model):
         layer.mlp.down_proj.factor.set_value(jnp.float32(0.0))  # drops the MLP: different numbers, same sampler
     c = s_wrap.generate(PROMPTS, chat=False, max_new_tokens=8, temperature=0.0)
     assert [x.token_ids for x in c] != [x.token_ids for x in a]
+
+
+class LineTokenizer(CharTokenizer):
+    """Every token decodes to the same line: any generation is a degenerate repeat."""
+
+    def decode(self, ids, skip_special_tokens=True):
+        return "same\n" * len(ids)
+
+
+def test_repeated_lines_end_a_row(model):
+    s = Sampler(model, LineTokenizer(), eos_token_ids=(), stop_check_every=4)
+    outs = s.generate(PROMPTS, chat=False, max_new_tokens=40, temperature=0.0, max_repeat_lines=5)
+    for o in outs:  # checked after 4 and 8 tokens: 8 >= 5 copies, cut to the first copy
+        assert o.finish_reason == "repeat" and o.text == "same\n" and o.num_tokens == 1
+    plain = s.generate(PROMPTS, chat=False, max_new_tokens=40, temperature=0.0)
+    assert all(o.finish_reason == "length" and o.num_tokens == 40 for o in plain)
+    with pytest.raises(UserError, match="max_repeat_lines"):
+        s.generate(["a"], chat=False, max_new_tokens=4, max_repeat_lines=1)
+
+
+def test_find_repeat_needs_complete_identical_non_blank_lines(model):
+    s = Sampler(model, CharTokenizer(), eos_token_ids=())
+    tok = CharTokenizer()
+    ids = lambda text: tok(text)["input_ids"][1:]  # noqa: E731
+    text, kept, reason = s._find_repeat(ids("x = 1\n  y\n  y\n  y\n"), 3)
+    assert (text, reason) == ("x = 1\n  y\n", "repeat") and tok.decode(kept) == "x = 1\n  y\n"
+    assert s._find_repeat(ids("x = 1\n  y\n  y\n  y"), 3) is None  # the last line may still grow
+    assert s._find_repeat(ids("x = 1\n\n\n\n\n"), 3) is None  # blank lines are not a loop
+    assert s._find_repeat(ids("a\nb\na\nb\n"), 3) is None

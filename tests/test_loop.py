@@ -225,9 +225,9 @@ KILL_SCRIPT = textwrap.dedent(
     from test_loop import CORPUS, ScriptedGenerator, _completions, SearchLoop, Evaluator, load_config
     cfg = load_config({cfg!r})
     class Slow(ScriptedGenerator):
-        def update(self, examples, seed):
+        def update(self, examples, seed, epochs=None):
             print("UPDATE", flush=True)
-            return super().update(examples, seed)
+            return super().update(examples, seed, epochs)
     ev = Evaluator(cfg.data, cfg.train, cfg.sandbox)
     loop = SearchLoop.open({run!r}, cfg, Slow(_completions()), ev, CORPUS, progress=False, echo=lambda s: print(s, flush=True))
     loop.run()

@@ -52,7 +52,8 @@ def test_real_llm_run_report_export(tmp_path):
         gens = [r for r in s.candidates(run_id=1) if r["cycle"] == 0]
         assert len(gens) >= 2
         assert all(r["raw_text"] is not None and r["token_count"] > 0 for r in gens)
-        assert all(r["finish_reason"] in ("eos", "stop", "length") for r in gens)
+        assert all(r["finish_reason"] in ("eos", "stop", "length", "repeat") for r in gens)
+        assert all(r["raw_text"].startswith("```python\n" if r["mode"] == "full" else "<<<<<<< SEARCH\n") for r in gens)
         assert all(r["verdict"] in ("invalid", "valid", "accepted", "duplicate") for r in gens)
         losses = s.finetune_losses(1)
         # warm start: 2 programs x 2 passes = 4 pairs, 2 steps of 2; cycle 0: elites (if any) + replay, 1-2 steps

@@ -77,7 +77,10 @@ def test_delta_prompt_contents(fmt):
         assert bit in p.user
     assert "Parent program (validation accuracy 0.800 on digits):\n```python\n" + PROG.strip("\n") + "\n```" in p.user
     if fmt == "search_replace":
-        assert "<<<<<<< SEARCH\n(lines of the parent)\n=======\n(new lines)\n>>>>>>> REPLACE" in p.user
+        # The markers are named, with no placeholder line a small model would copy verbatim.
+        for mark in ("`<<<<<<< SEARCH`", "`=======`", "`>>>>>>> REPLACE`"):
+            assert mark in p.user
+        assert "(lines of the parent)" not in p.user
         assert "diff" not in p.user
     else:
         assert "unified diff" in p.user and "```diff" in p.user and "SEARCH" not in p.user
@@ -114,6 +117,19 @@ def test_full_training_pair_round_trips_through_extract_code():
     assert prompt == full_prompt(PROG, 0.7, "digits")
     assert completion == full_completion(CHILD) and completion.startswith("```python\n") and completion.endswith("\n```")
     assert extract_code(completion) == CHILD
+    assert completion.startswith(prompt.answer_prefix) and completion.endswith(prompt.terminator)
+    # What the sampler returns when it stops at the terminator parses to the program too.
+    assert extract_code(prompt.answer_prefix + CHILD.rstrip("\n") + prompt.terminator) == CHILD
+
+
+def test_answer_frames():
+    assert prompts.answer_frame("full") == ("```python\n", "\n```")
+    assert prompts.answer_frame("delta", "search_replace") == ("<<<<<<< SEARCH\n", ">>>>>>> REPLACE")
+    assert prompts.answer_frame("delta", "unified_diff") == ("```diff\n", "\n```")
+    with pytest.raises(ValueError, match="edit format"):
+        prompts.answer_frame("delta", None)
+    with pytest.raises(ValueError, match="mode"):
+        prompts.answer_frame("both")
 
 
 @pytest.mark.parametrize("fmt", ["search_replace", "unified_diff"])
@@ -126,6 +142,8 @@ def test_delta_training_pair_round_trips_through_apply_edits(fmt):
         assert completion.startswith("<<<<<<< SEARCH\n") and completion.endswith(">>>>>>> REPLACE")
     else:
         assert completion.startswith("```diff\n") and completion.endswith("```")
+    # The sampler is given the answer prefix and stops at the terminator: training targets start/end there.
+    assert completion.startswith(prompt.answer_prefix) and completion.endswith(prompt.terminator.strip("\n"))
     # A local edit, not the whole program again.
     assert "import flax" not in completion and "class Net" not in completion
 

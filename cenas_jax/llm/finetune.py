@@ -13,6 +13,13 @@ AdamW with linear warm-up and cosine decay, global-norm clipping, length bucketi
 shapes compile) and gradient accumulation over micro-batches inside one jitted step.
 Each ``finetune`` call starts from a fresh optimiser state (the CE update resets it every
 cycle) while the adapters carry over in the model.
+
+Frozen-layer cache: when adapters sit only in the top layers (``lora.layers``, e.g. the
+last 8 of 30) and a call sees an example more than once (epochs > 1), the layers below the
+first adapted one compute the same thing every time. ``finetune`` then runs them once per
+example (``Llama.layer_inputs``), keeps their output, and trains on the rest of the stack
+(``Llama.logits_from``): the same loss and gradients, about 40% less compute per repeated
+pass with the last 8 of SmolLM2's 30 layers adapted (``make bench-llm`` prints it).
 """
 
 from __future__ import annotations
@@ -59,6 +66,7 @@ class FinetuneResult:
     truncated: int
     learning_rates: list[float] = dataclasses.field(default_factory=list)
     grad_norms: list[float] = dataclasses.field(default_factory=list)
+    cached_layers: int = 0  # frozen layers run once per example (0: no cache)
     optimizer: nnx.Optimizer | None = dataclasses.field(default=None, repr=False, compare=False)
 
 
@@ -105,17 +113,23 @@ def encode_pairs(pairs: Sequence[Pair], max_seq_len: int) -> tuple[list[_Example
     return out, truncated
 
 
-def _rows(examples: Sequence[_Example | None], width: int) -> dict[str, np.ndarray]:
+def _rows(examples: Sequence[_Example | None], width: int,
+          hidden: Sequence[np.ndarray | None] | None = None) -> dict[str, np.ndarray]:
     """Right-padded next-token rows; ``None`` is a padding row of weight 0.
 
     tokens/targets/mask: (B, width); weight: (B,). ``mask[j]`` is 1 where ``targets[j]``
-    is a completion token.
+    is a completion token. With ``hidden`` (each example's cached frozen-layer output,
+    (n, E)), also ``hidden``: (B, width, E).
     """
     b = len(examples)
     tokens = np.zeros((b, width), np.int32)
     targets = np.zeros((b, width), np.int32)
     mask = np.zeros((b, width), np.float32)
     weight = np.zeros((b,), np.float32)
+    h = None
+    if hidden is not None:
+        e = next(x.shape[-1] for x in hidden if x is not None)
+        h = np.zeros((b, width, e), np.float32)
     for r, ex in enumerate(examples):
         if ex is None:
             continue
@@ -124,10 +138,16 @@ def _rows(examples: Sequence[_Example | None], width: int) -> dict[str, np.ndarr
         targets[r, :n] = ex.ids[1:]
         mask[r, ex.n_prompt - 1 : n] = 1.0
         weight[r] = 1.0
-    return {"tokens": tokens, "targets": targets, "mask": mask, "weight": weight}
+        if h is not None:
+            h[r, :n] = hidden[r]
+    out = {"tokens": tokens, "targets": targets, "mask": mask, "weight": weight}
+    if h is not None:
+        out["hidden"] = h
+    return out
 
 
-def _step_batches(examples: Sequence[_Example], cfg: FinetuneConfig, num_steps: int, rng: np.random.Generator):
+def _step_batches(examples: Sequence[_Example], cfg: FinetuneConfig, num_steps: int, rng: np.random.Generator,
+                  hidden: Sequence[np.ndarray] | None = None):
     """Yield ``num_steps`` step batches of shape (grad_accum, micro, T), length-bucketed.
 
     Each epoch: shuffle, sort pools of 16 batches by length, cut into batches, shuffle the
@@ -147,7 +167,8 @@ def _step_batches(examples: Sequence[_Example], cfg: FinetuneConfig, num_steps: 
             idx = batches[bi]
             rows = [examples[k] for k in idx] + [None] * (bs - len(idx))
             width = bucket_length(max(examples[k].ids.size - 1 for k in idx), cfg.max_seq_len)
-            arrays = _rows(rows, width)
+            h_rows = None if hidden is None else [hidden[k] for k in idx] + [None] * (bs - len(idx))
+            arrays = _rows(rows, width, h_rows)
             yield {k: v.reshape((cfg.grad_accum, micro) + v.shape[1:]) for k, v in arrays.items()}
             produced += 1
             if produced == num_steps:
@@ -203,7 +224,11 @@ def _hyperparams(optimizer: nnx.Optimizer) -> dict:
 
 def completion_nll(model: nnx.Module, tokens_BxT: jax.Array, targets_BxT: jax.Array, mask_BxT: jax.Array) -> jax.Array:
     """Per-row negative log-likelihood of the masked targets: (B,), nats, summed over tokens."""
-    logits_BxTxV = model(tokens_BxT).astype(jnp.float32)
+    return _nll(model(tokens_BxT), targets_BxT, mask_BxT)
+
+
+def _nll(logits_BxTxV: jax.Array, targets_BxT: jax.Array, mask_BxT: jax.Array) -> jax.Array:
+    logits_BxTxV = logits_BxTxV.astype(jnp.float32)
     lse_BxT = jax.nn.logsumexp(logits_BxTxV, axis=-1)
     target_logit_BxT = jnp.take_along_axis(logits_BxTxV, targets_BxT[..., None], axis=-1)[..., 0]
     return jnp.sum((lse_BxT - target_logit_BxT) * mask_BxT, axis=-1)
@@ -221,17 +246,22 @@ def _row_coefficients(batch: dict, token_mean: jax.Array) -> jax.Array:
     return w / jnp.maximum(jnp.where(token_mean, tokens, rows), 1.0)
 
 
-def _accumulated_loss_and_grads(model, batch, token_mean, key):
+def _accumulated_loss_and_grads(model, batch, token_mean, key, start_layer=0):
     """Loss and LoRA gradients of one step over (grad_accum, micro, T) rows, micro-batch by micro-batch.
 
     Returns (loss, grads): the gradient equals that of the whole step as one batch.
+    ``start_layer`` > 0: the batch carries ``hidden``, the cached input of that layer.
     """
     coef_AxM = _row_coefficients(batch, token_mean)
     lora_def, lora_params, dropout_keys, rest = nnx.split(model, nnx.LoRAParam, DropoutKey, ...)
 
     def micro_loss(params, keys, micro_batch, coef_M):
         m = nnx.merge(lora_def, params, keys, rest)
-        nll_M = completion_nll(m, micro_batch["tokens"], micro_batch["targets"], micro_batch["mask"])
+        if start_layer:
+            logits = m.logits_from(micro_batch["hidden"], start_layer)
+        else:
+            logits = m(micro_batch["tokens"])
+        nll_M = _nll(logits, micro_batch["targets"], micro_batch["mask"])
         return jnp.sum(coef_M * nll_M)
 
     grad_fn = jax.value_and_grad(micro_loss)
@@ -245,26 +275,59 @@ def _accumulated_loss_and_grads(model, batch, token_mean, key):
         return (loss_sum + loss, jax.tree.map(jnp.add, grad_sum, grads)), None
 
     zeros = jax.tree.map(jnp.zeros_like, lora_params)
-    micro_batches = {k: batch[k] for k in ("tokens", "targets", "mask")}
+    micro_batches = {k: batch[k] for k in ("hidden" if start_layer else "tokens", "targets", "mask")}
     steps = jnp.arange(coef_AxM.shape[0])
     (loss, grads), _ = jax.lax.scan(accumulate, (jnp.zeros((), jnp.float32), zeros), (micro_batches, coef_AxM, steps))
     return loss, grads
 
 
-def _train_step(graphdef, train_state, frozen_state, batch, lr, key, token_mean):
+def _train_step(graphdef, start_layer, train_state, frozen_state, batch, lr, key, token_mean):
     """One optimiser step over (grad_accum, micro, T) rows; returns (new train state, loss, grad norm)."""
     model, optimizer = nnx.merge(graphdef, train_state, frozen_state)
     _hyperparams(optimizer)["learning_rate"][...] = lr
-    loss, grads = _accumulated_loss_and_grads(model, batch, token_mean, key)
+    loss, grads = _accumulated_loss_and_grads(model, batch, token_mean, key, start_layer)
     optimizer.update(model, grads)
     new_state = nnx.state((model, optimizer), nnx.Any(nnx.LoRAParam, nnx.OptState))
     return new_state, loss, optax.tree.norm(grads)
 
 
 @functools.lru_cache(maxsize=None)
-def _compiled_train_step(graphdef):
+def _compiled_train_step(graphdef, start_layer=0):
     # One jitted function per model structure: hashing the graph definition once per call, not per step.
-    return jax.jit(functools.partial(_train_step, graphdef), donate_argnums=(0,))
+    return jax.jit(functools.partial(_train_step, graphdef, start_layer), donate_argnums=(0,))
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled_prefix(graphdef, layer):
+    return jax.jit(lambda state, tokens: nnx.merge(graphdef, state).layer_inputs(tokens, layer))
+
+
+def first_adapted_layer(model: nnx.Module) -> int:
+    """Index of the lowest decoder layer holding LoRA adapters (0 when the embedding or every layer could)."""
+    layers = list(getattr(model, "layers", []))
+    for i, layer in enumerate(layers):
+        if jax.tree.leaves(nnx.state(layer, nnx.LoRAParam)):
+            return i
+    return 0
+
+
+def _frozen_outputs(model: nnx.Module, examples: Sequence[_Example], layer: int, max_len: int,
+                    progress: bool) -> list[np.ndarray]:
+    """Each example's input to ``layer`` (n, E), computed once with the frozen layers below it."""
+    graphdef, state = nnx.split(nnx.view(model, deterministic=True, raise_if_not_found=False))
+    fn = _compiled_prefix(graphdef, layer)
+    it = examples
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(examples, desc=f"finetune: layers 0-{layer - 1} once", unit="ex", leave=False)
+    out = []
+    for ex in it:
+        n = ex.ids.size - 1
+        row = np.zeros((1, bucket_length(n, max_len)), np.int32)
+        row[0, :n] = ex.ids[:-1]
+        out.append(np.asarray(fn(state, row))[0, :n].astype(np.float32))
+    return out
 
 
 # ----------------------------------------------------------------------------- public API
@@ -277,12 +340,15 @@ def finetune(
     *,
     optimizer: nnx.Optimizer | None = None,
     progress: bool = False,
+    cache_frozen: bool | None = None,
 ) -> FinetuneResult:
     """Fine-tune the LoRA adapters of ``model`` in place on (prompt_ids, completion_ids) pairs.
 
     ``completion_ids`` include the end-of-sequence token. ``optimizer``: continue from this
     optimiser (e.g. restored from a checkpoint); default a fresh one. Base weights are not
-    touched. Deterministic for ``cfg.seed``.
+    touched. Deterministic for ``cfg.seed``. ``cache_frozen``: run the frozen layers below
+    the first adapted one once per example (module docstring); None (default) does so when
+    there are such layers and some example is seen twice.
     """
     if len(pairs) == 0:
         raise UserError("finetune: no (prompt, completion) pairs to train on")
@@ -290,6 +356,11 @@ def finetune(
     num_steps = num_steps_for(len(examples), cfg)
     schedule = learning_rate_schedule(cfg, num_steps)
     optimizer = make_optimizer(model, cfg) if optimizer is None else optimizer
+    start_layer = first_adapted_layer(model)
+    if cache_frozen is None:
+        cache_frozen = start_layer > 0 and num_steps > math.ceil(len(examples) / cfg.batch_size)  # a 2nd pass
+    if not cache_frozen:
+        start_layer = 0
 
     # Training mode (adapter dropout on) lives in a view that shares the model's arrays.
     train_view = nnx.view(model, deterministic=False, raise_if_not_found=False)
@@ -297,7 +368,7 @@ def finetune(
     # Donation deletes the buffers it is given; adapters and optimiser state are small, so donate
     # private copies and never invalidate arrays the caller (or a clone of the model) still holds.
     train_state = jax.tree.map(jnp.copy, train_state)
-    step_fn = _compiled_train_step(graphdef)
+    step_fn = _compiled_train_step(graphdef, start_layer)
     token_mean = jnp.bool_(cfg.normalization == "token_mean")
     key = jax.random.key(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -306,12 +377,13 @@ def finetune(
     rates = [float(r) for r in np.asarray(jax.vmap(schedule)(jnp.arange(num_steps)))]
     losses, norms, pending = [], [], None
     tokens = 0
-    batches = _step_batches(examples, cfg, num_steps, rng)
+    start = time.perf_counter()
+    hidden = _frozen_outputs(model, examples, start_layer, cfg.max_seq_len, progress) if start_layer else None
+    batches = _step_batches(examples, cfg, num_steps, rng, hidden)
     if progress:
         from tqdm import tqdm
 
         batches = tqdm(batches, total=num_steps, desc="finetune", unit="step")
-    start = time.perf_counter()
     try:
         for step, batch in enumerate(batches):
             tokens += int(sum(ex_len for ex_len in _real_lengths(batch)))
@@ -338,6 +410,7 @@ def finetune(
         truncated=truncated,
         learning_rates=rates,
         grad_norms=norms,
+        cached_layers=start_layer,
         optimizer=optimizer,
     )
 

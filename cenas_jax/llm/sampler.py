@@ -44,7 +44,7 @@ class Completion:
     text: str
     token_ids: tuple[int, ...]
     num_tokens: int
-    finish_reason: str  # "eos" | "stop" | "length"
+    finish_reason: str  # "eos" | "stop" | "length" | "repeat"
 
 
 def sample_tokens(logits_BxV: jax.Array, key: jax.Array, temperature_B: jax.Array,
@@ -158,19 +158,26 @@ class Sampler:
 
     def generate(self, prompts: Sequence[str], *, chat: bool, max_new_tokens: int = 256,
                  temperature: float | Sequence[float] = 0.0, top_k: int = 0, top_p: float = 1.0,
-                 stop: Sequence[str] = (), seed: int = 0, ignore_eos: bool = False) -> list[Completion]:
+                 stop: Sequence[str] = (), seed: int = 0, ignore_eos: bool = False,
+                 max_repeat_lines: int | None = None) -> list[Completion]:
         """One ``Completion`` per prompt; ``temperature`` 0 (for a row or all) means greedy.
 
         ``ignore_eos`` keeps generating past end-of-sequence (benchmarks need exact lengths).
+        ``max_repeat_lines``: end a row (finish reason ``"repeat"``) once its last that many
+        lines are one and the same non-blank line, a degenerate loop small models fall into
+        (checked every ``stop_check_every`` tokens; the text keeps one copy of the line).
         """
         return self.generate_ids(self.encode(prompts, chat=chat), max_new_tokens=max_new_tokens,
                                  temperature=temperature, top_k=top_k, top_p=top_p, stop=stop,
-                                 seed=seed, ignore_eos=ignore_eos)
+                                 seed=seed, ignore_eos=ignore_eos, max_repeat_lines=max_repeat_lines)
 
     def generate_ids(self, prompt_ids: Sequence[Sequence[int]], *, max_new_tokens: int = 256,
                      temperature: float | Sequence[float] = 0.0, top_k: int = 0, top_p: float = 1.0,
-                     stop: Sequence[str] = (), seed: int = 0, ignore_eos: bool = False) -> list[Completion]:
+                     stop: Sequence[str] = (), seed: int = 0, ignore_eos: bool = False,
+                     max_repeat_lines: int | None = None) -> list[Completion]:
         """``generate`` for prompts already tokenised."""
+        if max_repeat_lines is not None and max_repeat_lines < 2:
+            raise UserError(f"max_repeat_lines must be >= 2 or None, got {max_repeat_lines}")
         n = len(prompt_ids)
         if n == 0:
             return []
@@ -216,8 +223,8 @@ class Sampler:
         carry = (cache, jnp.asarray(kv_mask), logits, jnp.asarray(next_pos), jnp.int32(p_len), jnp.int32(0),
                  jnp.zeros((b, n_new), jnp.int32), jnp.asarray(done))
         key = jax.random.key(seed)
-        chunk = self.stop_check_every if stop else max_new_tokens
-        stopped: dict[int, tuple[str, list[int]]] = {}
+        chunk = self.stop_check_every if (stop or max_repeat_lines) else max_new_tokens
+        stopped: dict[int, tuple[str, list[int], str]] = {}
         step = 0
         while True:
             limit = min(step + chunk, max_new_tokens)
@@ -225,12 +232,15 @@ class Sampler:
                             jnp.int32(limit), top_k=int(top_k), top_p=float(top_p))
             step = int(carry[5])
             done_now = np.asarray(carry[7]).copy()
-            if stop:
+            if stop or max_repeat_lines:
                 out = np.asarray(carry[6])
                 for i in range(n):
                     if i in stopped:  # rows ended by EOS are checked too: a stop string may precede it
                         continue
-                    hit = self._find_stop(out[i, :step].tolist(), stop, ignore_eos)
+                    ids = out[i, :step].tolist()
+                    hit = self._find_stop(ids, stop, ignore_eos) if stop else None
+                    if hit is None and max_repeat_lines and not done_now[i]:
+                        hit = self._find_repeat(ids, max_repeat_lines)
                     if hit is not None:
                         stopped[i] = hit
                         done_now[i] = True
@@ -244,8 +254,28 @@ class Sampler:
     def _decode_text(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
+    def _find_repeat(self, ids: list[int], n: int) -> tuple[str, list[int], str] | None:
+        """(text up to the first copy of a line repeated ``n`` times at the end, its tokens, "repeat") or None."""
+        text = self._decode_text(ids)
+        lines = text.split("\n")[:-1]  # complete lines only: the last one may still be growing
+        tail = lines[-n:]
+        if len(tail) < n or not tail[0].strip() or any(x != tail[0] for x in tail):
+            return None
+        start = len(lines) - n
+        while start > 0 and lines[start - 1] == tail[0]:  # back to the first line of the run
+            start -= 1
+        keep = "\n".join(lines[: start + 1]) + "\n"
+        lo, hi = 1, len(ids)  # shortest token prefix that decodes to at least the kept text
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if len(self._decode_text(ids[:mid])) >= len(keep):
+                hi = mid
+            else:
+                lo = mid + 1
+        return keep, ids[:lo], "repeat"
+
     def _find_stop(self, ids: list[int], stop: Sequence[str], ignore_eos: bool = False
-                   ) -> tuple[str, list[int]] | None:
+                   ) -> tuple[str, list[int], str] | None:
         """(text cut before the first stop string, the shortest token prefix containing it) or None."""
         eos = set() if ignore_eos else set(self.eos_token_ids)
         cut = next((k for k, t in enumerate(ids) if t in eos), len(ids))
@@ -261,12 +291,12 @@ class Sampler:
                 hi = mid
             else:
                 lo = mid + 1
-        return text[:at], ids[:lo]
+        return text[:at], ids[:lo], "stop"
 
-    def _finish(self, ids: list[int], stopped: tuple[str, list[int]] | None, ignore_eos: bool) -> Completion:
+    def _finish(self, ids: list[int], stopped: tuple[str, list[int], str] | None, ignore_eos: bool) -> Completion:
         if stopped is not None:
-            text, kept = stopped
-            return Completion(text, tuple(kept), len(kept), "stop")
+            text, kept, reason = stopped
+            return Completion(text, tuple(kept), len(kept), reason)
         if not ignore_eos:
             eos = set(self.eos_token_ids)
             for k, t in enumerate(ids):

@@ -47,7 +47,8 @@ class Generator(Protocol):
 
     def generate(self, prompts: Sequence[PromptLike], temperatures: Sequence[float], seed: int) -> list[Generation]: ...
 
-    def update(self, examples: Sequence[tuple[PromptLike, str]], seed: int) -> UpdateResult: ...
+    def update(self, examples: Sequence[tuple[PromptLike, str]], seed: int,
+               epochs: float | None = None) -> UpdateResult: ...
 
     def save(self, directory: Path) -> None: ...
 
@@ -77,7 +78,8 @@ class ScriptedGenerator:
             out.append(Generation(text=text, num_tokens=len(text.split()), finish_reason="eos"))
         return out
 
-    def update(self, examples: Sequence[tuple[PromptLike, str]], seed: int) -> UpdateResult:
+    def update(self, examples: Sequence[tuple[PromptLike, str]], seed: int,
+               epochs: float | None = None) -> UpdateResult:
         self.updates.append(len(examples))
         return UpdateResult(losses=(1.0 / len(self.updates),), steps=1, tokens=sum(len(c) for _, c in examples))
 

@@ -33,40 +33,73 @@ class LLMGenerator:
     # -- prompts as text ---------------------------------------------------
 
     def render(self, prompt: PromptLike) -> str:
-        """The exact text the model is conditioned on (chat template with a generation prompt, or plain)."""
+        """The exact text the model is conditioned on: chat template with a generation prompt (or
+        plain), then the answer's fixed prefix (``Prompt.answer_prefix``, e.g. ```` ```python ````)."""
         if self.use_chat:
             messages = [{"role": "system", "content": prompt.system}, {"role": "user", "content": prompt.user}]
-            return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        return prompt.render_plain()
+            text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        else:
+            text = prompt.render_plain()
+        return text + _frame(prompt)[0]
 
     # -- Generator protocol --------------------------------------------------
 
     def generate(self, prompts: Sequence[PromptLike], temperatures: Sequence[float], seed: int) -> list[Generation]:
+        """Sample one answer per prompt, in batches of one answer kind (full / delta) each.
+
+        Each kind has its token limit (``max_new_tokens`` / ``max_new_tokens_delta``) and its
+        terminator (the closing fence, the end of the edit block), so a batch of short edits
+        does not wait for long programs. The returned text is the whole answer: the prefix
+        the model was given, what it wrote, and the terminator when it reached it.
+        """
         s = self.cfg.sampling
-        out: list[Generation] = []
-        texts = [self.render(p) for p in prompts]
-        for start in range(0, len(texts), s.batch_size):
-            chunk = texts[start:start + s.batch_size]
-            temps = list(temperatures[start:start + s.batch_size])
-            comps = self.sampler.generate(chunk, chat=False, max_new_tokens=s.max_new_tokens, temperature=temps,
-                                          top_k=s.top_k, top_p=s.top_p, seed=seed + start)
-            out += [Generation(text=c.text, num_tokens=c.num_tokens, finish_reason=c.finish_reason) for c in comps]
-        return out
+        out: list[Generation | None] = [None] * len(prompts)
+        groups: dict[tuple[str, str], list[int]] = {}
+        for i, p in enumerate(prompts):
+            groups.setdefault(_frame(p), []).append(i)
+        for (prefix, term), idx in groups.items():
+            is_delta = getattr(prompts[idx[0]], "mode", "full") == "delta"
+            limit = s.max_new_tokens_delta if (is_delta and s.max_new_tokens_delta is not None) else s.max_new_tokens
+            for start in range(0, len(idx), s.batch_size):
+                chunk = idx[start:start + s.batch_size]
+                comps = self.sampler.generate(
+                    [self.render(prompts[i]) for i in chunk], chat=False, max_new_tokens=limit,
+                    temperature=[temperatures[i] for i in chunk], top_k=s.top_k, top_p=s.top_p,
+                    stop=(term,) if term else (), seed=seed + chunk[0], max_repeat_lines=s.max_repeat_lines)
+                for i, c in zip(chunk, comps):
+                    text = prefix + c.text + (term if c.finish_reason == "stop" else "")
+                    out[i] = Generation(text=text, num_tokens=c.num_tokens, finish_reason=c.finish_reason)
+        return [g for g in out if g is not None]
 
     def encode_pair(self, prompt: PromptLike, completion: str) -> tuple[list[int], list[int]]:
-        """(prompt ids, completion ids + EOS): what the CE update trains on."""
+        """(prompt ids, completion ids + EOS): what the CE update trains on.
+
+        The answer prefix belongs to the prompt side (the sampler is given it), so it is cut
+        from the completion, which must start with it.
+        """
+        prefix = _frame(prompt)[0]
+        if prefix and not completion.startswith(prefix):
+            raise ValueError(f"a training completion must start with the answer prefix {prefix!r}: {completion[:60]!r}")
         p_ids = self.tokenizer(self.render(prompt), add_special_tokens=False)["input_ids"]
-        c_ids = self.tokenizer(completion, add_special_tokens=False)["input_ids"]
+        c_ids = self.tokenizer(completion[len(prefix):], add_special_tokens=False)["input_ids"]
         eos = self.tokenizer.eos_token_id
         return [int(i) for i in p_ids], [int(i) for i in c_ids] + [int(eos)]
 
-    def update(self, examples: Sequence[tuple[PromptLike, str]], seed: int) -> UpdateResult:
+    def update(self, examples: Sequence[tuple[PromptLike, str]], seed: int,
+               epochs: float | None = None) -> UpdateResult:
+        """The CE update on (prompt, completion) pairs: ``finetune`` from a fresh optimiser.
+
+        ``epochs``: passes over the pairs (default ``finetune.epochs``); repeated passes reuse
+        the frozen layers' activations (``llm/finetune.py``).
+        """
         import dataclasses
 
         from cenas_jax.llm.finetune import finetune
 
         pairs = [self.encode_pair(p, c) for p, c in examples]
         cfg = dataclasses.replace(self.cfg.finetune, seed=seed)
+        if epochs is not None:
+            cfg = dataclasses.replace(cfg, epochs=float(epochs))
         t0 = time.perf_counter()
         res = finetune(self.model, pairs, cfg, progress=self.progress)  # a fresh optimiser: the CE update resets it
         self._optimizer = res.optimizer
@@ -88,3 +121,13 @@ class LLMGenerator:
             raise UserError(f"{directory}: adapters were trained on model {meta.get('fingerprint')}, "
                             f"this run's model is {self.fingerprint}")
         restore_checkpoint(Path(directory) / "adapters", self.model)
+
+
+def _frame(prompt: PromptLike) -> tuple[str, str]:
+    """(answer prefix, terminator) of a prompt; prompts without a mode (plain test prompts) have none."""
+    mode = getattr(prompt, "mode", None)
+    if mode not in ("full", "delta"):
+        return "", ""
+    from cenas_jax.search.prompts import answer_frame
+
+    return answer_frame(mode, getattr(prompt, "edit_format", None))

@@ -42,6 +42,9 @@ from cenas_jax.search.novelty import NoveltyFilter
 from cenas_jax.search.rundir import LoopState, RunDir
 from cenas_jax.store import CandidateRow, RunStore
 
+# Bumped when the warm start's recipe changes in a way the cache key cannot see (how pairs become tokens).
+WARM_START_RECIPE = 2
+
 PHASE_ORDER = ("generate", "train", "select", "update")
 
 
@@ -271,21 +274,31 @@ class SearchLoop:
             self._save_generator(dest)
             return
         examples = self._replay_examples(n=len(self.corpus) * self.cfg.search.warm_start_epochs, seed_offset=0)
+        # Keyed by everything the adapter depends on: the model, the adapter and update settings,
+        # the exact training pairs (which cover the corpus, the templates, the modes and the seed),
+        # and how pairs become tokens (the answer prefix convention).
+        pairs = hashlib.sha256()
+        for p, c in examples:
+            for part in (p.system, p.user, getattr(p, "answer_prefix", ""), c):
+                pairs.update(part.encode() + b"\0")
         key = hashlib.sha256(json.dumps({
             "model": self.generator.fingerprint,
             "corpus": corpus_hash_of(list(self.corpus)),
             "lora": to_dict(self.cfg.llm.lora),
             "finetune": to_dict(self.cfg.llm.finetune),
-            "prompts": prompts_mod.template_hash() if hasattr(prompts_mod, "template_hash") else None,
-            "n": len(examples),
+            "passes": self.cfg.search.warm_start_passes,
+            "pairs": pairs.hexdigest(),
+            "recipe": WARM_START_RECIPE,
         }, sort_keys=True).encode()).hexdigest()[:16]
         cache = (self.warm_cache_dir / key) if self.warm_cache_dir else None
         if cache is not None and (cache / "COMPLETE").exists():
             self.echo(f"warm start: reusing the cached adapter {cache}")
             self.generator.restore(cache)
         else:
-            self.echo(f"warm start: CE update on the corpus L ({len(examples)} examples)")
-            res = self.generator.update(examples, seed=self.cfg.seed)
+            passes = self.cfg.search.warm_start_passes
+            self.echo(f"warm start: CE update on the corpus L ({len(examples)} examples"
+                      + (f" x {passes} passes)" if passes and passes > 1 else ")"))
+            res = self.generator.update(examples, seed=self.cfg.seed, epochs=passes)
             self.store.add_finetune_losses(self.run_id, -1, res.losses)
             if cache is not None:
                 self._save_generator(cache)
@@ -561,7 +574,7 @@ class SearchLoop:
         for k in range(n):
             target = self.corpus[int(order[k % len(order)])]
             if rng.random() < delta_share:
-                child, _ = mutate(target.source, rng, n_mutations=int(rng.integers(1, 3)))
+                child, _ = mutate(target.source, rng, n_mutations=1)  # one edit block, as sampled answers have
                 if child.strip() != target.source.strip():
                     try:
                         out.append(prompts_mod.delta_training_pair(target.source, child, None, ds, s.edit_format))

@@ -36,7 +36,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
-from cenas_jax.search.delta import EDIT_FORMATS, make_edit
+from cenas_jax.search.delta import EDIT_FORMATS, REPLACE_MARK, SEARCH_MARK, make_edit
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 TEMPLATE_NAMES = ("system", "contract", "full", "delta_search_replace", "delta_unified_diff")
@@ -78,9 +78,45 @@ class Prompt:
         return f"{self.system}\n\n{self.user}\n\nAnswer:\n"
 
     @property
+    def answer_prefix(self) -> str:
+        """The start of every answer, fed to the model after the prompt (see ``answer_frame``)."""
+        return answer_frame(self.mode, self.edit_format)[0]
+
+    @property
+    def terminator(self) -> str:
+        """Where an answer ends (generation stops there; see ``answer_frame``)."""
+        return answer_frame(self.mode, self.edit_format)[1]
+
+    @property
     def chars(self) -> int:
         """Characters of both messages (about 2.9 characters per token with SmolLM2's tokenizer)."""
         return len(self.system) + len(self.user)
+
+
+def answer_frame(mode: str, edit_format: str | None = None) -> tuple[str, str]:
+    """(prefix, terminator) of a well-formed answer in ``mode``.
+
+    The sampler is given the prefix as the first tokens of its answer (so a small model
+    cannot wander into prose or another language) and stops at the terminator, which is
+    put back on the text:
+
+    - full: ```` ```python\n ```` ... ```` \n``` ```` (one program);
+    - delta, SEARCH/REPLACE: ``<<<<<<< SEARCH\n`` ... ``>>>>>>> REPLACE`` (one edit block
+      per answer; the CE update's delta targets are single blocks too);
+    - delta, unified diff: ```` ```diff\n ```` ... ```` \n``` ````.
+
+    Every training completion (``full_completion``, ``delta_completion``) starts with the
+    prefix, so training and sampling condition on the same text.
+    """
+    if mode == "full":
+        return "```python\n", "\n```"
+    if mode == "delta":
+        if edit_format == "search_replace":
+            return f"{SEARCH_MARK}\n", REPLACE_MARK
+        if edit_format == "unified_diff":
+            return "```diff\n", "\n```"
+        raise ValueError(f"edit format {edit_format!r}: expected one of {list(EDIT_FORMATS)}")
+    raise ValueError(f"prompt mode {mode!r}: expected 'full' or 'delta'")
 
 
 def _score_text(score: float | None, dataset: str | None) -> str:
@@ -154,9 +190,15 @@ def full_completion(source: str) -> str:
     return f"```python\n{_program_text(source)}\n```"
 
 
+# Unchanged lines around each change in a training edit: short blocks are what a small model learns to
+# write (with 2, SmolLM2-135M's SEARCH sections ran on into long copies of the parent).
+EDIT_CONTEXT = 1
+
+
 def delta_completion(parent_source: str, child_source: str, edit_format: str = "search_replace") -> str:
-    """What a delta-mode answer should be: the canonical edit from parent to child in ``edit_format``."""
-    return make_edit(parent_source, child_source, edit_format).rstrip("\n")
+    """What a delta-mode answer should be: the canonical edit from parent to child in ``edit_format``
+    (``EDIT_CONTEXT`` unchanged lines around each change)."""
+    return make_edit(parent_source, child_source, edit_format, context=EDIT_CONTEXT).rstrip("\n")
 
 
 def full_training_pair(
@@ -191,6 +233,7 @@ def template_overhead(mode: str = "full", edit_format: str = "search_replace") -
 
 __all__ = [
     "Prompt",
+    "answer_frame",
     "TEMPLATE_DIR",
     "load_template",
     "template_hash",

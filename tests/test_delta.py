@@ -433,3 +433,61 @@ def test_noisy_canonical_edits_apply_property():
         assert apply_edits(PARENT, "The diff:\n" + ud, "unified_diff") == want
         n += 1
     assert n >= 60
+
+
+# A misremembered SEARCH: as SmolLM2-135M writes them after the quickstart's warm start.
+def test_fuzzy_search_with_an_invented_line_replaces_the_best_region():
+    text = (
+        "<<<<<<< SEARCH\n"
+        "        x = Block(32)(x, train)\n"
+        "        x = nn.relu(x)\n"  # not in Net.__call__ here: invented
+        "        x = nn.max_pool(x, (2, 2), strides=(2, 2))\n"
+        "        x = Block(64)(x, train)\n"
+        "=======\n"
+        "        x = Block(48)(x, train)\n"
+        "        x = nn.max_pool(x, (2, 2), strides=(2, 2))\n"
+        "        x = Block(96)(x, train)\n"
+        ">>>>>>> REPLACE\n"
+    )
+    child = apply_edits(PARENT, text)
+    assert "Block(48)(x, train)" in child and "Block(96)(x, train)" in child
+    assert "Block(32)" not in child and "Block(64)" not in child
+    assert child.count("nn.max_pool(x, (2, 2), strides=(2, 2))") == PARENT.count("nn.max_pool(x, (2, 2), strides=(2, 2))")
+    ast.parse(child)
+    with pytest.raises(DeltaError, match="not found in the parent"):
+        apply_edits(PARENT, text, fuzzy=None)
+
+
+def test_fuzzy_search_with_a_skipped_line_keeps_the_lines_outside_the_match():
+    text = (
+        "<<<<<<< SEARCH\n"
+        "        x = Block(32)(x, train)\n"
+        "        x = Block(64)(x, train)\n"  # the max_pool line between them was skipped
+        "        x = jnp.mean(x, axis=(1, 2))\n"
+        "=======\n"
+        "        x = Block(32)(x, train)\n"
+        "        x = Block(64)(x, train)\n"
+        "        x = nn.Dropout(0.1, deterministic=not train)(x)\n"
+        "        x = jnp.mean(x, axis=(1, 2))\n"
+        ">>>>>>> REPLACE\n"
+    )
+    assert "nn.max_pool(x, (2, 2), strides=(2, 2))\n        x = Block(64)(x, train)\n        x = jnp.mean" in PARENT
+    child = apply_edits(PARENT, text)
+    assert "nn.Dropout(0.1, deterministic=not train)(x)" in child
+    assert child.splitlines()[0] == PARENT.splitlines()[0] and "class Block(nn.Module):" in child
+    ast.parse(child)
+
+
+def test_fuzzy_search_needs_enough_evidence():
+    # One matching line of three (ratio 2*1/(3+1) < 0.75, and fewer than two lines): refused.
+    text = (
+        "<<<<<<< SEARCH\n"
+        "        x = Block(32)(x, train)\n"
+        "        y = something_else(x)\n"
+        "        z = and_another(y)\n"
+        "=======\n"
+        "        x = Block(16)(x, train)\n"
+        ">>>>>>> REPLACE\n"
+    )
+    with pytest.raises(DeltaError, match="not found in the parent"):
+        apply_edits(PARENT, text)

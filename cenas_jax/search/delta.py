@@ -18,6 +18,15 @@ generation lost here is a lost sample:
   line-level resort blank lines inside it too;
 - a SEARCH that is part of one line (``features=32``): replaced as a
   substring when no whole line matches;
+- a SEARCH the model misremembered (a line added, dropped or altered): as a
+  last resort the parent region whose lines match the block best (difflib
+  over stripped, non-blank lines; windows of the block's length +-2) is
+  replaced, if its match ratio 2M/(|block| + |window|) reaches ``fuzzy``
+  (``FUZZY_MIN_RATIO`` = 0.75; ``apply_edits(..., fuzzy=None)`` turns this
+  off) and at least two lines match. The region is trimmed to its first and
+  last matched lines. Measured on SmolLM2-135M after the quickstart's warm
+  start: most failed edits copied a block of the parent with one line
+  invented or skipped;
 - unified diffs: ``---``/``+++`` headers optional, ``@@`` headers optional, their
   line numbers and counts ignored for matching (LLMs copy them wrongly): a
   hunk is located by its context and removed lines; the header's start line
@@ -66,6 +75,7 @@ _HUNK_HEADER_RE = re.compile(r"^\s*@@\s*-(\d+)(?:,(\d+))?\s+\+(\d+)(?:,(\d+))?\s
 _LOOSE_HUNK_HEADER_RE = re.compile(r"^\s*@@")
 _SPECIAL_TOKEN_RE = re.compile(r"<\|[^|>\s]{1,40}\|>|</s>|<s>")
 _CODE_START_RE = re.compile(r"^(import |from \S+ import |class |def |@|#)")
+FUZZY_MIN_RATIO = 0.75
 
 
 class DeltaError(CandidateError):
@@ -413,6 +423,38 @@ def _locate(block: list[str], src: list[str], hint: int | None) -> tuple[int, in
     return None
 
 
+def _fuzzy_locate(block: list[str], src: list[str], hint: int | None,
+                  min_ratio: float) -> tuple[int, int, list[int | None]] | None:
+    """The parent region that best matches ``block`` line by line (see the module docstring), or None."""
+    b_idx = [i for i, line in enumerate(block) if line.strip()]
+    s_idx = [j for j, line in enumerate(src) if line.strip()]
+    b_txt = [block[i].strip() for i in b_idx]
+    s_txt = [src[j].strip() for j in s_idx]
+    n = len(b_txt)
+    if n < 2:
+        return None
+    best: tuple[float, int, list] | None = None  # (ratio, -distance to hint, matching blocks + offset)
+    for w in range(max(2, n - 2), n + 3):
+        for s in range(0, len(s_txt) - w + 1):
+            sm = difflib.SequenceMatcher(a=b_txt, b=s_txt[s : s + w], autojunk=False)
+            blocks = [m for m in sm.get_matching_blocks() if m.size]
+            matched = sum(m.size for m in blocks)
+            ratio = 2.0 * matched / (n + w)
+            if matched < 2 or ratio < min_ratio:
+                continue
+            key = (ratio, -abs(s_idx[s] - hint) if hint is not None else 0)
+            if best is None or key > best[:2]:
+                best = (key[0], key[1], [(m.a, s + m.b, m.size) for m in blocks])
+    if best is None:
+        return None
+    align: list[int | None] = [None] * len(block)
+    for a, b, size in best[2]:
+        for k in range(size):
+            align[b_idx[a + k]] = s_idx[b + k]
+    hits = [j for j in align if j is not None]
+    return min(hits), max(hits) + 1, align
+
+
 def _reindent(lines: list[str], offset: int) -> list[str]:
     if offset == 0:
         return list(lines)
@@ -448,6 +490,7 @@ def _replace_block(
     append_if_empty: bool,
     anchor: int | None = None,
     context: list[int | None] | None = None,
+    fuzzy: float | None = None,
 ) -> list[str]:
     """``src`` with ``old`` replaced by ``new`` (both as written by the model).
 
@@ -466,6 +509,8 @@ def _replace_block(
         return src[:at] + new_body + src[at:]
     hint = None if hint is None else hint + lead
     found = _locate(old_body, src, hint)
+    if found is None and fuzzy is not None and not _substring_applies(src, old_body, new_body):
+        found = _fuzzy_locate(old_body, src, hint, fuzzy)
     if found is not None:
         start, end, align = found
         k = None if anchor is None else anchor - lead
@@ -493,11 +538,22 @@ def _replace_block(
     raise DeltaError(f"{what} not found in the parent: first line {_describe(old_body)}{_closest(old_body, src)}")
 
 
-def apply_edits(parent_source: str, text: str, fmt: EditFormat = "search_replace") -> str:
+def _substring_applies(src: list[str], old_body: list[str], new_body: list[str]) -> bool:
+    """Whether ``_replace_block``'s substring fallback would apply (it goes before the fuzzy match)."""
+    text = "\n".join(src)
+    if "\n".join(old_body) in text:
+        return True
+    return len(old_body) == 1 and len(new_body) <= 1 and old_body[0].strip() in text
+
+
+def apply_edits(parent_source: str, text: str, fmt: EditFormat = "search_replace",
+                fuzzy: float | None = FUZZY_MIN_RATIO) -> str:
     """Apply the edit in LLM answer ``text`` to ``parent_source``; return the child program.
 
     The child comes back normalised: LF line ends, tabs expanded to 4
-    spaces, no trailing spaces, one final newline. Raises ``DeltaError``
+    spaces, no trailing spaces, one final newline. ``fuzzy``: the least match ratio
+    of the last-resort approximate match of a SEARCH block or hunk (None: exact
+    matching only; see the module docstring). Raises ``DeltaError``
     (kind ``delta_apply``) with the reason when the edit cannot be parsed,
     does not apply, or changes nothing.
     """
@@ -514,7 +570,8 @@ def apply_edits(parent_source: str, text: str, fmt: EditFormat = "search_replace
         edits = parsed
         for i, e in enumerate(edits, 1):
             what = f"SEARCH block {i} of {len(edits)}"
-            src = _replace_block(src, _lines(e.search), _lines(e.replace), hint=None, what=what, append_if_empty=True)
+            src = _replace_block(src, _lines(e.search), _lines(e.replace), hint=None, what=what, append_if_empty=True,
+                                 fuzzy=fuzzy)
     else:
         hunks = parsed
         for i, h in enumerate(hunks, 1):
@@ -542,6 +599,7 @@ def apply_edits(parent_source: str, text: str, fmt: EditFormat = "search_replace
                 append_if_empty=False,
                 anchor=anchor,
                 context=context,
+                fuzzy=fuzzy,
             )
     child = _join(src)
     if child == _normalized(parent_source):

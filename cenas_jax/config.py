@@ -129,12 +129,15 @@ class SamplingConfig:
     top_k: int = 50
     top_p: float = 0.9
     max_new_tokens: int = 1024
+    temperature_delta: float | None = None  # delta answers' temperature (None: temperature)
     max_new_tokens_delta: int | None = 384  # delta answers are one short edit block; None: max_new_tokens
     max_repeat_lines: int | None = 8  # end a generation stuck repeating one line this many times; None: off
     batch_size: int = 16
 
     def __post_init__(self) -> None:
         _check(self.temperature >= 0, "sampling.temperature", "must be >= 0")
+        _check(self.temperature_delta is None or self.temperature_delta >= 0, "sampling.temperature_delta",
+               "must be >= 0 or null")
         _check(0 < self.top_p <= 1, "sampling.top_p", "must be in (0, 1]")
         _check(self.top_k >= 0, "sampling.top_k", "must be >= 0 (0: off)")
         _check(self.max_new_tokens >= 1, "sampling.max_new_tokens", "must be >= 1")
@@ -238,6 +241,8 @@ class SearchConfig:
     mode: Literal["full", "delta", "mixed"] = "mixed"
     delta_share: float = 0.5  # share of delta candidates in mixed mode
     edit_format: Literal["search_replace", "unified_diff"] = "search_replace"
+    delta_fuzzy: float = 0.75  # least match ratio of a misremembered SEARCH block / hunk (search/delta.py); 0: exact only
+    complete_imports: bool = True  # add the standard imports a program forgot (candidates/repair.py)
     elite_rho: float = 0.25  # elite fraction: gamma_t is the (1 - rho) quantile
     elite_floor: float | None = None  # absolute quality floor for elites
     elite_memory: bool = False  # previous elites stay while they still reach this cycle's threshold
@@ -267,6 +272,7 @@ class SearchConfig:
         _check(self.warm_start_passes is None or self.warm_start_passes >= 1, "search.warm_start_passes",
                "must be >= 1 or null")
         _check(self.update_token_budget >= 1, "search.update_token_budget", "must be >= 1")
+        _check(0 <= self.delta_fuzzy <= 1, "search.delta_fuzzy", "must be in [0, 1] (0: exact matching only)")
 
 
 @dataclasses.dataclass(frozen=True)

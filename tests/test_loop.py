@@ -96,9 +96,10 @@ def _cfg(tmp_path: Path, extra: list[str] = ()):
 
 def _completions():
     # Cycle 0 slots: 0,1 delta; 2,3 full. Slot 3's first answer copies a corpus program (rejected,
-    # resampled). Cycle 1: a bad edit (delta_apply), a good edit, garbage (syntax), a novel program.
+    # resampled). Cycle 1: a bad edit (delta_apply), a good edit, garbage (syntax), a novel program
+    # without its import line.
     return [EDIT, EDIT, fence(NOVEL[0]), fence(CORPUS[0].source), fence(NOVEL[1]),
-            BAD_EDIT, EDIT, GARBAGE, fence(NOVEL[2]), fence(NOVEL[3])]
+            BAD_EDIT, EDIT, GARBAGE, fence(NOVEL[2]), fence(NOVEL[3].replace("import flax.linen as nn\n", ""))]
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +114,7 @@ def _open(run_dir, cfg, gen, ev, **kw):
 
 
 def test_loop_end_to_end(tmp_path, evaluator):
-    cfg = _cfg(tmp_path)
+    cfg = _cfg(tmp_path, ["llm.sampling.temperature_delta=0.2"])
     gen = ScriptedGenerator(_completions())
     loop = _open(tmp_path / "run", cfg, gen, evaluator)
     summaries = loop.run()
@@ -126,6 +127,9 @@ def test_loop_end_to_end(tmp_path, evaluator):
         corpus_rows = [r for r in rows.values() if r["cycle"] == -1]
         assert len(corpus_rows) == 3 and all(s.evaluations(r["id"], budget="proxy")[0]["status"] == "ok" for r in corpus_rows)
         c0 = {(r["idx"], r["attempt"]): r for r in rows.values() if r["cycle"] == 0}
+        # cycle 1 slot 3 forgot its import: the loop added it (candidates/repair.py), the raw answer is kept
+        c1_3 = next(r for r in rows.values() if r["cycle"] == 1 and r["idx"] == 3)
+        assert c1_3["source"].startswith("import flax.linen as nn\n") and "import flax" not in c1_3["raw_text"]
         # the two delta slots apply the same edit to (possibly different) parents
         assert c0[(0, 0)]["mode"] == "delta" and c0[(0, 0)]["parent_id"].startswith("L-digits-")
         assert c0[(2, 0)]["verdict"] == "accepted"
@@ -133,6 +137,9 @@ def test_loop_end_to_end(tmp_path, evaluator):
         assert c0[(3, 0)]["verdict"] == "duplicate" and c0[(3, 0)]["similarity"] >= 0.85
         assert c0[(3, 0)]["nearest_id"] == "L-digits-mlp_a"
         assert c0[(3, 1)]["verdict"] == "accepted" and c0[(3, 1)]["temperature"] > c0[(3, 0)]["temperature"]
+        # per-mode temperatures: delta answers sample at sampling.temperature_delta
+        assert c0[(0, 0)]["temperature"] == pytest.approx(0.2) and c0[(1, 0)]["temperature"] == pytest.approx(0.2)
+        assert c0[(2, 0)]["temperature"] == pytest.approx(cfg.llm.sampling.temperature)
         c1 = {r["idx"]: r for r in rows.values() if r["cycle"] == 1}
         assert c1[0]["verdict"] == "invalid" and c1[0]["error_kind"] == "delta_apply"
         assert c1[2]["verdict"] == "invalid" and c1[2]["error_kind"] == "syntax"

@@ -29,7 +29,7 @@ def test_it_is_a_generator_and_finds_the_program_in_both_prompt_kinds():
     src = CORPUS["lenet5"]
     for p in (prompts.delta_prompt(src, 0.5, "digits"), prompts.delta_prompt(src, 0.5, "digits", "unified_diff"),
               prompts.full_prompt(src, 0.5, "digits")):
-        assert _norm(program_in_prompt(p.user)) == _norm(src)
+        assert _norm(program_in_prompt(p.user)) == _norm(prompts.clean_program(src))  # as the prompt shows it
     with pytest.raises(ValueError, match="edit_format"):
         MutationGenerator(edit_format="patch")
 
@@ -43,9 +43,10 @@ def test_delta_answers_are_edits_that_apply_parse_and_change_the_parent(fmt):
     for name, g in zip(SOME, gens):
         assert g.finish_reason == "eos" and g.num_tokens > 0
         assert "```python" not in g.text  # an edit, not a program
-        child = apply_edits(CORPUS[name], g.text, fmt)
+        parent = prompts.clean_program(CORPUS[name])  # the parent as the prompt shows it
+        child = apply_edits(parent, g.text, fmt)
         ast.parse(child)
-        assert _norm(child) != _norm(CORPUS[name])
+        assert _norm(child) != _norm(parent)
     # Edits are shorter than the programs they change (the premise of delta mode's higher valid rate).
     assert np.mean([g.num_tokens for g in gens]) < 0.7 * np.mean([len(CORPUS[n]) / 2.9 for n in SOME])
 
@@ -57,7 +58,7 @@ def test_full_answers_are_whole_programs_in_a_python_block():
         assert g.text.startswith("```python\n") and g.text.endswith("\n```")
         child = extract_code(g.text)
         ast.parse(child)
-        assert _norm(child) != _norm(CORPUS[name])
+        assert _norm(child) != _norm(prompts.clean_program(CORPUS[name]))
 
 
 def test_deterministic_for_the_seed_and_different_across_seeds():
@@ -90,7 +91,7 @@ def test_most_mutations_build_and_pass_the_shape_check_on_digits():
     ps = [prompts.delta_prompt(CORPUS[n], 0.6, "digits") for n in names]
     ok, errors = 0, []
     for name, g in zip(names, gen.generate(ps, [0.7] * len(ps), seed=1)):
-        child = apply_edits(CORPUS[name], g.text)
+        child = apply_edits(prompts.clean_program(CORPUS[name]), g.text)
         try:
             contract.shape_check(contract.build_net(child, 10), (8, 8, 1), 10)
             ok += 1

@@ -9,6 +9,7 @@ from cenas_jax.search import prompts
 from cenas_jax.search.delta import apply_edits, extract_code
 from cenas_jax.search.prompts import (
     Prompt,
+    clean_program,
     delta_completion,
     delta_prompt,
     delta_training_pair,
@@ -54,7 +55,7 @@ def test_full_prompt_contents():
     for bit in CONTRACT_BITS:
         assert bit in p.user, bit
     assert "Dataset: cifar10, inputs 32x32x3, 10 classes." in p.user
-    assert "Reference program (validation accuracy 0.912 on cifar10):\n```python\n" + PROG.strip("\n") + "\n```" in p.user
+    assert "Reference program (validation accuracy 0.912 on cifar10):\n```python\n" + clean_program(PROG).strip("\n") + "\n```" in p.user
     assert "one ```python block" in p.user and "higher accuracy on cifar10" in p.user
     assert "flax.linen" in p.system
     assert p.messages() == [{"role": "system", "content": p.system}, {"role": "user", "content": p.user}]
@@ -75,7 +76,7 @@ def test_delta_prompt_contents(fmt):
     assert p.mode == "delta" and p.edit_format == fmt
     for bit in CONTRACT_BITS:
         assert bit in p.user
-    assert "Parent program (validation accuracy 0.800 on digits):\n```python\n" + PROG.strip("\n") + "\n```" in p.user
+    assert "Parent program (validation accuracy 0.800 on digits):\n```python\n" + clean_program(PROG).strip("\n") + "\n```" in p.user
     if fmt == "search_replace":
         # The markers are named, with no placeholder line a small model would copy verbatim.
         for mark in ("`<<<<<<< SEARCH`", "`=======`", "`>>>>>>> REPLACE`"):
@@ -116,10 +117,44 @@ def test_full_training_pair_round_trips_through_extract_code():
     prompt, completion = full_training_pair(PROG, CHILD, 0.7, "digits")
     assert prompt == full_prompt(PROG, 0.7, "digits")
     assert completion == full_completion(CHILD) and completion.startswith("```python\n") and completion.endswith("\n```")
-    assert extract_code(completion) == CHILD
+    assert extract_code(completion) == clean_program(CHILD)
     assert completion.startswith(prompt.answer_prefix) and completion.endswith(prompt.terminator)
     # What the sampler returns when it stops at the terminator parses to the program too.
     assert extract_code(prompt.answer_prefix + CHILD.rstrip("\n") + prompt.terminator) == CHILD
+
+
+def test_clean_program_drops_docstrings_comments_and_blank_runs():
+    src = (
+        '"""Module docstring,\nover two lines."""\n# family: mlp\nimport flax.linen as nn\n\n\n\n'
+        "class Net(nn.Module):\n"
+        '    """Class docstring."""\n'
+        "    # Output width.\n"
+        "    num_classes: int = 10  # the classes\n"
+        "    tag: str = '# not a comment'\n\n"
+        "    def f(self):\n"
+        '        """Only a docstring: kept, or the body would be empty."""\n\n'
+        "    @nn.compact\n"
+        "    def __call__(self, x, train: bool = False):\n"
+        '        """Forward."""\n'
+        "        x = nn.Dense(8)(x)  # hidden\n"
+        "        return nn.Dense(self.num_classes)(x)\n"
+    )
+    out = clean_program(src)
+    assert out == (
+        "import flax.linen as nn\n\n"
+        "class Net(nn.Module):\n"
+        "    num_classes: int = 10\n"
+        "    tag: str = '# not a comment'\n\n"
+        "    def f(self):\n"
+        '        """Only a docstring: kept, or the body would be empty."""\n\n'
+        "    @nn.compact\n"
+        "    def __call__(self, x, train: bool = False):\n"
+        "        x = nn.Dense(8)(x)\n"
+        "        return nn.Dense(self.num_classes)(x)\n"
+    )
+    assert clean_program(out) == out  # idempotent
+    bad = "class Net(:\n    # c\n"
+    assert clean_program(bad) == bad  # unparsable: unchanged (but for line ends)
 
 
 def test_answer_frames():
@@ -136,7 +171,7 @@ def test_answer_frames():
 def test_delta_training_pair_round_trips_through_apply_edits(fmt):
     prompt, completion = delta_training_pair(PROG, CHILD, 0.7, "digits", fmt)
     assert prompt == delta_prompt(PROG, 0.7, "digits", fmt)
-    assert apply_edits(PROG, completion, fmt) == CHILD
+    assert apply_edits(clean_program(PROG), completion, fmt) == clean_program(CHILD)
     assert completion == delta_completion(PROG, CHILD, fmt)
     if fmt == "search_replace":
         assert completion.startswith("<<<<<<< SEARCH\n") and completion.endswith(">>>>>>> REPLACE")

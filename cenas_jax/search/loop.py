@@ -379,7 +379,11 @@ class SearchLoop:
         slots = self._slots(t)
         anchors = {a["id"]: a for a in self._anchors(t)}
         done: dict[int, str] = {}
-        base_t = self.cfg.llm.sampling.temperature
+        sampling = self.cfg.llm.sampling
+
+        def base_t(mode: str) -> float:  # delta edits may sample cooler: SEARCH must copy the parent exactly
+            return sampling.temperature_delta if mode == "delta" and sampling.temperature_delta is not None \
+                else sampling.temperature
         for attempt in range(s.novelty.max_resamples + 1):
             pending = [sl for sl in slots if sl.index not in done]
             if not pending:
@@ -390,14 +394,15 @@ class SearchLoop:
             if need:
                 self._check_stop()
                 prompts = [self._prompt(sl, anchors[sl.anchor_id]) for sl in need]
-                temp = base_t + attempt * s.novelty.temperature_bump
+                temps = [base_t(sl.mode) + attempt * s.novelty.temperature_bump for sl in need]
                 if self.progress:
                     what = "resampling" if attempt else "sampling"
-                    self.echo(f"cycle {t}: {what} {len(need)} completions (temperature {temp:.2f})")
+                    shown = "/".join(f"{x:.2f}" for x in sorted(set(temps)))
+                    self.echo(f"cycle {t}: {what} {len(need)} completions (temperature {shown})")
                 with Stopwatch() as sw:
-                    gens = self.generator.generate(prompts, [temp] * len(need), seed=self._gen_seed(t, attempt))
+                    gens = self.generator.generate(prompts, temps, seed=self._gen_seed(t, attempt))
                 self.store.add_timing(self.run_id, t, "sample", sw.seconds)
-                for sl, p, g in zip(need, prompts, gens):
+                for sl, p, g, temp in zip(need, prompts, gens, temps):
                     self._tokens_used += g.num_tokens
                     source, err = self._to_source(sl, anchors[sl.anchor_id], g.text)
                     cid = self._cid(t, sl.index, attempt)
@@ -454,12 +459,20 @@ class SearchLoop:
         return int.from_bytes(h[:4], "little")
 
     def _to_source(self, slot: _Slot, anchor: dict[str, Any], text: str) -> tuple[str | None, str | None]:
+        s = self.cfg.search
         if slot.mode == "delta":
             try:
-                return delta_mod.apply_edits(anchor["source"], text, self.cfg.search.edit_format), None
+                # Against the parent as the prompt showed it (prompts.clean_program).
+                code = delta_mod.apply_edits(prompts_mod.clean_program(anchor["source"]), text, s.edit_format,
+                                             fuzzy=s.delta_fuzzy if s.delta_fuzzy > 0 else None)
             except delta_mod.DeltaError as e:
                 return None, str(e)
-        code = delta_mod.extract_code(text)
+        else:
+            code = delta_mod.extract_code(text)
+        if s.complete_imports:
+            from cenas_jax.candidates.repair import complete_imports
+
+            code, _ = complete_imports(code)
         return code, None
 
     def _novelty_filter(self, upto_cycle: int) -> NoveltyFilter:

@@ -29,8 +29,11 @@ the model produced).
 
 from __future__ import annotations
 
+import ast
 import hashlib
+import io
 import string
+import tokenize
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -135,8 +138,56 @@ def _task_text(dataset: str | None, input_shape: Sequence[int] | None, num_class
     return ", ".join(parts) + "."
 
 
+def clean_program(source: str) -> str:
+    """``source`` as the LLM sees and writes programs: without docstrings, comments and blank-line runs.
+
+    Measured on SmolLM2-135M after a warm start on the commented corpus: half of its full
+    programs opened with a docstring and ran on in prose or repeated lines until the token
+    limit. Shown and trained code-only, it starts with the imports. Delta edits are made
+    and applied against the cleaned parent. Source that does not parse (or would not after
+    cleaning) comes back with only its line ends normalised.
+    """
+    source = source.replace("\r\n", "\n").replace("\r", "\n")
+    try:
+        tree = ast.parse(source)
+        toks = list(tokenize.generate_tokens(io.StringIO(source).readline))
+    except (SyntaxError, ValueError, tokenize.TokenError, IndentationError):
+        return source.strip("\n") + "\n"
+    drop: set[int] = set()
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body:
+            first = body[0]
+            if (len(body) > 1 and isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+                    and isinstance(first.value.value, str)):
+                drop.update(range(first.lineno, (first.end_lineno or first.lineno) + 1))
+    lines = source.split("\n")
+    cut: dict[int, int] = {}  # line -> column where a comment starts
+    for t in toks:
+        if t.type == tokenize.COMMENT:
+            cut[t.start[0]] = t.start[1]
+    out: list[str] = []
+    for i, line in enumerate(lines, 1):
+        if i in drop:
+            continue
+        if i in cut:
+            line = line[: cut[i]].rstrip()
+            if not line.strip():
+                continue  # a comment line
+        line = line.rstrip()
+        if not line and (not out or not out[-1]):
+            continue  # one blank line at most, none at the start
+        out.append(line)
+    cleaned = "\n".join(out).strip("\n") + "\n"
+    try:
+        ast.parse(cleaned)
+    except SyntaxError:
+        return source.strip("\n") + "\n"
+    return cleaned
+
+
 def _program_text(source: str) -> str:
-    return source.replace("\r\n", "\n").strip("\n")
+    return clean_program(source).strip("\n")
 
 
 def full_prompt(
@@ -196,9 +247,10 @@ EDIT_CONTEXT = 1
 
 
 def delta_completion(parent_source: str, child_source: str, edit_format: str = "search_replace") -> str:
-    """What a delta-mode answer should be: the canonical edit from parent to child in ``edit_format``
-    (``EDIT_CONTEXT`` unchanged lines around each change)."""
-    return make_edit(parent_source, child_source, edit_format, context=EDIT_CONTEXT).rstrip("\n")
+    """What a delta-mode answer should be: the canonical edit from the cleaned parent (as the prompt
+    shows it) to the cleaned child in ``edit_format`` (``EDIT_CONTEXT`` unchanged lines around each change)."""
+    return make_edit(clean_program(parent_source), clean_program(child_source), edit_format,
+                     context=EDIT_CONTEXT).rstrip("\n")
 
 
 def full_training_pair(
@@ -234,6 +286,7 @@ def template_overhead(mode: str = "full", edit_format: str = "search_replace") -
 __all__ = [
     "Prompt",
     "answer_frame",
+    "clean_program",
     "TEMPLATE_DIR",
     "load_template",
     "template_hash",

@@ -258,6 +258,7 @@ class SearchConfig:
     ce_update: bool = True  # false: the LLM stays frozen after the warm start (a control)
     generator: Literal["llm", "mutation"] = "llm"  # "mutation": random edits of the parent (a control, no LLM)
     warm_start_epochs: int = 1  # passes over L in the warm start, each with fresh pairs (new mutations, references)
+    warm_start_learning_rate: float | None = None  # the warm start's peak rate (None: finetune.learning_rate)
     warm_start_passes: int | None = None  # times each warm-start pair is trained on (None: finetune.epochs); repeats reuse the frozen layers' activations
     novelty: NoveltyConfig = NoveltyConfig()
 
@@ -269,6 +270,8 @@ class SearchConfig:
         _check(self.max_elites is None or self.max_elites >= 1, "search.max_elites", "must be >= 1")
         _check(self.replay_weight >= 0, "search.replay_weight", "must be >= 0")
         _check(self.warm_start_epochs >= 1, "search.warm_start_epochs", "must be >= 1")
+        _check(self.warm_start_learning_rate is None or self.warm_start_learning_rate > 0,
+               "search.warm_start_learning_rate", "must be > 0 or null")
         _check(self.warm_start_passes is None or self.warm_start_passes >= 1, "search.warm_start_passes",
                "must be >= 1 or null")
         _check(self.update_token_budget >= 1, "search.update_token_budget", "must be >= 1")

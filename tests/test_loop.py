@@ -114,7 +114,8 @@ def _open(run_dir, cfg, gen, ev, **kw):
 
 
 def test_loop_end_to_end(tmp_path, evaluator):
-    cfg = _cfg(tmp_path, ["llm.sampling.temperature_delta=0.2"])
+    cfg = _cfg(tmp_path, ["llm.sampling.temperature_delta=0.2", "search.warm_start_passes=2",
+                          "search.warm_start_learning_rate=0.01"])
     gen = ScriptedGenerator(_completions())
     loop = _open(tmp_path / "run", cfg, gen, evaluator)
     summaries = loop.run()
@@ -160,6 +161,8 @@ def test_loop_end_to_end(tmp_path, evaluator):
         assert set(s.timings(1)[0]) == {"generate", "sample", "train", "select", "update"}
     # warm start + one CE update per cycle, each on elites + replayed corpus programs
     assert len(gen.updates) == 3 and all(n > 0 for n in gen.updates)
+    # the warm start's own passes and rate; the cycles' updates use the fine-tuning config's
+    assert gen.update_settings == [(2, 0.01), (None, None), (None, None)]
     assert (rd.checkpoints / "cycle_001" / "COMPLETE").exists()
     # the delta prompts show the parent's code
     assert any("nn.Dense(" in p for p in gen.prompts_seen)
@@ -232,9 +235,9 @@ KILL_SCRIPT = textwrap.dedent(
     from test_loop import CORPUS, ScriptedGenerator, _completions, SearchLoop, Evaluator, load_config
     cfg = load_config({cfg!r})
     class Slow(ScriptedGenerator):
-        def update(self, examples, seed, epochs=None):
+        def update(self, examples, seed, epochs=None, learning_rate=None):
             print("UPDATE", flush=True)
-            return super().update(examples, seed, epochs)
+            return super().update(examples, seed, epochs, learning_rate)
     ev = Evaluator(cfg.data, cfg.train, cfg.sandbox)
     loop = SearchLoop.open({run!r}, cfg, Slow(_completions()), ev, CORPUS, progress=False, echo=lambda s: print(s, flush=True))
     loop.run()

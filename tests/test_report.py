@@ -45,6 +45,8 @@ def _fill(path):
         qs = [q for _, _, q, _ in items if q is not None]
         gamma = float(np.quantile(qs, 0.75))
         s.set_cycle(rid, t, gamma=gamma, elites=[f"s0-c{t:03d}-{i:03d}-a0" for i, it in enumerate(items) if it[2] is not None and it[2] >= gamma])
+        for phase, sec in (("generate", 10.0), ("sample", 8.0), ("update", 2.5)):  # "sample" is inside "generate"
+            s.add_timing(rid, t, phase, sec)
     s.add_finetune_losses(rid, 0, [2.0, 1.5])
     s.close()
     return plan
@@ -78,6 +80,8 @@ def test_analysis_numbers(tmp_path):
     assert a.cycles[0].error_kinds == {"shape": 1, "duplicate": 1, "delta_apply": 1}
     # cycle 0 accepts slots 0, 3, 4, 5, 7 -> hashes h0, h3, h4, h4, h4
     assert a.cycles[0].distinct_structures == 3
+    # a cycle's time is its phases' ("sample" is inside "generate")
+    assert [c.seconds for c in a.cycles] == [12.5, 12.5]
 
 
 def test_report_and_export_files(tmp_path):

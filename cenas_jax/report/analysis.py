@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from cenas_jax import theory
+from cenas_jax.search.rundir import PHASE_ORDER
 from cenas_jax.store import RunStore
 
 VALID_VERDICTS = ("valid", "accepted", "duplicate")
@@ -116,7 +117,8 @@ def analyse(run_dir: str | Path) -> RunAnalysis:
             gamma=cd.get("gamma"),
             elites=list(cd.get("elites") or []),
             error_kinds=dict(Counter(r["error_kind"] for r in rs if r["error_kind"])),
-            seconds=sum(timings.get(t, {}).values()) or None,
+            # The loop's phases ("sample" is a part of "generate", not added again).
+            seconds=sum(v for k, v in timings.get(t, {}).items() if k in PHASE_ORDER) or None,
         )
         if qs:
             if len(qs) > 1:

@@ -48,7 +48,7 @@ class Generator(Protocol):
     def generate(self, prompts: Sequence[PromptLike], temperatures: Sequence[float], seed: int) -> list[Generation]: ...
 
     def update(self, examples: Sequence[tuple[PromptLike, str]], seed: int,
-               epochs: float | None = None) -> UpdateResult: ...
+               epochs: float | None = None, learning_rate: float | None = None) -> UpdateResult: ...
 
     def save(self, directory: Path) -> None: ...
 
@@ -68,6 +68,7 @@ class ScriptedGenerator:
     cursor: int = 0
     updates: list[int] = field(default_factory=list)
     prompts_seen: list[str] = field(default_factory=list)
+    update_settings: list[tuple[float | None, float | None]] = field(default_factory=list)
 
     def generate(self, prompts: Sequence[PromptLike], temperatures: Sequence[float], seed: int) -> list[Generation]:
         out = []
@@ -79,8 +80,9 @@ class ScriptedGenerator:
         return out
 
     def update(self, examples: Sequence[tuple[PromptLike, str]], seed: int,
-               epochs: float | None = None) -> UpdateResult:
+               epochs: float | None = None, learning_rate: float | None = None) -> UpdateResult:
         self.updates.append(len(examples))
+        self.update_settings.append((epochs, learning_rate))
         return UpdateResult(losses=(1.0 / len(self.updates),), steps=1, tokens=sum(len(c) for _, c in examples))
 
     def save(self, directory: Path) -> None:

@@ -86,11 +86,12 @@ class LLMGenerator:
         return [int(i) for i in p_ids], [int(i) for i in c_ids] + [int(eos)]
 
     def update(self, examples: Sequence[tuple[PromptLike, str]], seed: int,
-               epochs: float | None = None) -> UpdateResult:
+               epochs: float | None = None, learning_rate: float | None = None) -> UpdateResult:
         """The CE update on (prompt, completion) pairs: ``finetune`` from a fresh optimiser.
 
         ``epochs``: passes over the pairs (default ``finetune.epochs``); repeated passes reuse
-        the frozen layers' activations (``llm/finetune.py``).
+        the frozen layers' activations (``llm/finetune.py``). ``learning_rate``: the peak rate
+        (default ``finetune.learning_rate``).
         """
         import dataclasses
 
@@ -100,6 +101,8 @@ class LLMGenerator:
         cfg = dataclasses.replace(self.cfg.finetune, seed=seed)
         if epochs is not None:
             cfg = dataclasses.replace(cfg, epochs=float(epochs))
+        if learning_rate is not None:
+            cfg = dataclasses.replace(cfg, learning_rate=float(learning_rate))
         t0 = time.perf_counter()
         res = finetune(self.model, pairs, cfg, progress=self.progress)  # a fresh optimiser: the CE update resets it
         self._optimizer = res.optimizer

@@ -39,13 +39,12 @@ from cenas_jax.search import elites as elites_mod
 from cenas_jax.search import prompts as prompts_mod
 from cenas_jax.search.generator import Generator, Stopwatch
 from cenas_jax.search.novelty import NoveltyFilter
-from cenas_jax.search.rundir import LoopState, RunDir
+from cenas_jax.search.rundir import PHASE_ORDER, LoopState, RunDir
 from cenas_jax.store import CandidateRow, RunStore
 
 # Bumped when the warm start's recipe changes in a way the cache key cannot see (how pairs become tokens).
 WARM_START_RECIPE = 2
 
-PHASE_ORDER = ("generate", "train", "select", "update")
 
 
 @dataclass(frozen=True)
@@ -287,6 +286,7 @@ class SearchLoop:
             "lora": to_dict(self.cfg.llm.lora),
             "finetune": to_dict(self.cfg.llm.finetune),
             "passes": self.cfg.search.warm_start_passes,
+            "learning_rate": self.cfg.search.warm_start_learning_rate,
             "pairs": pairs.hexdigest(),
             "recipe": WARM_START_RECIPE,
         }, sort_keys=True).encode()).hexdigest()[:16]
@@ -298,7 +298,8 @@ class SearchLoop:
             passes = self.cfg.search.warm_start_passes
             self.echo(f"warm start: CE update on the corpus L ({len(examples)} examples"
                       + (f" x {passes} passes)" if passes and passes > 1 else ")"))
-            res = self.generator.update(examples, seed=self.cfg.seed, epochs=passes)
+            res = self.generator.update(examples, seed=self.cfg.seed, epochs=passes,
+                                        learning_rate=self.cfg.search.warm_start_learning_rate)
             self.store.add_finetune_losses(self.run_id, -1, res.losses)
             if cache is not None:
                 self._save_generator(cache)
@@ -660,7 +661,8 @@ class SearchLoop:
         dups = sum(1 for r in rows if r["verdict"] == "duplicate")
         qs = [r["quality"] for r in rows if r["quality"] is not None]
         cyc = {c["cycle"]: c for c in self.store.cycles(self.run_id)}.get(t, {})
-        secs = sum(self.store.timings(self.run_id).get(t, {}).values())
+        # The phases' wall times ("sample" is part of "generate", not added again).
+        secs = sum(v for k, v in self.store.timings(self.run_id).get(t, {}).items() if k in PHASE_ORDER)
         return CycleSummary(cycle=t, generated=len(rows), valid=valid, duplicates=dups, trained=len(qs),
                             best_quality=max(qs) if qs else None, mean_quality=float(np.mean(qs)) if qs else None,
                             gamma=cyc.get("gamma"), n_elites=len(cyc.get("elites") or []), seconds=secs)

@@ -300,7 +300,8 @@ class MutationGenerator:
         self.calls += 1
         return out
 
-    def update(self, examples: Sequence[tuple[object, str]], seed: int, epochs: float | None = None) -> UpdateResult:
+    def update(self, examples: Sequence[tuple[object, str]], seed: int, epochs: float | None = None,
+               learning_rate: float | None = None) -> UpdateResult:
         """No learning: the control keeps its distribution fixed."""
         return UpdateResult()
 

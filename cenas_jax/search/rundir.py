@@ -28,6 +28,9 @@ import yaml
 from cenas_jax.config import RunConfig, from_dict, to_dict
 from cenas_jax.errors import UserError
 
+# The phases of a cycle, in order (state.json's "phase"; timings also record "sample", a part of "generate").
+PHASE_ORDER = ("generate", "train", "select", "update")
+
 STATE_VERSION = 1
 PHASES = ("reference", "generate", "train", "select", "update", "done")
 

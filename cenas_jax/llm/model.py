@@ -308,10 +308,17 @@ class Llama(nnx.Module):
         h = self.norm(x)
         return h, (KVCache(tuple(new_k), tuple(new_v)) if cache is not None else None)
 
-    def _causal(self, b: int, t: int):
+    def _causal_layers(self, x_BxTxE: jax.Array, lo: int, hi: int) -> jax.Array:
+        """Layers ``lo..hi-1`` of a causal pass (positions ``0..T-1``, no cache) applied to ``x``."""
+        if not 0 <= lo <= hi <= len(self.layers):
+            raise ValueError(f"layers {lo}..{hi} are out of range for a model with {len(self.layers)} layers")
+        b, t, _ = x_BxTxE.shape
         positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
         cos, sin = rope_cos_sin(positions, np.asarray(self.inv_freq, np.float32))
-        return cos, sin, jnp.broadcast_to(jnp.tril(jnp.ones((t, t), bool)), (b, t, t))
+        mask = jnp.broadcast_to(jnp.tril(jnp.ones((t, t), bool)), (b, t, t))
+        for blk in list(self.layers)[lo:hi]:
+            x_BxTxE, _ = blk(x_BxTxE, cos, sin, mask)
+        return x_BxTxE
 
     def layer_inputs(self, tokens_BxT: jax.Array, layer: int) -> jax.Array:
         """The hidden states ``BxTxE`` entering layer ``layer`` of a causal pass (positions ``0..T-1``).
@@ -319,25 +326,11 @@ class Llama(nnx.Module):
         With ``hidden_from`` this splits ``hidden_states`` in two at ``layer``: the fine-tuning
         caches the output of the frozen layers below the first adapted one.
         """
-        if not 0 <= layer <= len(self.layers):
-            raise ValueError(f"layer {layer} is out of range for a model with {len(self.layers)} layers")
-        b, t = tokens_BxT.shape
-        cos, sin, mask = self._causal(b, t)
-        x = self.embed_tokens(tokens_BxT)
-        for blk in list(self.layers)[:layer]:
-            x, _ = blk(x, cos, sin, mask)
-        return x
+        return self._causal_layers(self.embed_tokens(tokens_BxT), 0, layer)
 
     def hidden_from(self, x_BxTxE: jax.Array, layer: int) -> jax.Array:
         """Final-norm hidden states from ``x_BxTxE`` entering layer ``layer`` (see ``layer_inputs``)."""
-        if not 0 <= layer <= len(self.layers):
-            raise ValueError(f"layer {layer} is out of range for a model with {len(self.layers)} layers")
-        b, t, _ = x_BxTxE.shape
-        cos, sin, mask = self._causal(b, t)
-        x = x_BxTxE
-        for blk in list(self.layers)[layer:]:
-            x, _ = blk(x, cos, sin, mask)
-        return self.norm(x)
+        return self.norm(self._causal_layers(x_BxTxE, layer, len(self.layers)))
 
     def logits_from(self, x_BxTxE: jax.Array, layer: int) -> jax.Array:
         """Float32 logits ``BxTxV`` from the hidden states entering layer ``layer``."""

@@ -15,7 +15,7 @@ import collections
 import dataclasses
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -265,14 +265,18 @@ class Sampler:
         while start > 0 and lines[start - 1] == tail[0]:  # back to the first line of the run
             start -= 1
         keep = "\n".join(lines[: start + 1]) + "\n"
-        lo, hi = 1, len(ids)  # shortest token prefix that decodes to at least the kept text
+        return keep, self._shortest_prefix(ids, lambda text: len(text) >= len(keep)), "repeat"
+
+    def _shortest_prefix(self, ids: list[int], done: Callable[[str], bool]) -> list[int]:
+        """The shortest ``ids[:k]`` (k >= 1) whose decoded text satisfies ``done`` (monotone in k)."""
+        lo, hi = 1, len(ids)
         while lo < hi:
             mid = (lo + hi) // 2
-            if len(self._decode_text(ids[:mid])) >= len(keep):
+            if done(self._decode_text(ids[:mid])):
                 hi = mid
             else:
                 lo = mid + 1
-        return keep, ids[:lo], "repeat"
+        return ids[:lo]
 
     def _find_stop(self, ids: list[int], stop: Sequence[str], ignore_eos: bool = False
                    ) -> tuple[str, list[int], str] | None:
@@ -284,14 +288,8 @@ class Sampler:
         at = min((text.find(s) for s in stop if s and s in text), default=-1)
         if at < 0:
             return None
-        lo, hi = 1, len(ids)  # smallest prefix whose text already contains a stop string
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if any(s and s in self._decode_text(ids[:mid]) for s in stop):
-                hi = mid
-            else:
-                lo = mid + 1
-        return text[:at], ids[:lo], "stop"
+        kept = self._shortest_prefix(ids, lambda t: any(s and s in t for s in stop))
+        return text[:at], kept, "stop"
 
     def _finish(self, ids: list[int], stopped: tuple[str, list[int], str] | None, ignore_eos: bool) -> Completion:
         if stopped is not None:

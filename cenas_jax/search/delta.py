@@ -509,8 +509,15 @@ def _replace_block(
         return src[:at] + new_body + src[at:]
     hint = None if hint is None else hint + lead
     found = _locate(old_body, src, hint)
-    if found is None and fuzzy is not None and not _substring_applies(src, old_body, new_body):
-        found = _fuzzy_locate(old_body, src, hint, fuzzy)
+    if found is None:
+        # SEARCH text that starts or ends mid-line (``features=32``): a substring replacement.
+        text = "\n".join(src)
+        raw_old, raw_new = "\n".join(old_body), "\n".join(new_body)
+        if raw_old in text:
+            return text.replace(raw_old, raw_new, 1).split("\n")
+        if len(old_body) == 1 and len(new_body) <= 1 and old_body[0].strip() in text:
+            return text.replace(old_body[0].strip(), raw_new.strip(), 1).split("\n")
+        found = _fuzzy_locate(old_body, src, hint, fuzzy) if fuzzy is not None else None
     if found is not None:
         start, end, align = found
         k = None if anchor is None else anchor - lead
@@ -528,22 +535,7 @@ def _replace_block(
                 if o is not None and 0 <= o - lead < len(old_body) and align[o - lead] is not None:
                     body[i] = src[align[o - lead]]
         return src[:start] + body + src[end:]
-    # SEARCH text that starts or ends mid-line (``features=32``): a substring replacement.
-    text = "\n".join(src)
-    raw_old, raw_new = "\n".join(old_body), "\n".join(new_body)
-    if raw_old in text:
-        return text.replace(raw_old, raw_new, 1).split("\n")
-    if len(old_body) == 1 and len(new_body) <= 1 and old_body[0].strip() in text:
-        return text.replace(old_body[0].strip(), raw_new.strip(), 1).split("\n")
     raise DeltaError(f"{what} not found in the parent: first line {_describe(old_body)}{_closest(old_body, src)}")
-
-
-def _substring_applies(src: list[str], old_body: list[str], new_body: list[str]) -> bool:
-    """Whether ``_replace_block``'s substring fallback would apply (it goes before the fuzzy match)."""
-    text = "\n".join(src)
-    if "\n".join(old_body) in text:
-        return True
-    return len(old_body) == 1 and len(new_body) <= 1 and old_body[0].strip() in text
 
 
 def apply_edits(parent_source: str, text: str, fmt: EditFormat = "search_replace",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 from cenas_jax.config import LLMConfig
 from cenas_jax.search.generator import Generation, PromptLike, UpdateResult, fingerprint_file
@@ -53,7 +53,7 @@ class LLMGenerator:
         the model was given, what it wrote, and the terminator when it reached it.
         """
         s = self.cfg.sampling
-        out: list[Generation | None] = [None] * len(prompts)
+        out: list[Generation] = [None] * len(prompts)  # type: ignore[list-item]  # every slot is filled below
         groups: dict[tuple[str, str], list[int]] = {}
         for i, p in enumerate(prompts):
             groups.setdefault(_frame(p), []).append(i)
@@ -69,7 +69,7 @@ class LLMGenerator:
                 for i, c in zip(chunk, comps):
                     text = prefix + c.text + (term if c.finish_reason == "stop" else "")
                     out[i] = Generation(text=text, num_tokens=c.num_tokens, finish_reason=c.finish_reason)
-        return [g for g in out if g is not None]
+        return out
 
     def encode_pair(self, prompt: PromptLike, completion: str) -> tuple[list[int], list[int]]:
         """(prompt ids, completion ids + EOS): what the CE update trains on.
@@ -98,11 +98,9 @@ class LLMGenerator:
         from cenas_jax.llm.finetune import finetune
 
         pairs = [self.encode_pair(p, c) for p, c in examples]
-        cfg = dataclasses.replace(self.cfg.finetune, seed=seed)
-        if epochs is not None:
-            cfg = dataclasses.replace(cfg, epochs=float(epochs))
-        if learning_rate is not None:
-            cfg = dataclasses.replace(cfg, learning_rate=float(learning_rate))
+        overrides = {"epochs": epochs, "learning_rate": learning_rate}
+        cfg = dataclasses.replace(self.cfg.finetune, seed=seed,
+                                  **{k: float(v) for k, v in overrides.items() if v is not None})
         t0 = time.perf_counter()
         res = finetune(self.model, pairs, cfg, progress=self.progress)  # a fresh optimiser: the CE update resets it
         self._optimizer = res.optimizer

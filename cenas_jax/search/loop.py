@@ -33,6 +33,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from cenas_jax.candidates.repair import complete_imports
 from cenas_jax.config import RunConfig, to_dict
 from cenas_jax.search import delta as delta_mod
 from cenas_jax.search import elites as elites_mod
@@ -266,8 +267,6 @@ class SearchLoop:
         return {ds: float(np.median(v)) for ds, v in refs.items()}
 
     def _warm_start(self) -> None:
-        from cenas_jax.candidates.corpus import corpus_hash_of
-
         dest = self.rundir.checkpoints / "warm"
         if not self.cfg.search.warm_start:
             self._save_generator(dest)
@@ -282,7 +281,6 @@ class SearchLoop:
                 pairs.update(part.encode() + b"\0")
         key = hashlib.sha256(json.dumps({
             "model": self.generator.fingerprint,
-            "corpus": corpus_hash_of(list(self.corpus)),
             "lora": to_dict(self.cfg.llm.lora),
             "finetune": to_dict(self.cfg.llm.finetune),
             "passes": self.cfg.search.warm_start_passes,
@@ -471,8 +469,6 @@ class SearchLoop:
         else:
             code = delta_mod.extract_code(text)
         if s.complete_imports:
-            from cenas_jax.candidates.repair import complete_imports
-
             code, _ = complete_imports(code)
         return code, None
 

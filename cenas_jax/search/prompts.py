@@ -138,6 +138,7 @@ def _task_text(dataset: str | None, input_shape: Sequence[int] | None, num_class
     return ", ".join(parts) + "."
 
 
+@lru_cache(maxsize=4096)
 def clean_program(source: str) -> str:
     """``source`` as the LLM sees and writes programs: without docstrings, comments and blank-line runs.
 

@@ -398,9 +398,63 @@ def execute(plan: Plan, echo=print) -> int:
         echo(f"[{s.name}] cenas {' '.join(args)}")
         t0 = time.time()
         rc = subprocess.call(cenas + args, cwd=ROOT, env=env)
-        echo(f"[{s.name}] exit {rc} after {_dur(time.time() - t0)}")
+        secs = time.time() - t0
+        echo(f"[{s.name}] exit {rc} after {_dur(secs)}")
+        _log_step(plan.out, s, args, t0, secs, rc)
         failed += rc != 0
     return failed
+
+
+STEP_LOG = "steps.jsonl"
+
+
+def _log_step(out: Path, step: Step, args: Sequence[str], t0: float, secs: float, rc: int) -> None:
+    """Append one executed step to ``out/steps.jsonl`` (the summary's wall-time table reads it)."""
+    out.mkdir(parents=True, exist_ok=True)
+    rec = {"step": step.name, "kind": step.kind, "args": list(args), "est_s": step.est_s,
+           "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)), "seconds": round(secs, 1), "rc": rc}
+    with open(out / STEP_LOG, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+
+
+def _read_step_log(out: Path) -> list[dict[str, Any]]:
+    """The executed steps, oldest first; unreadable lines (a run killed mid-write) are skipped."""
+    recs = []
+    try:
+        lines = (out / STEP_LOG).read_text().splitlines()
+    except OSError:
+        return recs
+    for line in lines:
+        try:
+            r = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(r, dict) and isinstance(r.get("seconds"), (int, float)) and isinstance(r.get("step"), str):
+            recs.append(r)
+    return recs
+
+
+def _walltime_section(plan: Plan) -> list[str]:
+    """Wall seconds per step (all executions summed: a resumed run counts each attempt) against the estimate and budget."""
+    recs = _read_step_log(plan.out)
+    out = ["## Wall time", ""]
+    if not recs:
+        return out + [f"No step log (`{plan.out / STEP_LOG}`): the steps were not run by this script.", ""]
+    out += ["| step | executions | wall time | estimate | exit codes |", "|---|---|---|---|---|"]
+    total = 0.0
+    for s in plan.steps:
+        mine = [r for r in recs if r["step"] == s.name]
+        if not mine:
+            continue
+        secs = sum(float(r["seconds"]) for r in mine)
+        total += secs
+        out.append(f"| {s.name} | {len(mine)} | {_dur(secs)} | {_dur(s.est_s)} | {', '.join(str(r.get('rc')) for r in mine)} |")
+    budget = f" against the budget of {_dur(plan.budget_s)}" if plan.budget_s else ""
+    verdict = ""
+    if plan.budget_s:
+        verdict = " — within budget." if total <= plan.budget_s else " — OVER budget."
+    out += ["", f"Total: {_dur(total)} ({total:,.0f} s){budget}{verdict} First step started {recs[0]['started']}.", ""]
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- summary
@@ -835,6 +889,7 @@ def write_summary(plan: Plan, path: str | Path | None = None) -> Path:
              + ("SmolLM2-135M-Instruct on digits, 2-core CPU scale." if plan.name == "reproduce-small" else "paper scale.")
              + f" Written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.", "",
              "## Runs", "", *_status_rows(plan, analyses), "",
+             *_walltime_section(plan),
              *_fig1_section(main["fig1_convergence"], figdir),
              *_fig2_section(main["fig2_delta_vs_full"], figdir),
              *_ablation_section(main["fig1_convergence"], main["ablation_novelty"], figdir),

@@ -231,6 +231,16 @@ def test_execute_skips_finished_steps_resumes_interrupted_runs_and_runs_the_rest
     # Reports only for runs whose store exists (here the two synthetic ones; the fake runs wrote nothing).
     assert [c for c in calls if c[0] == "report"] == [["report", str(out / "fig2_delta_vs_full")],
                                                        ["report", str(out / "fig1_convergence")]]
+    # Every executed step is logged with its wall time; the summary sums them against the 2-hour budget.
+    recs = [json.loads(x) for x in (out / rp.STEP_LOG).read_text().splitlines()]
+    assert len(recs) == len(calls) and [r["args"] for r in recs] == calls
+    assert recs[0]["step"] == "fig1_convergence" and all(r["rc"] == 0 and r["seconds"] >= 0 for r in recs)
+    with open(out / rp.STEP_LOG, "a") as f:  # a resumed attempt of fig1 and a line cut short by a kill
+        f.write(json.dumps({**recs[0], "seconds": 7300.0, "rc": 1}) + "\n" + '{"step": "retr')
+    text = rp.write_summary(plan).read_text()
+    wall = text.split("## Wall time")[1].split("\n## ")[0]
+    assert "| fig1_convergence | 2 | 2.0 h | " in wall and "0, 1 |" in wall
+    assert "OVER budget" in wall and "within budget" not in wall
 
 
 def test_paper_summary_has_a_row_per_llm_beside_the_delta_papers(tmp_path):

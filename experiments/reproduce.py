@@ -926,13 +926,14 @@ def main(argv: Sequence[str] | None = None, echo=print) -> int:
         echo(format_plan(plan))
         if args.plan:
             return 0
+        failed = 0
         if not args.summary_only:
             failed = execute(plan, echo)
             if failed:
                 echo(f"{failed} step(s) failed; the summary covers what finished")
         path = write_summary(plan)
         echo(f"wrote {path}")
-        return 0
+        return 1 if failed else 0
 
     llms = [x for x in (args.llms or "").split() if x]
     datasets = PAPER_DATASETS[:1] if args.smoke else PAPER_DATASETS
@@ -950,12 +951,13 @@ def main(argv: Sequence[str] | None = None, echo=print) -> int:
     if args.check:
         echo("everything needed is here; run without CHECK=1 to start")
         return 0
+    failed = 0
     if not args.summary_only:
         failed = execute(plan, echo)
         if failed:
-            echo(f"{failed} step(s) failed")
+            echo(f"{failed} step(s) failed; the summary covers what finished")
     echo(f"wrote {write_summary(plan)}")
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -252,3 +252,16 @@ def test_paper_summary_has_a_row_per_llm_beside_the_delta_papers(tmp_path):
     assert f"| `/m/a` (ours) | {d['rate']:.3f} [{d['low']:.3f}, {d['high']:.3f}] |" in text
     assert "| `/m/b` (ours) | not run |" in text and "| DeepSeek-Coder-7B-Instruct (paper) | 0.753 | 0.658 |" in text
     assert "paper scale" in text and "| fig2_delta_vs_full-llm2 |" in text
+
+
+def test_a_failed_step_makes_the_exit_code_1_and_the_summary_is_still_written(tmp_path, monkeypatch):
+    out = tmp_path / "rs"
+    # proxy-snr fails; every other step "succeeds" without writing anything.
+    monkeypatch.setattr(rp.subprocess, "call", lambda cmd, **k: 1 if cmd[3] == "proxy-snr" else 0)
+    lines: list[str] = []
+    assert rp.main(["small", "--out", str(out)], echo=lines.append) == 1
+    assert any("2 step(s) failed" in x for x in lines)  # proxy-snr, and retrain (fig1 wrote no store)
+    text = (out / "SUMMARY.md").read_text()
+    assert "| table_proxy_reliability | 1 | " in text and "| 1 |" in text.split("## Wall time")[1]
+    monkeypatch.setattr(rp.subprocess, "call", lambda cmd, **k: pytest.fail("--summary-only runs nothing"))
+    assert rp.main(["small", "--out", str(out), "--summary-only"], echo=lines.append) == 0

@@ -179,6 +179,8 @@ def paper_plan(out: str | Path, llms: Sequence[str], data_dir: str | None, smoke
               "llm.sampling.temperature=0.35", "llm.sampling.top_k=50", "llm.sampling.top_p=0.9",
               "llm.sampling.batch_size=16", "llm.lora.rank=32", "llm.lora.alpha=32", "llm.lora.layers=null",
               "llm.finetune.learning_rate=0.00001", "llm.finetune.epochs=3", "search.update_token_budget=40000",
+              # a prompt (template + a corpus program, up to ~1k tokens) + up to 1,024 answer tokens
+              "llm.finetune.max_seq_len=4096",
               "sandbox.timeout_s=900"]  # DESIGN.md §8: NNGPT's settings
     if data_dir:
         common.append(f"data.data_dir={data_dir}")

@@ -56,6 +56,8 @@ def test_paper_plan_covers_three_llms_six_datasets_and_the_smoke_size_is_small(t
         ov = [s.args[i + 1] for i, x in enumerate(s.args[:-1]) if x == "--set"]
         cfg = load_config(s.args[1], ov)
         assert cfg.search.cycles == 22 and cfg.data.data_dir == "/data" and len(cfg.search.datasets) == 6
+        # A CE pair is a prompt (template + a corpus program, ~1k tokens) + an answer of up to max_new_tokens.
+        assert cfg.llm.finetune.max_seq_len >= cfg.llm.sampling.max_new_tokens + 1024
     lo, hi = rp.STEP_S_PAPER
     assert plan.est_s() >= 9 * 22 * 50 * (lo + hi) / 2
     smoke = rp.paper_plan(tmp_path, ["/m/a", "/m/b"], "/data", smoke=True)

@@ -196,7 +196,12 @@ def test_summary_reads_synthetic_runs_and_puts_them_beside_the_papers_numbers(tm
     row = next(r for r in ceiling["rows"] if r["cycle"] == 1 and r["analysis"])
     assert f"| 1 | {row['K']} | {float(row['analysis']['snr']['sigma2_arch']):.5f} |" in text
     assert f"Spearman ρ_S [95% CI] | {res.spearman.estimate:.3f}" in text and "| 0.926 |" in text
-    for fig in ("fig1_convergence.png", "fig2_delta_vs_full.png", "ablation_novelty.png", "controls.png"):
+    # Figure 1's diagnostics for the Figure 2 run too (a CE run with more generations per cycle).
+    conv2 = text.split("### The same diagnostics on the Figure 2 run")[1].split("\n## ")[0]
+    f0 = fig2.cycles[0]
+    assert f"| 0 | {f0.generated} | {f0.trained} | {f0.mean_q:.3f}" in conv2 and f"S = {fig2.trend.s}," in conv2
+    for fig in ("convergence_fig1_convergence.png", "convergence_fig2_delta_vs_full.png", "fig2_delta_vs_full.png",
+                "ablation_novelty.png", "controls.png"):
         assert (out / "figures" / fig).stat().st_size > 1000 and f"(figures/{fig})" in text
     assert any("wrote" in x and "SUMMARY.md" in x for x in lines)
 

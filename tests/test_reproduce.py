@@ -176,6 +176,11 @@ def test_summary_reads_synthetic_runs_and_puts_them_beside_the_papers_numbers(tm
     ratio, lo, hi = theory.rate_ratio_ci(d["valid"], d["generated"], f["valid"], f["generated"])
     assert f"| r_δ / r_full measured | {ratio:.2f} [{lo:.2f}, {hi:.2f}] | 1.41 |" in text
     assert f"{fig2.markov['predicted_ratio']:.2f}" in text and "2.23" in text
+    late = sorted(d["per_cycle"])[1:]  # 3 cycles: the later half is cycles 1-2
+    kd, nd = (sum(d["per_cycle"][c][k] for c in late) for k in ("valid", "n"))
+    kf, nf = (sum(f["per_cycle"][c][k] for c in late) for k in ("valid", "n"))
+    assert f"| cycles 1–2 only: r_δ / r_full | {kd}/{nd} = {kd / nd:.3f} vs {kf}/{nf} = {kf / nf:.3f}, " \
+           f"ratio {(kd / nd) / (kf / nf):.2f} |" in text
     apply_share = fig2.markov["apply_share_of_delta_failures"]
     assert f"| share of delta failures due to applying the edit | {apply_share:.2f}" in text
 
@@ -184,6 +189,9 @@ def test_summary_reads_synthetic_runs_and_puts_them_beside_the_papers_numbers(tm
     c0 = fig1.cycles[0]
     assert f"| 0 | {c0.generated} | {c0.trained} | {c0.mean_q:.3f} [{c0.q_low:.3f}, {c0.q_high:.3f}]" in text
     assert "3,300 architectures" in text and "22 cycles" in text
+    verdict = next(x for x in text.splitlines() if x.startswith("| persistent novel admissions"))
+    assert f"fig1_convergence: accepted per cycle {[c.accepted for c in fig1.cycles]}; " \
+           f"fig2_delta_vs_full: accepted per cycle {[c.accepted for c in fig2.cycles]}" in verdict
 
     abl = analyse(out / "ablation_novelty")
     assert f"| 1 | {fig1.cycles[1].diversity:.3f} | {fig1.cycles[1].duplicates} | {abl.cycles[1].diversity:.3f} |" in text

@@ -575,7 +575,11 @@ def _fig1_plot(a: Any, path: Path) -> str:
     hi = [c.q_high if c.q_high is not None else v for c, v in zip(a.cycles, m)]
     ax1.plot(cyc, m, "o-", label="mean Q")
     ax1.fill_between(cyc, lo, hi, alpha=0.25, label="95% CI")
-    ax1.plot(cyc, [c.gamma if c.gamma is not None else math.nan for c in a.cycles], "s--", label="γ_t")
+    gam = [c.gamma if c.gamma is not None else math.nan for c in a.cycles]
+    ax1.plot(cyc, gam, "s--", label="γ_t")
+    from cenas_jax.report.figures import clip_quality_axis
+
+    clip_quality_axis(ax1, m, gam)
     ax1.set_xlabel("cycle"), ax1.set_ylabel("Q (accuracy / corpus median)"), ax1.legend(fontsize=8)
     ec = a.elite_check
     if ec is not None:
@@ -740,7 +744,16 @@ def _controls_section(ce: Any, frozen: Any, mutation: Any, figdir: Path) -> list
     return out
 
 
-def _proxy_section(psnr_dir: Path) -> list[str]:
+def _copied_figure(src: Path, figdir: Path, name: str) -> list[str]:
+    """A figure another command wrote, copied beside SUMMARY.md (so the summary travels with its figures)."""
+    if not src.is_file():
+        return []
+    figdir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, figdir / name)
+    return [f"![{src.stem}]({figdir.name}/{name})", ""]
+
+
+def _proxy_section(psnr_dir: Path, figdir: Path) -> list[str]:
     from cenas_jax.report.analysis import PAPER
 
     out = ["## Table — proxy reliability (`table_proxy_reliability`, result 6)", ""]
@@ -765,7 +778,8 @@ def _proxy_section(psnr_dir: Path) -> list[str]:
     cj = psnr_dir / "ceiling.json"
     if cj.is_file():
         out += _ceiling_rows(json.loads(cj.read_text()), psnr_dir)
-    out += ["", f"Figure: `{psnr_dir / 'proxy_snr.png'}`.", ""]
+    out += ["", *_copied_figure(psnr_dir / "proxy_snr.png", figdir, "table_proxy_reliability.png"),
+            *_copied_figure(psnr_dir / "ceiling.png", figdir, "ceiling_effect.png"), ""]
     return out
 
 
@@ -787,7 +801,7 @@ def _ceiling_rows(doc: dict[str, Any], psnr_dir: Path) -> list[str]:
     tr = doc.get("sigma2_arch_trend")
     if tr:
         out += ["", f"Mann–Kendall on σ²_arch over cycles: S = {tr['s']}, p(two-sided) = {_fmt(_num(tr['p_two_sided']))}, "
-                f"Sen slope {_fmt(_num(tr['sen_slope']), 5)}/cycle. Figure: `{psnr_dir / 'ceiling.png'}`."]
+                f"Sen slope {_fmt(_num(tr['sen_slope']), 5)}/cycle."]
     return out
 
 
@@ -921,7 +935,7 @@ def write_summary(plan: Plan, path: str | Path | None = None) -> Path:
              *_fig2_section(main["fig2_delta_vs_full"], figdir),
              *_ablation_section(main["fig1_convergence"], main["ablation_novelty"], figdir),
              *_controls_section(main["fig1_convergence"], main["controls_frozen"], main["controls_mutation"], figdir),
-             *_proxy_section(psnr),
+             *_proxy_section(psnr, figdir),
              *_retrain_section(retrain),
              *_per_llm_section(plan, analyses),
              *_verdicts(main, psnr)]

@@ -109,3 +109,22 @@ def test_elite_mass_figure_with_a_zero_mass_cycle(tmp_path):
     ec = theory.elite_bound_check([[0.1, 0.2], [0.3]], 0.5, [4, 4])  # C_t = 0: Wilson low is ~1e-17, not 0
     assert figures._elite_mass(SimpleNamespace(elite_check=ec), tmp_path / "e.png")
     assert (tmp_path / "e.png").stat().st_size > 5000
+
+
+def test_quality_axis_follows_the_q_values_not_a_two_point_confidence_band():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from cenas_jax.report.figures import clip_quality_axis
+
+    fig, ax = plt.subplots()
+    means, gammas = [1.39, 2.26, 2.41], [2.43, 2.39, float("nan")]
+    ax.fill_between([0, 1, 2], [-11.7, 1.9, 2.4], [14.5, 2.6, 2.5])  # cycle 0: two candidates
+    ax.plot([0, 1, 2], means)
+    clip_quality_axis(ax, means, gammas)
+    assert ax.get_ylim() == pytest.approx((0.0, 1.25 * 2.43))
+    clip_quality_axis(ax, [float("nan")])  # nothing finite: the axis is left alone
+    assert ax.get_ylim() == pytest.approx((0.0, 1.25 * 2.43))
+    plt.close(fig)

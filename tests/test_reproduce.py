@@ -209,7 +209,7 @@ def test_summary_reads_synthetic_runs_and_puts_them_beside_the_papers_numbers(tm
     f0 = fig2.cycles[0]
     assert f"| 0 | {f0.generated} | {f0.trained} | {f0.mean_q:.3f}" in conv2 and f"S = {fig2.trend.s}," in conv2
     for fig in ("convergence_fig1_convergence.png", "convergence_fig2_delta_vs_full.png", "fig2_delta_vs_full.png",
-                "ablation_novelty.png", "controls.png"):
+                "ablation_novelty.png", "controls.png", "table_proxy_reliability.png", "ceiling_effect.png"):
         assert (out / "figures" / fig).stat().st_size > 1000 and f"(figures/{fig})" in text
     assert any("wrote" in x and "SUMMARY.md" in x for x in lines)
 

@@ -42,6 +42,21 @@ def write_figures(a: RunAnalysis, out_dir: Path) -> dict[str, Path]:
     return paths
 
 
+def clip_quality_axis(ax, *series) -> None:
+    """Fit the y axis to the plotted Q values (means, quantiles, γ_t), not to their confidence bands.
+
+    A cycle with two trained candidates has a t-interval ten times wider than every Q of the
+    run; drawn to scale it flattens the whole figure. Q is a ratio of accuracies, so the axis
+    starts at 0 (lower only if some Q is negative); a band that runs past the top is cut there.
+    """
+    vals = np.concatenate([np.asarray(s, dtype=float).ravel() for s in series]) if series else np.array([])
+    vals = vals[np.isfinite(vals)]
+    if vals.size == 0:
+        return
+    top = 1.25 * float(vals.max()) if vals.max() > 0 else 1.0
+    ax.set_ylim(min(0.0, float(vals.min())), top)
+
+
 def _quality(a: RunAnalysis, path: Path) -> bool:
     cs = [c for c in a.cycles if c.qualities]
     if not cs:
@@ -61,6 +76,7 @@ def _quality(a: RunAnalysis, path: Path) -> bool:
     if g:
         ax.step([x for x, _ in g], [y for _, y in g], where="mid", color="C3", label=r"$\gamma_t$")
     ax.plot(t, [c.best_so_far for c in cs], ":", color="C2", label="best so far")
+    clip_quality_axis(ax, m, q, [y for _, y in g], [c.best_so_far for c in cs])
     ax.set_xlabel("cycle t")
     ax.set_ylabel("quality Q (normalised accuracy)")
     title = "Quality per cycle (Theorem 2: E[Q] non-decreasing)"

@@ -81,6 +81,9 @@ SMALL_CAPS_S = {"fig2_delta_vs_full": 2400, "fig1_convergence": 1080, "ablation_
 SMALL_PROXY_SNR_S = 600.0
 SMALL_RETRAIN = {"top": 10, "epochs": 10, "seeds": 1}
 SMALL_RETRAIN_S = 240.0
+# The smoke size checks the pipeline, not the search: six short corpus programs instead of all 33 (each
+# run trains its corpus as the reference before cycle 0; 33 programs took 8 minutes on a 2-core CPU).
+SMOKE_CORPUS = "[mlp_small, mlp_deep_dropout, all_conv, wide_shallow_cnn, plain_cnn_setup, lenet_bn_relu]"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,7 +178,8 @@ def paper_plan(out: str | Path, llms: Sequence[str], data_dir: str | None, smoke
     datasets = PAPER_DATASETS[:1] if smoke else PAPER_DATASETS
     lo, hi = STEP_S_PAPER
     common = [f"search.cycles={cycles}", f"search.candidates_per_cycle={per}", f"data.name={datasets[0]}",
-              "search.datasets=[" + ", ".join(datasets) + "]", "search.corpus=[]", "llm.sampling.max_new_tokens=1024",
+              "search.datasets=[" + ", ".join(datasets) + "]", "search.corpus=" + (SMOKE_CORPUS if smoke else "[]"),
+              "llm.sampling.max_new_tokens=1024",
               "llm.sampling.temperature=0.35", "llm.sampling.top_k=50", "llm.sampling.top_p=0.9",
               "llm.sampling.batch_size=16", "llm.lora.rank=32", "llm.lora.alpha=32", "llm.lora.layers=null",
               "llm.finetune.learning_rate=0.00001", "llm.finetune.epochs=3", "search.update_token_budget=40000",

@@ -58,10 +58,14 @@ def test_paper_plan_covers_three_llms_six_datasets_and_the_smoke_size_is_small(t
         assert cfg.search.cycles == 22 and cfg.data.data_dir == "/data" and len(cfg.search.datasets) == 6
         # A CE pair is a prompt (template + a corpus program, ~1k tokens) + an answer of up to max_new_tokens.
         assert cfg.llm.finetune.max_seq_len >= cfg.llm.sampling.max_new_tokens + 1024
+        assert not cfg.search.corpus  # the whole corpus
     lo, hi = rp.STEP_S_PAPER
     assert plan.est_s() >= 9 * 22 * 50 * (lo + hi) / 2
     smoke = rp.paper_plan(tmp_path, ["/m/a", "/m/b"], "/data", smoke=True)
     assert sum(s.steps for s in smoke.steps if s.kind == "run") <= 20 and smoke.est_s() < 3600
+    for s in (s for s in smoke.steps if s.kind == "run"):  # a short corpus: the smoke checks the pipeline
+        cfg = load_config(s.args[1], [s.args[i + 1] for i, x in enumerate(s.args[:-1]) if x == "--set"])
+        assert len(cfg.search.corpus) == 6 and cfg.search.cycles == 1
 
 
 def test_check_llms_accepts_llama_family_and_names_the_problem_otherwise(tmp_path):

@@ -220,6 +220,8 @@ def paper_plan(out: str | Path, llms: Sequence[str], data_dir: str | None, smoke
         rd = out / f"fig1_convergence-llm{i + 1}"
         steps.append(Step(f"retrain-llm{i + 1}", "retrain",
                           ("retrain", str(rd), "--top", str(top), "--epochs", str(ep), "--no-progress",
+                           # a 1 x 4 smoke run may train no candidate: the corpus gives retrain its rows
+                           *(("--include-corpus",) if smoke else ()),
                            "--out", str(out / f"retrain-{ep}ep-llm{i + 1}.json")),
                           out / f"retrain-{ep}ep-llm{i + 1}.json", top * ep * EPOCH_S_PAPER, gpu=True))
     for s in [s for s in steps if s.kind == "run"]:

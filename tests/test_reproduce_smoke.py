@@ -42,6 +42,8 @@ def test_paper_smoke_plan_runs_end_to_end_and_writes_its_summary(tmp_path, monke
         assert (s.out / "report" / "report.md").is_file()
     psnr = json.loads((out / "table_proxy_reliability-cifar10" / "proxy_snr.json").read_text())
     assert len(psnr["analysis"]["ids"]) == 4 and psnr["truth_epochs"] == 2
+    retrained = json.loads((out / "retrain-2ep-llm1.json").read_text())
+    assert retrained["epochs"] == 2 and any(r["status"] == "ok" for r in retrained["rows"])
     text = (out / "SUMMARY.md").read_text()
     assert text.startswith("# reproduce-smoke: our numbers beside the paper's")
     assert "| fig1_convergence-llm1 | " in text and "| controls_mutation | " in text and "## Wall time" in text

@@ -628,10 +628,8 @@ def _fig2_section(a: Any, figdir: Path) -> list[str]:
     late = cyc[len(cyc) // 2:] if len(cyc) >= 2 else []
     late_row = []
     if late:
-        kd = sum(d["per_cycle"][c]["valid"] for c in late if d["per_cycle"].get(c))
-        nd = sum(d["per_cycle"][c]["n"] for c in late if d["per_cycle"].get(c))
-        kf = sum(f["per_cycle"][c]["valid"] for c in late if f["per_cycle"].get(c))
-        nf = sum(f["per_cycle"][c]["n"] for c in late if f["per_cycle"].get(c))
+        pooled = lambda pc: (sum(pc[c]["valid"] for c in late if pc.get(c)), sum(pc[c]["n"] for c in late if pc.get(c)))  # noqa: E731
+        (kd, nd), (kf, nf) = pooled(d["per_cycle"]), pooled(f["per_cycle"])
         if nd and nf:
             r = f"{_fmt(theory.rate_ratio_ci(kd, nd, kf, nf)[0], 2)}" if kd and kf else "–"
             late_row = [f"| cycles {late[0]}–{late[-1]} only: r_δ / r_full | {kd}/{nd} = {_fmt(kd / nd)} vs "

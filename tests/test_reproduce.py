@@ -53,8 +53,7 @@ def test_paper_plan_covers_three_llms_six_datasets_and_the_smoke_size_is_small(t
     assert sum(1 for s in runs if s.name.startswith("fig1_convergence-")) == 3  # the paper's 3 x 1,100
     assert {s.name.split("table_proxy_reliability-")[1] for s in plan.steps if s.kind == "proxy_snr"} == set(rp.PAPER_DATASETS)
     for s in runs:  # every run's command line is a loadable config
-        ov = [s.args[i + 1] for i, x in enumerate(s.args[:-1]) if x == "--set"]
-        cfg = load_config(s.args[1], ov)
+        cfg = rp._planned_config(s)
         assert cfg.search.cycles == 22 and cfg.data.data_dir == "/data" and len(cfg.search.datasets) == 6
         # A CE pair is a prompt (template + a corpus program, ~1k tokens) + an answer of up to max_new_tokens.
         assert cfg.llm.finetune.max_seq_len >= cfg.llm.sampling.max_new_tokens + 1024
@@ -64,7 +63,7 @@ def test_paper_plan_covers_three_llms_six_datasets_and_the_smoke_size_is_small(t
     smoke = rp.paper_plan(tmp_path, ["/m/a", "/m/b"], "/data", smoke=True)
     assert sum(s.steps for s in smoke.steps if s.kind == "run") <= 20 and smoke.est_s() < 3600
     for s in (s for s in smoke.steps if s.kind == "run"):  # a short corpus: the smoke checks the pipeline
-        cfg = load_config(s.args[1], [s.args[i + 1] for i, x in enumerate(s.args[:-1]) if x == "--set"])
+        cfg = rp._planned_config(s)
         assert len(cfg.search.corpus) == 6 and cfg.search.cycles == 1
 
 

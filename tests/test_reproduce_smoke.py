@@ -13,7 +13,7 @@ from test_data import _write_cifar
 from test_llm_model import _save_char_tokenizer, _save_tiny
 from test_reproduce import rp
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]  # about 15 minutes on an idle 2-core CPU
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]  # 6.5 minutes measured on a 2-core CPU
 
 
 def test_paper_smoke_plan_runs_end_to_end_and_writes_its_summary(tmp_path, monkeypatch):

@@ -51,8 +51,7 @@ def run_generate(args) -> int:
     from cenas_jax.llm.sampler import Sampler
     from cenas_jax.llm.weights import load_model
 
-    if args.batch < 1:
-        raise UserError(f"--batch must be >= 1, got {args.batch}")
+    _check_generate_args(args)
     model, tok, _ = load_model(args.model, dtype=args.dtype)
     sampler = Sampler(model, tok)
     t0 = time.perf_counter()
@@ -66,6 +65,26 @@ def run_generate(args) -> int:
     total = sum(c.num_tokens for c in outs)
     print(f"{total} tokens in {wall:.1f} s including compilation ({total / wall:.1f} tokens/s)", file=sys.stderr)
     return 0
+
+
+def _check_generate_args(args) -> None:
+    """Every argument that needs no model is checked before the model loads (seconds)."""
+    import math
+
+    from cenas_jax.errors import UserError
+    from cenas_jax.llm.weights import resolve_model_path
+
+    if args.batch < 1:
+        raise UserError(f"--batch must be >= 1, got {args.batch}")
+    if args.max_new_tokens < 1:
+        raise UserError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    if not math.isfinite(args.temperature) or args.temperature < 0:
+        raise UserError(f"--temperature must be finite and >= 0, got {args.temperature}")
+    if args.top_k < 0:
+        raise UserError(f"--top-k must be >= 0 (0: off), got {args.top_k}")
+    if not 0 < args.top_p <= 1:
+        raise UserError(f"--top-p must be in (0, 1], got {args.top_p}")
+    resolve_model_path(args.model)
 
 
 def run_logits(args) -> int:

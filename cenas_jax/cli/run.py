@@ -22,23 +22,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set search.cycles=5 (repeatable)")
     p.add_argument("--run-dir", help="where the run is written (default: run_dir of the config, else runs/<name>-<time>)")
+    p.add_argument("--data-dir", help="root holding the on-disk datasets (same as --set data.data_dir=DIR)")
+    p.add_argument("--force", action="store_true",
+                   help="replace a finished, failed or interrupted run already in the run directory (says what it removes)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)
 
     r = sub.add_parser("resume", help="continue a run that was stopped or killed",
-                       description="Continue a run from its last checkpointed phase; nothing recorded is lost or redone.")
+                       description="Continue a run from its last checkpointed phase; nothing recorded is lost or redone. "
+                                   "--set changes the stored config first (e.g. fix a dataset name of a run that failed, "
+                                   "or raise search.cycles of a finished run); the change is recorded in manifest.json.")
     r.add_argument("run_dir")
-    r.add_argument("--no-progress", action="store_true")
+    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="change a value of the stored config before resuming (repeatable)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars")
     r.set_defaults(func=cmd_resume)
 
-    ls = sub.add_parser("runs", help="list the runs in a directory with their state")
-    ls.add_argument("directory", nargs="?", default="runs")
+    ls = sub.add_parser("runs", help="list the runs in a directory with their state",
+                        description="List the run directories under DIRECTORY (default runs/) with their status, "
+                                    "cycle reached, phase and number of recorded candidates.")
+    ls.add_argument("directory", nargs="?", default="runs", help="directory holding run directories (default runs)")
     ls.set_defaults(func=cmd_runs)
 
-    ex = sub.add_parser("export", help="write every candidate of a run with scores, lineage and error kind")
+    ex = sub.add_parser("export", help="write every candidate of a run with scores, lineage and error kind",
+                        description="Write one CSV row per candidate of a run (corpus programs included, source "
+                                    "'corpus'): id, cycle, mode, source (corpus | full | delta), parent, dataset, "
+                                    "verdict, error kind, accuracy, quality, params, FLOPs, degenerate flags.")
     ex.add_argument("run_dir")
-    ex.add_argument("--csv", action="store_true", help="CSV output (the default and only format for now)")
-    ex.add_argument("--out", help="output file (default RUN_DIR/candidates.csv)")
+    ex.add_argument("--csv", action="store_true", help="accepted for compatibility: CSV is the only format")
+    ex.add_argument("--out", help="output file (default RUN_DIR/candidates.csv; - for standard output)")
     ex.set_defaults(func=cmd_export)
 
 
@@ -78,19 +90,42 @@ def _drive(loop, evaluator) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from cenas_jax.config import load_config
+    from cenas_jax.search import preflight
+    from cenas_jax.search.rundir import RunDir
 
-    cfg = load_config(args.config, args.overrides)
+    overrides = list(args.overrides) + ([f"data.data_dir={args.data_dir}"] if args.data_dir else [])
+    cfg = load_config(args.config, overrides)
     run_dir = args.run_dir or cfg.run_dir or f"runs/{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    # Everything that needs no model is checked before the LLM loads (which takes seconds to minutes).
+    rd = RunDir(run_dir)
+    status = preflight.check_new_run_dir(rd, args.force)
+    preflight.check_inputs(cfg)
+    if status is not None:
+        preflight.replace_run_dir(rd, status)
     loop, ev = _build(cfg, Path(run_dir), new=True, progress=not args.no_progress)
     return _drive(loop, ev)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from cenas_jax.search.rundir import RunDir
+    from cenas_jax.search import preflight
+    from cenas_jax.search.rundir import LoopState, RunDir
 
     rd = RunDir(args.run_dir)
-    cfg = rd.load_config()
     state = rd.load_state()
+    cfg, changes = preflight.resume_overrides(rd, args.overrides)
+    if changes:
+        preflight.check_resume_changes(state, changes)
+    if state.status == "finished" and cfg.search.cycles <= state.cycle:
+        print(f"{rd.path}: run already finished ({state.cycle} cycles); nothing to resume. "
+              f"`cenas report {rd.path}` writes its report; --set search.cycles=N (N > {state.cycle}) extends it")
+        return 0
+    preflight.check_inputs(cfg)
+    if changes:
+        preflight.record_changes(rd, cfg, changes)
+        print("config changed: " + ", ".join(f"{c['key']} {c['old']!r} -> {c['new']!r}" for c in changes))
+    if state.status == "finished":  # extended: continue at the first cycle not run yet
+        state = LoopState(cycle=state.cycle, phase="generate", status="interrupted")
+        rd.save_state(state)
     print(f"resuming {rd.path} at cycle {state.cycle}, phase {state.phase} (was {state.status})")
     loop, ev = _build(cfg, rd.path, new=False, progress=not args.no_progress)
     return _drive(loop, ev)

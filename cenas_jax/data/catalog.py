@@ -261,3 +261,9 @@ def list_datasets(data_dir: str | None = None, image_size: int = 64) -> list[Dat
             )
         )
     return infos
+
+
+def check_available(cfg: DataConfig) -> None:
+    """Raise ``UserError`` when ``cfg.name`` is unknown or its files are missing; reads no image."""
+    spec = resolve(cfg.name)
+    spec.locate(_data_root(cfg.data_dir))

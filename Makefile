@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 export PYTHONHASHSEED := 0
 
-.PHONY: install test test-all demo bench-eval bench-llm reproduce-small reproduce clean
+.PHONY: install test test-all demo demo-fresh bench-eval bench-llm reproduce-small reproduce clean
 
 install: $(VENV)/.installed
 
@@ -23,9 +23,22 @@ test: install
 test-all: install
 	$(PY) -m pytest -q
 
+# A second `make demo` resumes the demo run: a finished one goes straight to its report, an interrupted
+# one continues. `make demo-fresh` replaces it with a new run.
+DEMO_DIR ?= runs/quickstart
+
 demo: install
-	$(VENV)/bin/cenas run experiments/configs/quickstart.yaml --run-dir runs/quickstart
-	$(VENV)/bin/cenas report runs/quickstart
+	@if [ -f $(DEMO_DIR)/config.yaml ]; then \
+	  echo "make demo: $(DEMO_DIR) already holds the demo run; resuming it (a finished run goes straight to its report; make demo-fresh starts a new one)"; \
+	  $(VENV)/bin/cenas resume $(DEMO_DIR); \
+	else \
+	  $(VENV)/bin/cenas run experiments/configs/quickstart.yaml --run-dir $(DEMO_DIR); \
+	fi
+	$(VENV)/bin/cenas report $(DEMO_DIR)
+
+demo-fresh: install
+	$(VENV)/bin/cenas run experiments/configs/quickstart.yaml --run-dir $(DEMO_DIR) --force
+	$(VENV)/bin/cenas report $(DEMO_DIR)
 
 bench-eval: install
 	$(PY) experiments/bench_eval.py

@@ -138,3 +138,22 @@ def test_llm_generate_bad_top_p_is_refused_before_the_model_loads():
     rc, out, secs = cenas("llm", "generate", "--prompt", "x", "--top-p", "2")
     assert rc == 2 and "--top-p must be in (0, 1], got 2.0" in out
     assert secs < 30  # loading the model alone takes 10-17 s on 2 cores
+
+
+@pytest.mark.slow
+def test_make_demo_twice_in_a_row(tmp_path):
+    """The second `make demo` resumes the finished demo straight to its report instead of failing (~10 min)."""
+    demo = tmp_path / "quickstart"
+    env = {**os.environ, "DEMO_DIR": str(demo)}
+    first = subprocess.run(["make", "-C", str(ROOT), "demo"], capture_output=True, text=True, timeout=3600, env=env)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    assert (demo / "report" / "report.md").is_file()
+    (demo / "report" / "report.md").unlink()
+    t0 = time.perf_counter()
+    second = subprocess.run(["make", "-C", str(ROOT), "demo"], capture_output=True, text=True, timeout=600, env=env)
+    out = second.stdout + second.stderr
+    assert second.returncode == 0, out[-3000:]
+    assert "already holds the demo run; resuming it" in out and "already finished (3 cycles)" in out
+    assert "loading the LLM" not in out
+    assert (demo / "report" / "report.md").is_file()
+    assert time.perf_counter() - t0 < 300  # the report only, no search

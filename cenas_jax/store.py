@@ -1,6 +1,7 @@
 """The run store: one SQLite database (WAL) per run directory.
 
-Tables (schema version 1, the evaluator's; version 2 adds the loop's columns and tables):
+Tables (schema version 1, the evaluator's; version 2 adds the loop's columns and tables; version 3 the
+evaluations' degeneracy flags):
 - ``runs``: one row per run (name, created, status, config and manifest as JSON).
 - ``cycles``: per-cycle facts of a run (a JSON bag of fields the loop records).
 - ``candidates``: every program seen (source, hash, parent, mode, cycle, index, dataset).
@@ -129,8 +130,13 @@ CREATE TABLE timings (
 );
 """
 
+# Version 3: the degeneracy flags of an evaluation (JSON list of "code: explanation"; NULL: not analysed).
+_SCHEMA_V3 = """
+ALTER TABLE evaluations ADD COLUMN degenerate_json TEXT;
+"""
+
 # Migration i takes a store from version i to version i + 1 (MIGRATIONS[0] creates v1).
-MIGRATIONS: list[str] = [_SCHEMA_V1, _SCHEMA_V2]
+MIGRATIONS: list[str] = [_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -384,13 +390,14 @@ class RunStore:
                 raise ValueError(f"unknown candidate {candidate_id!r}: add_candidate first")
             c.execute(
                 "INSERT INTO evaluations(candidate_id, budget, split, dataset, status, stage, error_kind, accuracy, loss,"
-                " params, flops, compile_s, train_s, wall_s, structure_hash, created)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " params, flops, compile_s, train_s, wall_s, structure_hash, degenerate_json, created)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     candidate_id, budget, split, dataset, status, record.get("stage"), record.get("error_kind"),
                     _num(record.get("accuracy")), _num(record.get("loss")), record.get("params"),
                     _num(record.get("flops")), _num(record.get("compile_s")), _num(record.get("train_s")),
-                    _num(record.get("wall_s")), record.get("structure_hash"), time.time(),
+                    _num(record.get("wall_s")), record.get("structure_hash"),
+                    None if record.get("degenerate") is None else json.dumps(list(record["degenerate"])), time.time(),
                 ),
             )
             eval_id = int(c.lastrowid)
@@ -419,6 +426,8 @@ class RunStore:
                 "SELECT accuracy FROM seed_scores WHERE evaluation_id = ? ORDER BY seed", (d["id"],)
             ).fetchall()
             d["seed_accuracies"] = [s[0] for s in seeds]
+            raw = d.pop("degenerate_json", None)
+            d["degenerate"] = json.loads(raw) if raw is not None else None
             out.append(d)
         return out
 

@@ -439,3 +439,19 @@ def test_temp_dirs_of_dead_evaluators_are_removed(tmp_path, monkeypatch):
         (d / "data").mkdir(parents=True)
     sandbox._remove_stale_roots()
     assert not stale.exists() and live.exists() and other.exists()
+
+
+LINEAR = MLP.replace("x = nn.relu(nn.Dense(32)(x))", "x = nn.Dense(32)(x)")
+
+
+def test_degeneracy_flags_are_computed_in_the_worker_and_kept_on_the_record(evaluator):
+    recs = {r.candidate_id: r for r in evaluator.evaluate([Candidate("mlp", MLP), Candidate("lin", LINEAR)], train=False)}
+    assert recs["mlp"].ok and recs["mlp"].degenerate == ()
+    assert recs["lin"].ok and [f.split(":")[0] for f in recs["lin"].degenerate] == ["linear"]
+    assert recs["lin"].to_dict()["degenerate"] == list(recs["lin"].degenerate)
+
+
+def test_degeneracy_flags_from_a_worker_are_sanitised():
+    rec = sandbox._record_from_worker("c", {"status": "ok", "degenerate": ["x" * 5000, 3, *["y"] * 20]}, 1.0, "digits")
+    assert len(rec.degenerate) == 7 and len(rec.degenerate[0]) == 300 and 3 not in rec.degenerate  # 8 kept, 1 not text
+    assert sandbox._record_from_worker("c", {"status": "ok", "degenerate": "linear"}, 1.0, "digits").degenerate is None

@@ -161,3 +161,31 @@ def test_concurrent_first_opens_migrate_once(tmp_path):
     assert all(p.exitcode == 0 for p in procs)
     with RunStore(tmp_path / "r") as s:
         assert s.schema_version == SCHEMA_VERSION
+
+
+def _make_v2_store(path):
+    """A store exactly as schema version 2 wrote it, with one evaluation."""
+    from cenas_jax import store as st
+
+    path.mkdir()
+    c = sqlite3.connect(path / "store.sqlite")
+    for script in st.MIGRATIONS[:2]:
+        for stmt in st._statements(script):
+            c.execute(stmt)
+    c.execute(f"PRAGMA application_id = {st.APPLICATION_ID}")
+    c.execute("PRAGMA user_version = 2")
+    c.execute("INSERT INTO candidates(id, source, source_hash, created) VALUES ('old', 'src', 'h', 0)")
+    c.execute("INSERT INTO evaluations(candidate_id, budget, status, accuracy, created) VALUES ('old', 'proxy', 'ok', 0.5, 0)")
+    c.commit()
+    c.close()
+
+
+def test_migration_from_v2_adds_degeneracy_flags_unknown_for_old_rows(tmp_path):
+    _make_v2_store(tmp_path / "r")
+    with RunStore(tmp_path / "r") as s:
+        assert s.schema_version == SCHEMA_VERSION == 3
+        (old,) = s.evaluations("old")
+        assert old["accuracy"] == 0.5 and old["degenerate"] is None  # not analysed, not "clean"
+        s.add_evaluation("old", {"status": "ok", "accuracy": 0.6, "degenerate": ["linear: affine"]}, budget="proxy")
+        s.add_evaluation("old", {"status": "ok", "accuracy": 0.7, "degenerate": []}, budget="proxy")
+        assert [e["degenerate"] for e in s.evaluations("old")] == [None, ["linear: affine"], []]

@@ -110,6 +110,8 @@ class EvalRecord:
     wall_s: float | None = None
     structure_hash: str | None = None
     dataset: str | None = None
+    # Degeneracy flags from the jaxpr ("linear: ...", "constant: ...", "dead_params: ..."); None: not analysed.
+    degenerate: tuple[str, ...] | None = None
 
     @property
     def ok(self) -> bool:
@@ -118,6 +120,7 @@ class EvalRecord:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["seed_accuracies"] = list(self.seed_accuracies)
+        d["degenerate"] = None if self.degenerate is None else list(self.degenerate)
         return d
 
 
@@ -175,7 +178,15 @@ def _record_from_worker(cid: str, msg: dict, wall_s: float, dataset: str) -> Eva
         wall_s=wall_s,
         structure_hash=h if isinstance(h, str) and len(h) <= 64 else None,
         dataset=dataset,
+        degenerate=_flags(msg.get("degenerate")),
     )
+
+
+def _flags(v: Any) -> tuple[str, ...] | None:
+    """Degeneracy flags from a worker: a short list of short strings, or None."""
+    if not isinstance(v, list):
+        return None
+    return tuple(_text(x)[:300] for x in v[:8] if isinstance(x, str))
 
 
 # ---------------------------------------------------------------------------

@@ -374,11 +374,12 @@ class _Runtime:
         import optax  # noqa: F401
 
         jax.config.update("jax_enable_compilation_cache", False)  # see sandbox.py: who may write the cache
-        from cenas_jax.candidates import contract, policy
+        from cenas_jax.candidates import contract, degenerate, policy
         from cenas_jax.candidates.errors import CandidateError
 
         self.jax, self.np = jax, np
         self.contract, self.policy, self.CandidateError = contract, policy, CandidateError
+        self.degenerate = degenerate
         self.spec = spec
         self.pid = os.getpid()
         self.threads = len(sys._current_frames())  # Python threads before any candidate ran
@@ -398,6 +399,7 @@ class _Runtime:
         built = contract.build_net(WARMUP_SOURCE, 10)
         contract.shape_check(built, (8, 8, 1), 10)
         contract.structure_hash(built, (8, 8, 1))
+        degenerate.degeneracy_flags(built, (8, 8, 1))
         policy.check_policy(WARMUP_SOURCE)
         self.guard = _ModuleGuard([*policy.ALLOWED_MODULES, "flax", "builtins", "cenas_jax.train", "optax"])
 
@@ -457,6 +459,7 @@ class _Runtime:
                     "budget", f"{params:,} parameters exceed the budget of {int(task['max_params']):,}"
                 )
             rec["structure_hash"] = contract.structure_hash(built, input_shape)
+            rec["degenerate"] = self._degeneracy(built, input_shape)
             if not task["train"]:
                 return rec
             enter("train")
@@ -479,6 +482,15 @@ class _Runtime:
             return rec
         finally:
             self.guard.restore()  # the next candidate in this worker sees unpatched modules
+
+    def _degeneracy(self, built: Any, input_shape: tuple) -> list[str] | None:
+        """Degeneracy flags from the jaxpr; None when the analysis itself fails (the candidate is not at fault)."""
+        try:
+            return self.degenerate.degeneracy_flags(built, input_shape)
+        except Exception:  # noqa: BLE001 - a diagnostic only: never turns a valid candidate into an error
+            return None
+        finally:
+            self.guard.restore()
 
     def _classify(self, e: BaseException, stage: str) -> tuple[str, str]:
         text = f"{type(e).__name__}: {e}"

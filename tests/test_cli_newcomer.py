@@ -157,3 +157,32 @@ def test_make_demo_twice_in_a_row(tmp_path):
     assert "loading the LLM" not in out
     assert (demo / "report" / "report.md").is_file()
     assert time.perf_counter() - t0 < 300  # the report only, no search
+
+
+def test_export_has_the_source_and_the_corpus_quality_and_its_format_flags_mean_something(tmp_path):
+    import csv
+
+    from synthetic_run import make_run
+
+    run = make_run(tmp_path / "r", cycles=1, per_cycle=4)
+    rc, out, _ = cenas("export", str(run), "--out", str(tmp_path / "c.csv"))
+    assert rc == 0 and "wrote 7 candidates" in out
+    rows = {r["id"]: r for r in csv.DictReader(open(tmp_path / "c.csv"))}
+    corpus = rows["L-digits-mlp_b"]
+    assert corpus["mode"] == "corpus" and float(corpus["quality"]) == pytest.approx(0.7 / 0.7)  # NULL in the store
+    assert corpus["source"].startswith("import flax.linen as nn") and "nn.tanh" in corpus["source"]
+    rc, out, _ = cenas("export", str(run), "--jsonl", "--out", "-")
+    assert rc == 0
+    lines = [json.loads(ln) for ln in out.splitlines() if ln.startswith("{")]
+    assert len(lines) == 7 and {ln["id"] for ln in lines} == set(rows)
+    assert lines[0]["seed_accuracies"] == [0.6] and "wrote 7 candidates to standard output" in out
+    rc, out, _ = cenas("export", str(run), "--csv", "--jsonl")
+    assert rc == 2 and "not allowed with argument" in out
+
+
+@pytest.mark.parametrize("command", ["runs", "export"])
+def test_runs_and_export_have_help_descriptions(command):
+    rc, out, _ = cenas(command, "--help")
+    assert rc == 0
+    body = out.split("\n\n")[1]  # the paragraph after the usage block
+    assert not body.startswith(("positional", "options")) and len(body) > 60

@@ -117,16 +117,29 @@ def test_loop_end_to_end(tmp_path, evaluator):
     cfg = _cfg(tmp_path, ["llm.sampling.temperature_delta=0.2", "search.warm_start_passes=2",
                           "search.warm_start_learning_rate=0.01"])
     gen = ScriptedGenerator(_completions())
-    loop = _open(tmp_path / "run", cfg, gen, evaluator)
+    lines: list[str] = []
+    loop = SearchLoop.open(tmp_path / "run", cfg, gen, evaluator, CORPUS, progress=False, echo=lines.append)
     summaries = loop.run()
     loop.close()
     assert [s.cycle for s in summaries] == [0, 1]
+    # The console numbers cycles from 0, as the report and the ids do; "best Q" says which best it is.
+    cycle_lines = [ln for ln in lines if ln.startswith("cycle ") and "generated" in ln]
+    assert [ln.split("  ")[0] for ln in cycle_lines] == ["cycle 0 (of 0-1)", "cycle 1 (of 0-1)"]
+    so_far = max(q for s in summaries for q in [s.best_quality] if q is not None)
+    assert summaries[1].best_so_far == pytest.approx(so_far) and f"best Q so far {so_far:.3f}" in cycle_lines[1]
+    assert f"cycle best Q {summaries[1].best_quality:.3f}" in cycle_lines[1]
+    for sm, ln in zip(summaries, cycle_lines):
+        assert f"accepted {sm.accepted}  trained {sm.trained}" in ln and sm.trained <= sm.accepted
     rd = RunDir(tmp_path / "run")
     assert rd.load_state().status == "finished"
     with RunStore(rd.path) as s:
         rows = {r["id"]: r for r in s.candidates(run_id=1)}
         corpus_rows = [r for r in rows.values() if r["cycle"] == -1]
         assert len(corpus_rows) == 3 and all(s.evaluations(r["id"], budget="proxy")[0]["status"] == "ok" for r in corpus_rows)
+        # the corpus rows carry their own Q (accuracy / the median corpus accuracy): the lineage's root
+        ref = {c["cycle"]: c for c in s.cycles(1)}[-1]["reference"]["digits"]
+        for r in corpus_rows:
+            assert r["quality"] == pytest.approx(s.evaluations(r["id"], budget="proxy")[0]["accuracy"] / ref)
         c0 = {(r["idx"], r["attempt"]): r for r in rows.values() if r["cycle"] == 0}
         # one novel program forgot its import: the loop added it (candidates/repair.py), the raw answer is kept
         c1_3 = next(r for r in rows.values() if r["cycle"] == 1 and r["idx"] == 3 and r["attempt"] == 0)

@@ -42,7 +42,7 @@ def test_real_llm_run_report_export(tmp_path):
     sets = [x for s in SMOKE for x in ("--set", s)]
     p = cenas("run", "experiments/configs/quickstart.yaml", *sets, "--run-dir", str(run), "--no-progress", env=env)
     assert p.returncode == 0, p.stdout + p.stderr
-    assert "cycle 1/1" in p.stdout and "warm start: CE update on the corpus L" in p.stdout
+    assert "cycle 0 (of 0-0)" in p.stdout and "warm start: CE update on the corpus L" in p.stdout
     rd = RunDir(run)
     assert rd.load_state().status == "finished"
     manifest = rd.manifest()

@@ -49,6 +49,7 @@ def _fill(path):
             s.add_timing(rid, t, phase, sec)
     s.add_finetune_losses(rid, 0, [2.0, 1.5])
     s.close()
+    RunDir(path).save_state(LoopState(cycle=2, phase="done", status="finished"))
     return plan
 
 
@@ -88,7 +89,7 @@ def test_report_and_export_files(tmp_path):
     _fill(tmp_path)
     md = write_report(tmp_path)
     text = md.read_text()
-    assert "| 1 | 8 | 6 |" in text
+    assert "| 1 | 8 | 0 | 6 |" in text  # cycle, generated, unchecked, valid
     assert "0.713" in text and "cannot be a ratio of rates" in text
     for name in ("quality.png", "elite_mass.png", "valid_rate.png", "errors.png", "novelty.png", "lineage.png"):
         p = md.parent / name
@@ -128,3 +129,94 @@ def test_quality_axis_follows_the_q_values_not_a_two_point_confidence_band():
     clip_quality_axis(ax, [float("nan")])  # nothing finite: the axis is left alone
     assert ax.get_ylim() == pytest.approx((0.0, 1.25 * 2.43))
     plt.close(fig)
+
+
+def _digits_n_val() -> int:
+    from cenas_jax.config import DataConfig
+    from cenas_jax.data import load_dataset
+
+    return len(load_dataset(DataConfig(name="digits")).y_val)
+
+
+def _baseline_run(path, *, seeds=None, state=LoopState(cycle=1, phase="done", status="finished"), unchecked=0):
+    """One cycle against a two-program corpus: a linear model one image above the best corpus program, and a
+    clearly better one. ``seeds``: per-program seed accuracies (default one seed)."""
+    n = _digits_n_val()
+    RunDir(path).create(RunConfig(), {})
+    s = RunStore(path)
+    rid = s.create_run("main", {"data": {"name": "digits"}, "search": {"cycles": 2, "candidates_per_cycle": 3}})
+    corpus = {"mlp_small": 0.8, "lenet5": 0.6}
+    for i, (name, acc) in enumerate(corpus.items()):
+        cid = f"L-digits-{name}"
+        s.add_candidate(CandidateRow(id=cid, source=SRC.format(w=i + 1), run_id=rid, cycle=-1, idx=i, mode="corpus",
+                                     dataset="digits"))
+        s.add_evaluation(cid, {"status": "ok", "accuracy": acc, "params": 10, "seed_accuracies": (seeds or {}).get(name, [acc]),
+                               "degenerate": []}, dataset="digits")
+    s.set_cycle(rid, -1, reference={"digits": 0.7})
+    cands = {"lin": (0.8 + 1 / n, ["linear: the logits are an affine function of the input"]), "good": (0.95, [])}
+    for i, (name, (acc, flags)) in enumerate(cands.items()):
+        cid = f"s0-c000-{i:03d}-a0"
+        s.add_candidate(CandidateRow(id=cid, source=SRC.format(w=10 + i), run_id=rid, cycle=0, idx=i, mode="full", dataset="digits"))
+        s.update_candidate(cid, verdict="accepted", quality=acc / 0.7)
+        s.add_evaluation(cid, {"status": "ok", "accuracy": acc, "params": 20, "degenerate": flags,
+                               "seed_accuracies": (seeds or {}).get(name, [acc])}, dataset="digits")
+    s.set_cycle(rid, 0, gamma=1.2, elites=["s0-c000-001-a0"])
+    for i in range(unchecked):  # cycle 1: sampled, never checked
+        s.add_candidate(CandidateRow(id=f"s0-c001-{i:03d}-a0", source="x", run_id=rid, cycle=1, idx=i, mode="full",
+                                     dataset="digits"))
+    s.close()
+    RunDir(path).save_state(state)
+    return n
+
+
+def test_report_shows_the_corpus_baseline_and_which_candidates_beat_it_beyond_noise(tmp_path):
+    n = _baseline_run(tmp_path)
+    a = analyse(tmp_path)
+    assert [(c["name"], c["accuracy"], c["quality"]) for c in a.corpus] == [
+        ("mlp_small", 0.8, pytest.approx(0.8 / 0.7)), ("lenet5", 0.6, pytest.approx(0.6 / 0.7))]
+    assert a.corpus_best["digits"]["name"] == "mlp_small" and a.corpus_best_q == pytest.approx(0.8 / 0.7)
+    assert a.noise["digits"].n_val == n and a.noise["digits"].seed_sd is None
+    v = {b["id"]: b["vs_corpus"] for b in a.best}
+    se_lin = np.sqrt((0.8 + 1 / n) * (0.2 - 1 / n) / n + 0.8 * 0.2 / n)
+    assert v["s0-c000-000-a0"]["beats"] is False and v["s0-c000-000-a0"]["se"] == pytest.approx(se_lin)
+    assert v["s0-c000-001-a0"]["beats"] is True
+    assert a.cycles[0].beats_corpus == 1 and a.cycles[0].degenerate == 1
+    text = write_report(tmp_path).read_text()
+    assert "## Seed corpus (the baseline)" in text and "| mlp_small | digits | 0.800 | 1.143 |" in text
+    assert "1 of 2 trained candidates beat the best corpus program" in text
+    assert f"(+1 of {n} validation images)" in text and "does **not** beat it" in text
+    assert "**Warning — degenerate program:** linear: the logits are an affine function" in text
+    assert "| 1.357 | 1.357 | 1.143 | 1 | 1 |" in text  # best Q (cycle), best so far, best corpus Q, beat, degenerate
+
+
+def test_seed_spread_is_the_noise_when_programs_have_several_seeds(tmp_path):
+    seeds = {"mlp_small": [0.78, 0.80, 0.82], "lenet5": [0.58, 0.60, 0.62], "lin": [0.79, 0.80, 0.81 + 3 / 270],
+             "good": [0.94, 0.95, 0.96]}
+    n = _baseline_run(tmp_path, seeds=seeds)
+    a = analyse(tmp_path)
+    pooled = np.sqrt(np.mean([np.var(v, ddof=1) for v in seeds.values()]))
+    assert a.noise["digits"].seed_sd == pytest.approx(pooled) and a.noise["digits"].seed_programs == 4
+    good = next(b for b in a.best if b["id"] == "s0-c000-001-a0")["vs_corpus"]
+    se = np.sqrt(pooled ** 2 / 3 + 0.95 * 0.05 / n + pooled ** 2 / 3 + 0.8 * 0.2 / n)
+    assert good["se"] == pytest.approx(se) and good["z"] == pytest.approx(0.15 / se) and good["beats"]
+
+
+def test_an_interrupted_run_is_reported_as_such_with_unchecked_generations_apart(tmp_path):
+    _baseline_run(tmp_path, state=LoopState(cycle=1, phase="generate", status="interrupted"), unchecked=3)
+    a = analyse(tmp_path)
+    assert a.status == "interrupted" and a.position == (1, "generate")
+    assert [c.complete for c in a.cycles] == [True, False] and a.cycles_completed == 1
+    assert a.cycles[1].unchecked == 3 and a.cycles[1].valid == 0
+    assert a.modes["full"]["generated"] == 2 and a.modes["full"]["rate"] == 1.0 and a.modes["full"]["unchecked"] == 3
+    text = write_report(tmp_path).read_text()
+    assert "1 of 2 cycles completed" in text
+    assert "**This run was interrupted at cycle 1, phase `generate`" in text and "cenas resume" in text
+    assert "3 generations were sampled but never checked" in text
+    assert "| 1 (incomplete) | 3 | 3 | 0 |" in text
+    assert "of 2 checked (3 unchecked left out)" in text
+
+
+def test_a_failed_run_says_failed(tmp_path):
+    _baseline_run(tmp_path, state=LoopState(cycle=0, phase="train", status="failed"))
+    text = write_report(tmp_path).read_text()
+    assert "**This run failed at cycle 0, phase `train`" in text and "0 of 2 cycles completed" in text

@@ -45,12 +45,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls.set_defaults(func=cmd_runs)
 
     ex = sub.add_parser("export", help="write every candidate of a run with scores, lineage and error kind",
-                        description="Write one CSV row per candidate of a run (corpus programs included, source "
-                                    "'corpus'): id, cycle, mode, source (corpus | full | delta), parent, dataset, "
-                                    "verdict, error kind, accuracy, quality, params, FLOPs, degenerate flags.")
+                        description="Write one row per candidate of a run, the seed corpus included (mode 'corpus', "
+                                    "cycle -1): id, cycle, mode (corpus | full | delta), parent, dataset, verdict, error "
+                                    "kind, accuracy, quality, params, FLOPs, degeneracy flags and the program's source.")
     ex.add_argument("run_dir")
-    ex.add_argument("--csv", action="store_true", help="accepted for compatibility: CSV is the only format")
-    ex.add_argument("--out", help="output file (default RUN_DIR/candidates.csv; - for standard output)")
+    fmt = ex.add_mutually_exclusive_group()
+    fmt.add_argument("--csv", dest="format", action="store_const", const="csv",
+                     help="CSV, one row per candidate, the source as a quoted multi-line field (the default)")
+    fmt.add_argument("--jsonl", dest="format", action="store_const", const="jsonl",
+                     help="JSON lines, one object per candidate")
+    ex.add_argument("--out", help="output file (default RUN_DIR/candidates.csv or .jsonl; - for standard output)")
     ex.set_defaults(func=cmd_export)
 
 
@@ -165,9 +169,12 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from cenas_jax.report.export import export_csv
+    import sys
 
-    out = Path(args.out) if args.out else Path(args.run_dir) / "candidates.csv"
-    n = export_csv(Path(args.run_dir), out)
-    print(f"wrote {n} candidates to {out}")
+    from cenas_jax.report.export import export_candidates
+
+    fmt = args.format or "csv"
+    out = None if args.out == "-" else Path(args.out) if args.out else Path(args.run_dir) / f"candidates.{fmt}"
+    n = export_candidates(Path(args.run_dir), out, fmt)
+    print(f"wrote {n} candidates to {out or 'standard output'}", file=sys.stderr if out is None else sys.stdout)
     return 0

@@ -1,32 +1,71 @@
-"""`cenas export RUN_DIR --csv`: every candidate with its scores, lineage and error kind."""
+"""`cenas export RUN_DIR`: every candidate with its program, scores, lineage, error kind and degeneracy flags."""
 
 from __future__ import annotations
 
 import csv
+import json
+import sys
 from pathlib import Path
+from typing import Any, Iterator
 
 from cenas_jax.store import RunStore
 
 COLUMNS = ("id", "cycle", "idx", "attempt", "mode", "dataset", "parent_id", "verdict", "error_kind", "error_message",
            "nearest_id", "similarity", "quality", "accuracy", "seed_accuracies", "params", "flops", "compile_s",
-           "train_s", "token_count", "finish_reason", "temperature", "source_hash")
+           "train_s", "token_count", "finish_reason", "temperature", "degenerate", "source_hash", "source")
+FORMATS = ("csv", "jsonl")
+
+
+def export_rows(run_dir: Path) -> Iterator[dict[str, Any]]:
+    """One dict per stored candidate, the latest proxy evaluation joined in (corpus rows: mode ``corpus``, cycle -1)."""
+    with RunStore(run_dir, create=False) as s:
+        evals, checks = {}, {}
+        for e in s.evaluations(budget="proxy"):
+            evals[e["candidate_id"]] = e
+        for e in s.evaluations(budget="check"):
+            checks[e["candidate_id"]] = e
+        reference: dict[str, float] = {}
+        for run in s.runs():
+            for c in s.cycles(run["id"]):
+                if c["cycle"] == -1:
+                    reference.update(c.get("reference") or {})
+        rows = s.candidates()
+    for r in rows:
+        e = evals.get(r["id"], {})
+        flags = e.get("degenerate") if e.get("degenerate") is not None else checks.get(r["id"], {}).get("degenerate")
+        quality = r["quality"]
+        if quality is None and r["cycle"] == -1 and e.get("accuracy") is not None and reference.get(r["dataset"]):
+            quality = e["accuracy"] / reference[r["dataset"]]  # stores written before the corpus got its Q
+        yield {**r, "quality": quality, "accuracy": e.get("accuracy"), "params": e.get("params"), "flops": e.get("flops"),
+               "compile_s": e.get("compile_s"), "train_s": e.get("train_s"),
+               "seed_accuracies": e.get("seed_accuracies") or [],
+               "degenerate": flags, "error_kind": r.get("error_kind") or e.get("error_kind")}
+
+
+def export_candidates(run_dir: Path, out: Path | None, fmt: str = "csv") -> int:
+    """Write every candidate as CSV or JSON lines to ``out`` (None: standard output); returns the row count."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+    rows = list(export_rows(run_dir))
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    f = open(out, "w", newline="") if out is not None else sys.stdout
+    try:
+        if fmt == "csv":
+            w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+            w.writeheader()
+            for r in rows:
+                w.writerow({**r, "seed_accuracies": " ".join(f"{x:.4f}" for x in r["seed_accuracies"]),
+                            "degenerate": "" if r["degenerate"] is None else "; ".join(r["degenerate"]) or "none"})
+        else:
+            for r in rows:
+                f.write(json.dumps({k: r.get(k) for k in COLUMNS}) + "\n")
+    finally:
+        if out is not None:
+            f.close()
+    return len(rows)
 
 
 def export_csv(run_dir: Path, out: Path) -> int:
-    """Write one CSV row per stored candidate (the latest proxy evaluation joined in); returns the row count."""
-    with RunStore(run_dir, create=False) as s:
-        evals = {}
-        for e in s.evaluations(budget="proxy"):
-            evals[e["candidate_id"]] = e
-        rows = s.candidates()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            e = evals.get(r["id"], {})
-            w.writerow({**r, "accuracy": e.get("accuracy"), "params": e.get("params"), "flops": e.get("flops"),
-                        "compile_s": e.get("compile_s"), "train_s": e.get("train_s"),
-                        "seed_accuracies": " ".join(f"{x:.4f}" for x in e.get("seed_accuracies") or []),
-                        "error_kind": r.get("error_kind") or e.get("error_kind")})
-    return len(rows)
+    """CSV to ``out``; returns the row count."""
+    return export_candidates(run_dir, out, "csv")

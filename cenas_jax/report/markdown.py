@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from cenas_jax.report.analysis import PAPER, RunAnalysis, analyse, lineage_chain
+from cenas_jax.report.analysis import BEATS_Z, PAPER, RunAnalysis, analyse, lineage_chain
 from cenas_jax.report.figures import write_figures
 
 
@@ -32,21 +32,33 @@ def render(a: RunAnalysis, figs: dict[str, str]) -> str:
     s = cfg.get("search", {})
     L.append(f"# cenas_jax run report: `{a.run_dir.name}`\n")
     L.append(f"Model `{cfg.get('llm', {}).get('model', {}).get('name')}`, dataset `{cfg.get('data', {}).get('name')}`, "
-             f"{len(a.cycles)} of {s.get('cycles')} cycles × {s.get('candidates_per_cycle')} candidates, mode "
+             f"{a.cycles_completed} of {s.get('cycles')} cycles completed × {s.get('candidates_per_cycle')} candidates, mode "
              f"`{s.get('mode')}`, elite fraction ρ = {s.get('elite_rho')}, novelty τ = {s.get('novelty', {}).get('threshold')}.\n")
+    L += _status_lines(a)
     if a.reference:
         L.append("Quality Q = proxy accuracy / the median accuracy of the seed corpus on the same dataset "
-                 "(reference: " + ", ".join(f"{k} {v:.3f}" for k, v in a.reference.items()) + ").\n")
+                 "(reference: " + ", ".join(f"{k} {v:.3f}" for k, v in a.reference.items()) + "), so a typical corpus "
+                 "program has Q = 1.\n")
+    L += _verdict_lines(a)
+    L += _corpus_lines(a)
 
     L.append("## Per cycle\n")
-    L.append("| cycle | generated | valid | accepted | dup. rejected | trained | mean Q [95% CI] | median Q | γ_t | best so far | elites | diversity (mean Jaccard) | distinct structures | s |")
-    L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    cq = _f(a.corpus_best_q)
+    L.append("| cycle | generated | unchecked | valid | accepted | dup. rejected | trained | mean Q [95% CI] | median Q | "
+             "best Q (cycle) | best so far | best corpus Q | beat corpus | degenerate | γ_t | elites | "
+             "diversity (mean Jaccard) | distinct structures | s |")
+    L.append("|" + "---|" * 19)
     for c in a.cycles:
         ci = f"{_f(c.mean_q)} [{_f(c.q_low)}, {_f(c.q_high)}]" if c.mean_q is not None else "–"
         med = _f(c.quantiles[1]) if c.quantiles else "–"
-        L.append(f"| {c.cycle} | {c.generated} | {c.valid} | {c.accepted} | {c.duplicates} | {c.trained} | {ci} | {med} | "
-                 f"{_f(c.gamma)} | {_f(c.best_so_far)} | {len(c.elites)} | {_f(c.diversity, 2)} | {c.distinct_structures} | {_f(c.seconds, 0)} |")
+        name = f"{c.cycle}" + ("" if c.complete else " (incomplete)")
+        L.append(f"| {name} | {c.generated} | {c.unchecked} | {c.valid} | {c.accepted} | {c.duplicates} | {c.trained} | {ci} | "
+                 f"{med} | {_f(c.best_q)} | {_f(c.best_so_far)} | {cq} | {c.beats_corpus} | {c.degenerate} | {_f(c.gamma)} | "
+                 f"{len(c.elites)} | {_f(c.diversity, 2)} | {c.distinct_structures} | {_f(c.seconds, 0)} |")
     L.append("")
+    L.append(f"*beat corpus*: trained candidates whose accuracy exceeds the best corpus program's on the same dataset "
+             f"by more than {BEATS_Z:g} standard errors of the difference (the proxy's noise, below). *unchecked*: "
+             "sampled but never checked (the run stopped first); not counted as invalid.\n")
     for key, caption in (("quality", "Quality per cycle"), ("elite_mass", "Elite mass against Theorem 3's bound"),
                          ("valid_rate", "Valid-generation rate per mode"), ("errors", "Error kinds per cycle"),
                          ("novelty", "Novelty rejections and diversity"), ("lineage", "Lineage of the best candidates")):
@@ -68,7 +80,8 @@ def render(a: RunAnalysis, figs: dict[str, str]) -> str:
         L.append(f"| Thm 3: C_t ≥ 1−(1−ρ_0)^t | ρ_0 = C_0 = {ec.rho0:.3f}; C_t = {', '.join(f'{x:.2f}' for x in ec.mass)}; "
                  f"bound held in {held}/{max(len(ec.mass) - 1, 0)} cycles ({within} within CI) | plateau (\"LoRA ceiling\"), direction only |")
     for mode, d in sorted(a.modes.items()):
-        L.append(f"| valid rate, {mode} | {d['rate']:.3f} [{d['low']:.3f}, {d['high']:.3f}] of {d['generated']}, "
+        unchecked = f" ({d['unchecked']} unchecked left out)" if d.get("unchecked") else ""
+        L.append(f"| valid rate, {mode} | {d['rate']:.3f} [{d['low']:.3f}, {d['high']:.3f}] of {d['generated']} checked{unchecked}, "
                  f"n̄ = {_f(d['mean_tokens'], 0)} tokens | {PAPER['r_' + mode]:.3f} |")
     m = a.markov
     if m.get("measured_ratio") is not None:
@@ -101,6 +114,79 @@ def render(a: RunAnalysis, figs: dict[str, str]) -> str:
         chain = " ← ".join(lineage_chain(a, b["id"]))
         L.append(f"### {i}. `{b['id']}` — Q {_f(b['quality'])}, accuracy {_f(b['accuracy'])}, "
                  f"{b['params'] or 0:,} params, dataset {b['dataset']}, {b['mode']}\n")
+        L.append(_vs_corpus_line(a, b) + "\n")
+        if b.get("degenerate"):
+            L.append("**Warning — degenerate program:** " + "; ".join(b["degenerate"]) + ".\n")
         L.append(f"Lineage: {chain}\n")
         L.append("```python\n" + (b["source"] or "").rstrip() + "\n```\n")
     return "\n".join(L) + "\n"
+
+
+def _status_lines(a: RunAnalysis) -> list[str]:
+    """Say plainly when the run did not finish, where it stopped, and what was left unchecked."""
+    unchecked = sum(c.unchecked for c in a.cycles)
+    if a.status == "finished":
+        return [f"{unchecked} generations were never checked.\n"] if unchecked else []
+    where = f" at cycle {a.position[0]}, phase `{a.position[1]}`" if a.position else ""
+    how = {"interrupted": "was interrupted", "failed": "failed", "running": "is still running, or was killed"}.get(
+        a.status, f"is {a.status}")
+    out = [f"**This run {how}{where}: the figures below cover {a.cycles_completed} completed "
+           f"cycle{'s' if a.cycles_completed != 1 else ''}"
+           + (" and one incomplete one" if any(not c.complete for c in a.cycles) else "")
+           + f".** Continue it with `cenas resume {a.run_dir}`.\n"]
+    if unchecked:
+        out.append(f"{unchecked} generation{'s were' if unchecked != 1 else ' was'} sampled but never checked; "
+                   "they are counted apart, not as invalid, and left out of the valid rates.\n")
+    return out
+
+
+def _verdict_lines(a: RunAnalysis) -> list[str]:
+    """The one-line answer a reader wants first: did the search find anything better than the corpus?"""
+    trained = sum(c.trained for c in a.cycles)
+    if not a.corpus_best or not trained:
+        return []
+    beats = sum(c.beats_corpus for c in a.cycles)
+    degenerate = sum(c.degenerate for c in a.cycles)
+    line = (f"**Against the baseline:** {beats} of {trained} trained candidates beat the best corpus program of their "
+            f"dataset by more than the proxy's noise ({BEATS_Z:g} standard errors)")
+    unknown = [ds for ds, n in a.noise.items() if ds in a.corpus_best and n.se(0.5) is None]
+    if unknown:
+        line += f"; the noise is unknown on {', '.join(unknown)}, so no candidate there can be said to"
+    line += "."
+    if degenerate:
+        line += f" {degenerate} trained candidate{'s are' if degenerate != 1 else ' is'} flagged degenerate (see below)."
+    return [line + "\n"]
+
+
+def _corpus_lines(a: RunAnalysis) -> list[str]:
+    if not a.corpus:
+        return []
+    L = ["## Seed corpus (the baseline)\n",
+         "The corpus programs as trained in the reference phase, with the same recipe as every candidate.\n",
+         "| program | dataset | accuracy | Q | params | flags |", "|---|---|---|---|---|---|"]
+    for c in a.corpus:
+        flags = ", ".join(f.split(":", 1)[0] for f in c.get("degenerate") or []) or ("failed: " + c["error_kind"] if c.get("error_kind") else "")
+        L.append(f"| {c['name']} | {c['dataset']} | {_f(c['accuracy'])} | {_f(c['quality'])} | "
+                 f"{(c['params'] or 0):,} | {flags} |")
+    L.append("")
+    for ds, b in sorted(a.corpus_best.items()):
+        nz = a.noise.get(ds)
+        se = nz.se(b["accuracy"], len(b.get("seed_accuracies") or []) or 1) if nz else None
+        L.append(f"Best corpus program on {ds}: `{b['name']}`, accuracy {_f(b['accuracy'])}, Q {_f(b['quality'])}; "
+                 f"proxy noise: {nz.describe() if nz else 'unknown'}"
+                 + (f" (standard error of its accuracy {se:.4f})" if se is not None else "") + ".\n")
+    return L
+
+
+def _vs_corpus_line(a: RunAnalysis, b: dict) -> str:
+    v = b.get("vs_corpus")
+    if not v:
+        return "No corpus baseline on this dataset."
+    n_val = a.noise[b["dataset"]].n_val if b["dataset"] in a.noise else None
+    images = f" ({v['delta'] * n_val:+.0f} of {n_val} validation images)" if n_val else ""
+    head = f"Against the best corpus program `{v['best']}`: accuracy {v['delta']:+.4f}{images}"
+    if v["beats"] is None:
+        return head + "; the proxy's noise is unknown here, so whether it beats the corpus cannot be said."
+    verdict = ("**beats it** beyond the proxy's noise" if v["beats"]
+               else "does **not** beat it beyond the proxy's noise")
+    return head + f", {v['z']:+.1f} standard errors (σ {v['se']:.4f}): {verdict}."

@@ -63,12 +63,17 @@ class CycleSummary:
     n_elites: int
     seconds: float
 
+    best_so_far: float | None = None  # best Q of every cycle up to this one
+    accepted: int = 0  # valid and novel: sent to training (``trained`` counts those that trained without error)
+
     def line(self, total_cycles: int) -> str:
+        """Cycles are numbered from 0, as in the report and the candidate ids: the last is ``total_cycles - 1``."""
         vr = self.valid / self.generated if self.generated else 0.0
         f = lambda x: "  -  " if x is None else f"{x:.3f}"  # noqa: E731
         return (
-            f"cycle {self.cycle + 1}/{total_cycles}  generated {self.generated}  valid {self.valid} ({vr:.0%})  "
-            f"rejected-dup {self.duplicates}  trained {self.trained}  best Q {f(self.best_quality)}  "
+            f"cycle {self.cycle} (of 0-{total_cycles - 1})  generated {self.generated}  valid {self.valid} ({vr:.0%})  "
+            f"rejected-dup {self.duplicates}  accepted {self.accepted}  trained {self.trained}  "
+            f"cycle best Q {f(self.best_quality)}  best Q so far {f(self.best_so_far)}  "
             f"mean Q {f(self.mean_quality)}  gamma {f(self.gamma)}  elites {self.n_elites}  {self.seconds:.0f}s"
         )
 
@@ -256,6 +261,11 @@ class SearchLoop:
             self._evaluate_and_store(todo, train=True, budget="proxy", desc="reference")
         refs = self._reference_accuracies()
         self.store.set_cycle(self.run_id, -1, reference=refs)
+        # The corpus's own Q: the baseline the report and the lineage put beside every candidate.
+        for row in self.store.candidates(run_id=self.run_id, cycle=-1):
+            ev = [e for e in self.store.evaluations(row["id"], budget="proxy") if e["status"] == "ok"]
+            if ev and row["quality"] is None and refs.get(row["dataset"]):
+                self.store.update_candidate(row["id"], quality=ev[-1]["accuracy"] / refs[row["dataset"]])
         self._warm_start()
 
     def _reference_accuracies(self) -> dict[str, float]:
@@ -655,10 +665,14 @@ class SearchLoop:
                 final[r["idx"]] = r
         valid = sum(1 for r in rows if r["verdict"] in ("valid", "accepted", "duplicate"))
         dups = sum(1 for r in rows if r["verdict"] == "duplicate")
+        accepted = sum(1 for r in rows if r["verdict"] == "accepted")
         qs = [r["quality"] for r in rows if r["quality"] is not None]
         cyc = {c["cycle"]: c for c in self.store.cycles(self.run_id)}.get(t, {})
         # The phases' wall times ("sample" is part of "generate", not added again).
         secs = sum(v for k, v in self.store.timings(self.run_id).get(t, {}).items() if k in PHASE_ORDER)
+        upto = [r["quality"] for c in range(t + 1) for r in self.store.candidates(run_id=self.run_id, cycle=c)
+                if r["quality"] is not None]
         return CycleSummary(cycle=t, generated=len(rows), valid=valid, duplicates=dups, trained=len(qs),
                             best_quality=max(qs) if qs else None, mean_quality=float(np.mean(qs)) if qs else None,
-                            gamma=cyc.get("gamma"), n_elites=len(cyc.get("elites") or []), seconds=secs)
+                            gamma=cyc.get("gamma"), n_elites=len(cyc.get("elites") or []), seconds=secs,
+                            best_so_far=max(upto) if upto else None, accepted=accepted)

@@ -108,7 +108,7 @@ def test_elite_mass_figure_with_a_zero_mass_cycle(tmp_path):
     from cenas_jax.report import figures
 
     ec = theory.elite_bound_check([[0.1, 0.2], [0.3]], 0.5, [4, 4])  # C_t = 0: Wilson low is ~1e-17, not 0
-    assert figures._elite_mass(SimpleNamespace(elite_check=ec), tmp_path / "e.png")
+    assert figures._save(figures._elite_mass(SimpleNamespace(elite_check=ec)), tmp_path / "e.png")
     assert (tmp_path / "e.png").stat().st_size > 5000
 
 
@@ -220,3 +220,86 @@ def test_a_failed_run_says_failed(tmp_path):
     _baseline_run(tmp_path, state=LoopState(cycle=0, phase="train", status="failed"))
     text = write_report(tmp_path).read_text()
     assert "**This run failed at cycle 0, phase `train`" in text and "0 of 2 cycles completed" in text
+
+
+def _drawn(fig):
+    fig.canvas.draw()
+    return fig.canvas.get_renderer()
+
+
+def _legend_clear_of_axes_and_title(fig):
+    r = _drawn(fig)
+    ax = fig.axes[0]
+    legends = [lg for a in fig.axes for lg in ([a.get_legend()] if a.get_legend() else [])] + list(fig.legends)
+    assert legends, "no legend"
+    box = ax.get_window_extent(r)
+    title = ax.title.get_window_extent(r)
+    for lg in legends:
+        lb = lg.get_window_extent(r)
+        assert not lb.overlaps(box), "legend over the data"
+        assert not lb.overlaps(title), "legend over the title"
+
+
+@pytest.mark.parametrize("name", ["quality", "elite_mass", "valid_rate", "errors", "novelty", "lineage"])
+def test_every_figure_has_its_legend_outside_the_data_and_the_title(tmp_path, name):
+    from cenas_jax.report.figures import build_figure
+
+    _fill(tmp_path)
+    fig = build_figure(name, analyse(tmp_path))
+    _legend_clear_of_axes_and_title(fig)
+
+
+def test_one_cycle_run_gets_integer_cycle_ticks_and_integer_count_axes(tmp_path):
+    from cenas_jax.report.figures import build_figure
+
+    _baseline_run(tmp_path)  # one cycle with trained candidates
+    a = analyse(tmp_path)
+    for name in ("quality", "errors", "novelty", "valid_rate"):
+        fig = build_figure(name, a)
+        if fig is None:
+            continue
+        _drawn(fig)
+        ticks = fig.axes[0].get_xticks()
+        assert len(ticks) >= 1 and all(float(x).is_integer() for x in ticks), (name, ticks)
+    # count axes: novelty rejections (and error counts) tick whole numbers only
+    a.cycles[0].duplicates = 3
+    a.cycles[0].error_kinds = {"syntax": 1, "shape": 2}
+    for name in ("novelty", "errors"):
+        fig = build_figure(name, a)
+        _drawn(fig)
+        ticks = [t for t in fig.axes[0].get_yticks() if fig.axes[0].get_ylim()[0] <= t <= fig.axes[0].get_ylim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks), (name, ticks)
+
+
+def test_quality_figure_draws_the_corpus_baseline(tmp_path):
+    from cenas_jax.report.figures import build_figure
+
+    _baseline_run(tmp_path)
+    fig = build_figure("quality", analyse(tmp_path))
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    assert "best corpus program (Q 1.143)" in labels and "median corpus program (Q 1)" in labels
+
+
+def test_lineage_draws_the_seed_corpus_root_and_no_line_hides_another(tmp_path):
+    from cenas_jax.report.figures import LINEAGE_SHIFT, build_figure
+
+    _fill(tmp_path)
+    a = analyse(tmp_path)
+    assert a.lineage["L-a"]["quality"] == pytest.approx(1.0)  # NULL in the store: acc 0.5 / reference 0.5
+    fig = build_figure("lineage", a)
+    ax = fig.axes[0]
+    stars = [ln for ln in ax.get_lines() if ln.get_marker() == "*" and len(ln.get_xdata())]
+    assert any(list(ln.get_xdata()) == [-1] and list(ln.get_ydata()) == [pytest.approx(1.0)] for ln in stars)
+    chains = [ln for ln in ax.get_lines() if ln.get_label().startswith("#")]
+    # The best two (s0-c001-004 and s0-c001-005) descend from the same parent: their lines are apart.
+    assert len(chains) == 5
+    paths = [list(zip(ln.get_xdata(), ln.get_ydata())) for ln in chains]
+    for i in range(len(paths)):
+        for j in range(i + 1, len(paths)):
+            assert paths[i] != paths[j]
+            xi = {round(x % 1, 6) for x, _ in paths[i]}
+            xj = {round(x % 1, 6) for x, _ in paths[j]}
+            assert xi.isdisjoint(xj)  # each lineage at its own sideways offset
+    assert len({(ln.get_marker(), str(ln.get_linestyle())) for ln in chains}) == 5
+    assert 0 < LINEAGE_SHIFT < 0.2
+    assert "a" in [t.get_text() for t in ax.texts]  # the root is labelled with its corpus name

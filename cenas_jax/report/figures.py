@@ -18,27 +18,60 @@ def _plt():
     return plt
 
 
-def _save(fig, path: Path) -> bool:
-    """Integer ticks on the cycle axis, tight layout, write the PNG, free the figure."""
+def cycle_axis(ax, cycles) -> None:
+    """Integer cycle ticks: every cycle when there are few (a one-cycle run gets the one tick), else integers only."""
     from matplotlib.ticker import MaxNLocator
 
-    for ax in fig.axes:
+    cs = sorted({int(c) for c in cycles})
+    if not cs:
+        return
+    if len(cs) <= 12:
+        ax.set_xticks(cs)
+    else:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    ax.set_xlim(cs[0] - 0.5, cs[-1] + 0.5)
+
+
+def count_axis(ax) -> None:
+    """A count axis ticks whole numbers (no 2.5 generations)."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def legend_outside(fig, ax, handles=None, labels=None, fontsize: int = 7) -> None:
+    """The legend to the right of the axes, clear of the title and the data."""
+    if handles is None:
+        handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(handles, labels, fontsize=fontsize, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+
+
+def _save(fig, path: Path) -> bool:
+    """Tight bounding box (legends outside the axes included), write the PNG, free the figure."""
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     _plt().close(fig)
     return True
+
+
+FIGURES = ("quality", "elite_mass", "valid_rate", "errors", "novelty", "lineage")
+
+
+def build_figure(name: str, a: RunAnalysis):
+    """The matplotlib figure ``name`` of the run, or None when the run has nothing to draw in it."""
+    return {"quality": _quality, "elite_mass": _elite_mass, "valid_rate": _valid_rate, "errors": _errors,
+            "novelty": _novelty, "lineage": _lineage}[name](a)
 
 
 def write_figures(a: RunAnalysis, out_dir: Path) -> dict[str, Path]:
     """Write every figure the report links; returns {name: path}."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
-    for name, fn in (("quality", _quality), ("elite_mass", _elite_mass), ("valid_rate", _valid_rate),
-                     ("errors", _errors), ("novelty", _novelty), ("lineage", _lineage)):
-        p = out_dir / f"{name}.png"
-        if fn(a, p):
-            paths[name] = p
+    for name in FIGURES:
+        fig = build_figure(name, a)
+        if fig is not None:
+            paths[name] = out_dir / f"{name}.png"
+            _save(fig, paths[name])
     return paths
 
 
@@ -57,10 +90,10 @@ def clip_quality_axis(ax, *series) -> None:
     ax.set_ylim(min(0.0, float(vals.min())), top)
 
 
-def _quality(a: RunAnalysis, path: Path) -> bool:
+def _quality(a: RunAnalysis):
     cs = [c for c in a.cycles if c.qualities]
     if not cs:
-        return False
+        return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 4))
     t = np.array([c.cycle for c in cs])
@@ -76,21 +109,27 @@ def _quality(a: RunAnalysis, path: Path) -> bool:
     if g:
         ax.step([x for x, _ in g], [y for _, y in g], where="mid", color="C3", label=r"$\gamma_t$")
     ax.plot(t, [c.best_so_far for c in cs], ":", color="C2", label="best so far")
-    clip_quality_axis(ax, m, q, [y for _, y in g], [c.best_so_far for c in cs])
+    baseline = []
+    if a.corpus_best_q is not None:  # the seed corpus: the baseline every candidate is measured against
+        ax.axhline(a.corpus_best_q, color="k", ls="-.", lw=1, label=f"best corpus program (Q {a.corpus_best_q:.3f})")
+        ax.axhline(1.0, color="k", ls=":", lw=0.8, label="median corpus program (Q 1)")
+        baseline = [a.corpus_best_q, 1.0]
+    clip_quality_axis(ax, m, q, [y for _, y in g], [c.best_so_far for c in cs], baseline)
+    cycle_axis(ax, t)
     ax.set_xlabel("cycle t")
     ax.set_ylabel("quality Q (normalised accuracy)")
     title = "Quality per cycle (Theorem 2: E[Q] non-decreasing)"
     if a.trend is not None:
         title += f"\nMann-Kendall S={a.trend.s}, p(increasing)={a.trend.p_increasing:.3f}"
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
-    return _save(fig, path)
+    legend_outside(fig, ax)
+    return fig
 
 
-def _elite_mass(a: RunAnalysis, path: Path) -> bool:
+def _elite_mass(a: RunAnalysis):
     ec = a.elite_check
     if ec is None:
-        return False
+        return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 4))
     t = np.arange(len(ec.mass))
@@ -101,13 +140,14 @@ def _elite_mass(a: RunAnalysis, path: Path) -> bool:
     ax.set_xlabel("cycle t")
     ax.set_ylabel(r"elite mass $C_t = P(Q \geq \gamma^*)$")
     ax.set_title(rf"Elite mass vs Theorem 3 ($\rho_0$ = {ec.rho0:.3f}, $\gamma^*=\gamma_0$)", fontsize=9)
-    ax.legend(fontsize=7)
-    return _save(fig, path)
+    cycle_axis(ax, t)
+    legend_outside(fig, ax)
+    return fig
 
 
-def _valid_rate(a: RunAnalysis, path: Path) -> bool:
+def _valid_rate(a: RunAnalysis):
     if not a.modes:
-        return False
+        return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 4))
     for i, (mode, d) in enumerate(sorted(a.modes.items())):
@@ -126,14 +166,15 @@ def _valid_rate(a: RunAnalysis, path: Path) -> bool:
     ax.set_xlabel("cycle t")
     ax.set_ylabel("valid-generation rate (Wilson 95%)")
     ax.set_title("Valid-generation rate per mode (Corollary 6)", fontsize=9)
-    ax.legend(fontsize=7)
-    return _save(fig, path)
+    cycle_axis(ax, [c.cycle for c in a.cycles])
+    legend_outside(fig, ax)
+    return fig
 
 
-def _errors(a: RunAnalysis, path: Path) -> bool:
+def _errors(a: RunAnalysis):
     kinds = sorted({k for c in a.cycles for k in c.error_kinds})
     if not kinds:
-        return False
+        return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 4))
     t = np.array([c.cycle for c in a.cycles])
@@ -145,13 +186,15 @@ def _errors(a: RunAnalysis, path: Path) -> bool:
     ax.set_xlabel("cycle t")
     ax.set_ylabel("generations")
     ax.set_title("Error kinds per cycle (duplicate = rejected by the novelty filter)", fontsize=9)
-    ax.legend(fontsize=7)
-    return _save(fig, path)
+    cycle_axis(ax, t)
+    count_axis(ax)
+    legend_outside(fig, ax)
+    return fig
 
 
-def _novelty(a: RunAnalysis, path: Path) -> bool:
+def _novelty(a: RunAnalysis):
     if not a.cycles:
-        return False
+        return None
     plt = _plt()
     fig, ax1 = plt.subplots(figsize=(6.4, 4))
     t = np.array([c.cycle for c in a.cycles])
@@ -164,31 +207,59 @@ def _novelty(a: RunAnalysis, path: Path) -> bool:
     ax2.set_ylabel("mean pairwise Jaccard")
     ax2.set_ylim(0, 1)
     ax1.set_title("Novelty filter (result 5): rejections and diversity", fontsize=9)
-    fig.legend(fontsize=7, loc="upper right")
-    return _save(fig, path)
+    cycle_axis(ax1, t)
+    count_axis(ax1)
+    h1, l1 = ax1.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    # Right of the axes, beyond the twin axis's labels: clear of the title and the data.
+    ax1.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper left", bbox_to_anchor=(1.15, 1.0), borderaxespad=0.0)
+    return fig
 
 
-def _lineage(a: RunAnalysis, path: Path) -> bool:
+# Each lineage is shifted sideways by its rank and drawn in its own colour, marker and dash, so two
+# lineages through the same ancestors stay visible side by side instead of one covering the other.
+_LINEAGE_STYLES = (("o", "-"), ("s", "--"), ("^", "-."), ("D", ":"), ("v", (0, (5, 1, 1, 1))))
+LINEAGE_SHIFT = 0.07
+
+
+def _lineage(a: RunAnalysis):
     if not a.best:
-        return False
+        return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 4))
-    drawn = set()
-    for i, b in enumerate(a.best[:5]):
+    n = min(len(a.best), 5)
+    roots: dict[str, tuple[float, float]] = {}
+    xs_all: list[int] = [-1]
+    for i, b in enumerate(a.best[:n]):
         chain = lineage_chain(a, b["id"])
+        shift = (i - (n - 1) / 2) * LINEAGE_SHIFT
         pts = []
         for cid in chain:
             node = a.lineage.get(cid, {})
             q = node.get("quality")
-            pts.append((node.get("cycle", -1) if node.get("cycle") is not None else -1, q if q is not None else np.nan))
-        xs, ys = [p[0] for p in pts], [p[1] for p in pts]
-        ax.plot(xs, ys, "o-", color=f"C{i}", label=f"#{i + 1} {b['id']}")
-        for cid, (x, y) in zip(chain, pts):
-            if cid not in drawn and not np.isnan(y):
-                ax.annotate(cid.split("-")[-2] if cid.count("-") >= 2 else cid, (x, y), fontsize=6)
-                drawn.add(cid)
+            cyc = node.get("cycle") if node.get("cycle") is not None else -1
+            pts.append((cyc + shift, q if q is not None else np.nan))
+            xs_all.append(cyc)
+            if cyc == -1 and q is not None:
+                roots[cid] = (cyc, q)
+        marker, dash = _LINEAGE_STYLES[i % len(_LINEAGE_STYLES)]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, ls=dash, color=f"C{i}", ms=5,
+                label=f"#{i + 1} {b['id']}")
+    # The seed-corpus roots: every lineage starts from a corpus program (full programs from the corpus's
+    # own elites, delta edits from a corpus parent); the best corpus program is drawn as the baseline.
+    for cid, (x, y) in roots.items():
+        ax.plot([x], [y], marker="*", ms=13, color="k", ls="none", zorder=5)
+        ax.annotate(cid.split("-", 2)[-1], (x, y), xytext=(6, -3), textcoords="offset points", fontsize=6)
+    if a.corpus_best_q is not None:
+        ax.axhline(a.corpus_best_q, color="k", ls="-.", lw=1, label=f"best corpus program (Q {a.corpus_best_q:.3f})")
+        best_root = max(a.corpus, key=lambda c: c["quality"] if c["quality"] is not None else -1.0)
+        if best_root["id"] not in roots and best_root["quality"] is not None:
+            ax.plot([-1], [best_root["quality"]], marker="*", ms=13, color="k", ls="none", zorder=5)
+            ax.annotate(best_root["name"], (-1, best_root["quality"]), xytext=(6, -3), textcoords="offset points", fontsize=6)
+    ax.plot([], [], marker="*", ms=10, color="k", ls="none", label="seed corpus (cycle -1)")
+    cycle_axis(ax, xs_all)
     ax.set_xlabel("cycle (-1 = seed corpus)")
     ax.set_ylabel("quality Q")
-    ax.set_title("Lineage of the best candidates (delta parents)", fontsize=9)
-    ax.legend(fontsize=6)
-    return _save(fig, path)
+    ax.set_title("Lineage of the best candidates (delta parents back to the corpus)", fontsize=9)
+    legend_outside(fig, ax, fontsize=6)
+    return fig

@@ -195,9 +195,9 @@ def retrain(
             try:
                 it = ev.evaluate_iter(todo, train=True)
                 if progress:
-                    from tqdm import tqdm
+                    from cenas_jax.progress import progress_bar
 
-                    it = tqdm(it, total=len(todo), desc=label, leave=False, dynamic_ncols=True)
+                    it = progress_bar(it, total=len(todo), desc=label, unit="cand", dynamic_ncols=True)
                 by_id = {c.id: c for c in todo}
                 for rec in it:
                     d = rec.to_dict() if hasattr(rec, "to_dict") else dict(rec)

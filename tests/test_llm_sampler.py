@@ -245,3 +245,22 @@ def test_find_repeat_needs_complete_identical_non_blank_lines(model):
     assert s._find_repeat(ids("x = 1\n  y\n  y\n  y"), 3) is None  # the last line may still grow
     assert s._find_repeat(ids("x = 1\n\n\n\n\n"), 3) is None  # blank lines are not a loop
     assert s._find_repeat(ids("a\nb\na\nb\n"), 3) is None
+
+
+def test_progress_reports_rows_steps_and_tokens_without_changing_the_samples(model):
+    base = Sampler(model, CharTokenizer(), eos_token_ids=(), stop_check_every=4)
+    plain = base.generate(PROMPTS, chat=False, max_new_tokens=12, temperature=1.0, seed=3)
+    eos_id = plain[1].token_ids[4]
+    s = Sampler(model, CharTokenizer(), eos_token_ids=(eos_id,), stop_check_every=4)
+    ref = s.generate(PROMPTS, chat=False, max_new_tokens=12, temperature=1.0, seed=3)
+    calls = []
+    outs = s.generate(PROMPTS, chat=False, max_new_tokens=12, temperature=1.0, seed=3,
+                      on_progress=lambda *a: calls.append(a))
+    assert [o.token_ids for o in outs] == [o.token_ids for o in ref]  # progress checks change nothing
+    steps = [c[1] for c in calls]
+    assert steps == sorted(steps) and steps[0] == 4 and steps[-1] == max(o.num_tokens for o in outs)
+    rows = [c[0] for c in calls]
+    assert rows == sorted(rows) and rows[-1] == len(PROMPTS)
+    # tokens: rows that ended count to the check where they were seen done (a multiple of 4), the rest to the step
+    ended = [min(-(-o.num_tokens // 4) * 4, 12) for o in outs]
+    assert calls[-1][2] == sum(ended)

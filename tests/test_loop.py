@@ -130,6 +130,9 @@ def test_loop_end_to_end(tmp_path, evaluator):
     assert f"cycle best Q {summaries[1].best_quality:.3f}" in cycle_lines[1]
     for sm, ln in zip(summaries, cycle_lines):
         assert f"accepted {sm.accepted}  trained {sm.trained}" in ln and sm.trained <= sm.accepted
+    # The warm start says it happens once and how long it should take, then how long it took.
+    warm = [ln for ln in lines if ln.startswith("warm start:")]
+    assert "done once" in warm[0] and "expected about" in warm[0] and warm[1].startswith("warm start: done in ")
     rd = RunDir(tmp_path / "run")
     assert rd.load_state().status == "finished"
     with RunStore(rd.path) as s:
@@ -323,3 +326,16 @@ def test_ctrl_c_checkpoints_and_exits_cleanly_then_resumes(tmp_path, evaluator):
     with RunStore(run) as s:
         keys = [(e["candidate_id"], e["budget"]) for e in s.evaluations()]
         assert len(keys) == len(set(keys))
+
+
+def test_warm_start_estimate_uses_this_machines_last_measurement(tmp_path):
+    from cenas_jax.search.loop import WARM_START_S_PER_PAIR_PASS, record_warm_start_time, warm_start_estimate
+
+    est, basis = warm_start_estimate(tmp_path, "m:1", 108)
+    assert est == pytest.approx(108 * WARM_START_S_PER_PAIR_PASS) and "estimate" in basis
+    record_warm_start_time(tmp_path, "m:1", 100, 250.0)
+    est, basis = warm_start_estimate(tmp_path, "m:1", 108)
+    assert est == pytest.approx(270.0) and "measured on this machine" in basis
+    assert warm_start_estimate(tmp_path, "other:2", 10)[0] == pytest.approx(10 * WARM_START_S_PER_PAIR_PASS)
+    (tmp_path / "timings.json").write_text("{not json")
+    assert warm_start_estimate(tmp_path, "m:1", 1)[0] == pytest.approx(WARM_START_S_PER_PAIR_PASS)

@@ -639,9 +639,9 @@ class Evaluator:
         pending = deque((i, c, b) for i, (c, b) in enumerate(items))
         bar = None
         if progress:
-            from tqdm import tqdm
+            from cenas_jax.progress import progress_bar
 
-            bar = tqdm(total=len(cands), file=sys.stderr, desc="evaluating", unit="cand", leave=False)
+            bar = progress_bar(total=len(cands), file=sys.stderr, desc="evaluating", unit="cand")
         self._busy_generator = True
         try:
             for index, rec in self._refuse_oversized(pending):

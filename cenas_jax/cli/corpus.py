@@ -64,7 +64,7 @@ def cmd_list(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from tqdm import tqdm
+    from cenas_jax.progress import progress_bar
 
     from cenas_jax.candidates import contract
     from cenas_jax.candidates.corpus import check_entry, duplicate_structures
@@ -72,7 +72,7 @@ def cmd_check(args) -> int:
     entries = _load(args)
     shapes = contract.STANDARD_INPUT_SHAPES
     checks = []
-    for entry in tqdm(entries, desc="corpus check", unit="entry", disable=args.no_progress, file=sys.stderr):
+    for entry in (entries if args.no_progress else progress_bar(entries, desc="corpus check", unit="entry", file=sys.stderr)):
         checks.append(check_entry(entry, shapes))
     failed = 0
     for check in checks:

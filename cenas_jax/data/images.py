@@ -75,9 +75,9 @@ def decode_all(paths: list[Path], size: int, keep_grey: bool, desc: str = "decod
 
 
 def _progress(total: int, desc: str):
-    from tqdm import tqdm
+    from cenas_jax.progress import progress_bar
 
-    return tqdm(total=total, desc=desc, unit="img", leave=False)
+    return progress_bar(total=total, desc=desc, unit="img")
 
 
 def class_folders(root: Path) -> list[Path]:

@@ -320,9 +320,9 @@ def _frozen_outputs(model: nnx.Module, examples: Sequence[_Example], layer: int,
     fn = _compiled_prefix(graphdef, layer)
     it = examples
     if progress:
-        from tqdm import tqdm
+        from cenas_jax.progress import progress_bar
 
-        it = tqdm(examples, desc=f"finetune: layers 0-{layer - 1} once", unit="ex", leave=False)
+        it = progress_bar(examples, desc=f"finetune: layers 0-{layer - 1} once", unit="ex")
     out = []
     for ex in it:
         n = ex.ids.size - 1
@@ -383,9 +383,9 @@ def finetune(
     hidden = _frozen_outputs(model, examples, start_layer, cfg.max_seq_len, progress) if start_layer else None
     batches = _step_batches(examples, cfg, num_steps, rng, hidden)
     if progress:
-        from tqdm import tqdm
+        from cenas_jax.progress import progress_bar
 
-        batches = tqdm(batches, total=num_steps, desc="finetune", unit="step")
+        batches = progress_bar(batches, total=num_steps, desc="finetune", unit="step", leave=True)
     try:
         for step, batch in enumerate(batches):
             tokens += int(sum(ex_len for ex_len in _real_lengths(batch)))

@@ -159,22 +159,25 @@ class Sampler:
     def generate(self, prompts: Sequence[str], *, chat: bool, max_new_tokens: int = 256,
                  temperature: float | Sequence[float] = 0.0, top_k: int = 0, top_p: float = 1.0,
                  stop: Sequence[str] = (), seed: int = 0, ignore_eos: bool = False,
-                 max_repeat_lines: int | None = None) -> list[Completion]:
+                 max_repeat_lines: int | None = None, on_progress=None) -> list[Completion]:
         """One ``Completion`` per prompt; ``temperature`` 0 (for a row or all) means greedy.
 
         ``ignore_eos`` keeps generating past end-of-sequence (benchmarks need exact lengths).
         ``max_repeat_lines``: end a row (finish reason ``"repeat"``) once its last that many
         lines are one and the same non-blank line, a degenerate loop small models fall into
         (checked every ``stop_check_every`` tokens; the text keeps one copy of the line).
+        ``on_progress(rows_done, step, tokens)`` is called every ``stop_check_every`` tokens
+        (``tokens``: generated so far, rows that ended counted to the check where they ended).
         """
         return self.generate_ids(self.encode(prompts, chat=chat), max_new_tokens=max_new_tokens,
                                  temperature=temperature, top_k=top_k, top_p=top_p, stop=stop,
-                                 seed=seed, ignore_eos=ignore_eos, max_repeat_lines=max_repeat_lines)
+                                 seed=seed, ignore_eos=ignore_eos, max_repeat_lines=max_repeat_lines,
+                                 on_progress=on_progress)
 
     def generate_ids(self, prompt_ids: Sequence[Sequence[int]], *, max_new_tokens: int = 256,
                      temperature: float | Sequence[float] = 0.0, top_k: int = 0, top_p: float = 1.0,
                      stop: Sequence[str] = (), seed: int = 0, ignore_eos: bool = False,
-                     max_repeat_lines: int | None = None) -> list[Completion]:
+                     max_repeat_lines: int | None = None, on_progress=None) -> list[Completion]:
         """``generate`` for prompts already tokenised."""
         if max_repeat_lines is not None and max_repeat_lines < 2:
             raise UserError(f"max_repeat_lines must be >= 2 or None, got {max_repeat_lines}")
@@ -223,9 +226,10 @@ class Sampler:
         carry = (cache, jnp.asarray(kv_mask), logits, jnp.asarray(next_pos), jnp.int32(p_len), jnp.int32(0),
                  jnp.zeros((b, n_new), jnp.int32), jnp.asarray(done))
         key = jax.random.key(seed)
-        chunk = self.stop_check_every if (stop or max_repeat_lines) else max_new_tokens
+        chunk = self.stop_check_every if (stop or max_repeat_lines or on_progress) else max_new_tokens
         stopped: dict[int, tuple[str, list[int], str]] = {}
         step = 0
+        ended_at = np.full((n,), -1, np.int64)  # the step of the check at which each row was seen done
         while True:
             limit = min(step + chunk, max_new_tokens)
             carry = _decode(graphdef, state, carry, jnp.asarray(temps_b), jnp.asarray(eos), key,
@@ -246,6 +250,10 @@ class Sampler:
                         done_now[i] = True
                 if stopped:
                     carry = carry[:7] + (jnp.asarray(done_now),)
+            if on_progress is not None:
+                ended_at[(ended_at < 0) & (done_now[:n] | (step >= max_new_tokens))] = step  # the limit ends every row
+                running = ended_at < 0
+                on_progress(int((~running).sum()), step, int(np.where(running, step, ended_at).sum()))
             if step >= max_new_tokens or done_now.all():
                 break
         out = np.asarray(carry[6])[:, :step]

@@ -57,18 +57,26 @@ class LLMGenerator:
         groups: dict[tuple[str, str], list[int]] = {}
         for i, p in enumerate(prompts):
             groups.setdefault(_frame(p), []).append(i)
-        for (prefix, term), idx in groups.items():
-            is_delta = getattr(prompts[idx[0]], "mode", "full") == "delta"
-            limit = s.max_new_tokens_delta if (is_delta and s.max_new_tokens_delta is not None) else s.max_new_tokens
-            for start in range(0, len(idx), s.batch_size):
-                chunk = idx[start:start + s.batch_size]
-                comps = self.sampler.generate(
-                    [self.render(prompts[i]) for i in chunk], chat=False, max_new_tokens=limit,
-                    temperature=[temperatures[i] for i in chunk], top_k=s.top_k, top_p=s.top_p,
-                    stop=(term,) if term else (), seed=seed + chunk[0], max_repeat_lines=s.max_repeat_lines)
-                for i, c in zip(chunk, comps):
-                    text = prefix + c.text + (term if c.finish_reason == "stop" else "")
-                    out[i] = Generation(text=text, num_tokens=c.num_tokens, finish_reason=c.finish_reason)
+        bar = _SamplingProgress(len(prompts)) if self.progress else None
+        try:
+            for (prefix, term), idx in groups.items():
+                is_delta = getattr(prompts[idx[0]], "mode", "full") == "delta"
+                limit = s.max_new_tokens_delta if (is_delta and s.max_new_tokens_delta is not None) else s.max_new_tokens
+                for start in range(0, len(idx), s.batch_size):
+                    chunk = idx[start:start + s.batch_size]
+                    comps = self.sampler.generate(
+                        [self.render(prompts[i]) for i in chunk], chat=False, max_new_tokens=limit,
+                        temperature=[temperatures[i] for i in chunk], top_k=s.top_k, top_p=s.top_p,
+                        stop=(term,) if term else (), seed=seed + chunk[0], max_repeat_lines=s.max_repeat_lines,
+                        on_progress=bar.batch("delta" if is_delta else "full", limit) if bar else None)
+                    if bar:
+                        bar.batch_done(len(chunk), sum(c.num_tokens for c in comps))
+                    for i, c in zip(chunk, comps):
+                        text = prefix + c.text + (term if c.finish_reason == "stop" else "")
+                        out[i] = Generation(text=text, num_tokens=c.num_tokens, finish_reason=c.finish_reason)
+        finally:
+            if bar:
+                bar.close()
         return out
 
     def encode_pair(self, prompt: PromptLike, completion: str) -> tuple[list[int], list[int]]:
@@ -132,3 +140,32 @@ def _frame(prompt: PromptLike) -> tuple[str, str]:
     from cenas_jax.search.prompts import answer_frame
 
     return answer_frame(mode, getattr(prompt, "edit_format", None))
+
+
+class _SamplingProgress:
+    """Rows done, tokens and rows per second while a cycle samples (a bar on a terminal, plain lines elsewhere)."""
+
+    def __init__(self, total_rows: int) -> None:
+        from cenas_jax.progress import progress_bar
+
+        self.bar = progress_bar(total=total_rows, desc="sampling", unit="row")
+        self.rows_before = 0
+        self.tokens_before = 0
+        self.t0 = time.perf_counter()
+
+    def batch(self, kind: str, limit: int):
+        def on_progress(rows_done: int, step: int, tokens: int) -> None:
+            rows = self.rows_before + rows_done
+            self.bar.n = rows
+            secs = time.perf_counter() - self.t0
+            self.bar.set_postfix_str(f"{kind} batch step {step}/{limit}, {self.tokens_before + tokens:,} tokens, "
+                                     f"{rows / secs if secs > 0 else 0.0:.2f} rows/s")
+        return on_progress
+
+    def batch_done(self, rows: int, tokens: int) -> None:
+        self.rows_before += rows
+        self.tokens_before += tokens
+        self.bar.n = self.rows_before
+
+    def close(self) -> None:
+        self.bar.close()

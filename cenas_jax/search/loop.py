@@ -48,6 +48,47 @@ WARM_START_RECIPE = 2
 
 
 
+# Seconds per (training pair x pass) of the warm start with SmolLM2-135M on a 2-core CPU that other work
+# shared (the quickstart's 36 pairs x 3 passes took about 9 min); used until this machine has measured its own.
+WARM_START_S_PER_PAIR_PASS = 5.0
+
+
+def warm_start_estimate(cache_dir: Path | None, fingerprint: str, pair_passes: int) -> tuple[float, str]:
+    """Expected seconds of a warm start, and what the estimate rests on (this machine's last one, or the default)."""
+    rate = None
+    if cache_dir is not None:
+        try:
+            rate = float(json.loads((cache_dir / "timings.json").read_text())[fingerprint])
+        except (OSError, ValueError, KeyError, TypeError):
+            rate = None
+    if rate is not None and rate > 0:
+        return rate * pair_passes, "measured on this machine by the last warm start"
+    return WARM_START_S_PER_PAIR_PASS * pair_passes, "estimate for a 2-core CPU with the 135M model"
+
+
+def record_warm_start_time(cache_dir: Path | None, fingerprint: str, pair_passes: int, seconds: float) -> None:
+    """Remember this machine's seconds per pair-pass for the next estimate (best effort: a cache, not a record)."""
+    if cache_dir is None or pair_passes <= 0:
+        return
+    path = cache_dir / "timings.json"
+    try:
+        data = json.loads(path.read_text()) if path.exists() else {}
+        if not isinstance(data, dict):
+            data = {}
+    except (OSError, ValueError):
+        data = {}
+    data[fingerprint] = seconds / pair_passes
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=1))
+    except OSError:
+        pass  # a read-only cache only loses the next estimate's accuracy
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
+
 @dataclass(frozen=True)
 class CycleSummary:
     """The one-line summary of a cycle (also stored in the cycle's record)."""
@@ -303,14 +344,21 @@ class SearchLoop:
             self.echo(f"warm start: reusing the cached adapter {cache}")
             self.generator.restore(cache)
         else:
-            passes = self.cfg.search.warm_start_passes
+            passes = self.cfg.search.warm_start_passes or 1
+            est, basis = warm_start_estimate(self.warm_cache_dir, self.generator.fingerprint, len(examples) * passes)
+            where = f", then cached in {cache} for every later run with the same model, corpus and settings" if cache else ""
             self.echo(f"warm start: CE update on the corpus L ({len(examples)} examples"
-                      + (f" x {passes} passes)" if passes and passes > 1 else ")"))
+                      + (f" x {passes} passes)" if passes > 1 else ")")
+                      + f" -- done once{where}; expected about {_minutes(est)} ({basis})")
+            t0 = time.time()
             res = self.generator.update(examples, seed=self.cfg.seed, epochs=passes,
                                         learning_rate=self.cfg.search.warm_start_learning_rate)
+            secs = time.time() - t0
+            self.echo(f"warm start: done in {_minutes(secs)}")
             self.store.add_finetune_losses(self.run_id, -1, res.losses)
             if cache is not None:
                 self._save_generator(cache)
+                record_warm_start_time(self.warm_cache_dir, self.generator.fingerprint, len(examples) * passes, secs)
         self._save_generator(dest)
 
     def _save_generator(self, directory: Path) -> None:
@@ -496,9 +544,9 @@ class SearchLoop:
         out = []
         it = self.evaluator.evaluate_iter(cands, train=train)
         if self.progress:
-            from tqdm import tqdm
+            from cenas_jax.progress import progress_bar
 
-            it = tqdm(it, total=len(cands), desc=desc, leave=False, dynamic_ncols=True)
+            it = progress_bar(it, total=len(cands), desc=desc, unit="cand", dynamic_ncols=True)
         by_id = {c.id: c for c in cands}
         for rec in it:
             d = rec.to_dict() if hasattr(rec, "to_dict") else dict(rec)

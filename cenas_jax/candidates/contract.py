@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
+import functools
 import hashlib
 import inspect
 import traceback
@@ -148,16 +149,22 @@ def build_net(source: str, num_classes: int) -> BuiltNet:
         raise CandidateError(ErrorKind.BUILD, "the source defines no `Net` (expected `class Net(nn.Module)`)")
     if isinstance(net, nn.Module):
         module = net  # lenient: ``Net = nn.Sequential([...])``, an instance rather than a class
-    elif isinstance(net, type) and issubclass(net, nn.Module):
-        field_names = {f.name for f in dataclasses.fields(net)}
-        kwargs = {"num_classes": num_classes} if "num_classes" in field_names else {}
+    elif _module_class(net) is not None:
+        # A class, or a functools.partial of one: model-zoo files write
+        # ``ResNet18 = partial(ResNet, stage_sizes=..., block_cls=...)``.
+        field_names = {f.name for f in dataclasses.fields(_module_class(net))}
+        given = net.keywords if isinstance(net, functools.partial) else {}
+        kwargs = {"num_classes": num_classes} if "num_classes" in field_names and "num_classes" not in given else {}
         try:
             module = net(**kwargs)
         except (Exception, SystemExit) as e:
             raise _failure(ErrorKind.BUILD, "instantiating `Net` failed", e) from None
+        if not isinstance(module, nn.Module):
+            raise CandidateError(ErrorKind.BUILD, f"`Net(...)` must give a flax.linen.Module, got {type(module).__name__}")
     else:
         raise CandidateError(
-            ErrorKind.BUILD, f"`Net` must be a subclass of flax.linen.Module, got {type(net).__name__}"
+            ErrorKind.BUILD,
+            f"`Net` must be a subclass of flax.linen.Module (or a functools.partial of one), got {type(net).__name__}",
         )
     try:
         params = inspect.signature(type(module).__call__).parameters
@@ -169,6 +176,13 @@ def build_net(source: str, num_classes: int) -> BuiltNet:
         if arg in params:
             return BuiltNet(module=TrainFlagAdapter(module, arg, same_sense), takes_train=True)
     return BuiltNet(module=module, takes_train=False)
+
+
+def _module_class(net: Any) -> type | None:
+    """The linen Module class ``net`` is, or a ``functools.partial`` (possibly nested) wraps; else None."""
+    while isinstance(net, functools.partial):
+        net = net.func
+    return net if isinstance(net, type) and issubclass(net, nn.Module) else None
 
 
 # Other spellings of the mode flag in real Flax code; False: the flag means "not training".

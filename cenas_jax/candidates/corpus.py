@@ -1,7 +1,9 @@
 """The seed corpus L: hand-written linen architectures under ``candidates/corpus/*.py`` (package data).
 
 Each file follows the candidate contract (DESIGN.md §2), starts with a
-one-line docstring saying what it is and has a ``# family: <name>`` line.
+one-line docstring saying what it is and has a ``# family: <name>`` line. A file
+whose network is not called ``Net`` (model-zoo code) names it with a
+``# net: <Name>`` line: ``Net = <Name>`` is then appended to its source.
 L is the LLM's warm-start training set, the CE update's replay base and the
 parents of delta edits.
 """
@@ -16,6 +18,7 @@ from importlib import resources
 from pathlib import Path
 
 _FAMILY_RE = re.compile(r"^#\s*family:\s*([A-Za-z0-9_\-]+)\s*$", re.MULTILINE)
+_NET_RE = re.compile(r"^#\s*net:\s*(\S+)\s*$", re.MULTILINE)
 
 
 class CorpusError(ValueError):
@@ -55,6 +58,14 @@ def parse_entry(path: Path) -> CorpusEntry:
     match = _FAMILY_RE.search(source)
     if match is None:
         raise CorpusError(f"{path}: missing a '# family: <name>' comment line")
+    net = _NET_RE.search(source)
+    if net is not None:
+        from cenas_jax.candidates.naming import NetNameError, select_net
+
+        try:
+            source = select_net(source, net.group(1), where=str(path))
+        except NetNameError as e:
+            raise CorpusError(f"{path}: '# net:' line: {e}") from None
     return CorpusEntry(
         name=path.stem, family=match.group(1), source=source, path=str(path), description=doc.strip()
     )

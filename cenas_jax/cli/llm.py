@@ -15,8 +15,14 @@ def register(subparsers) -> None:
     )
     sub = p.add_subparsers(dest="llm_command", metavar="LLM_COMMAND")
 
-    g = sub.add_parser("generate", help="print completions of a prompt",
-                       description="Print completions of one prompt (repeated --batch times, sampled in one batch).")
+    g = sub.add_parser(
+        "generate", help="print completions of a prompt",
+        description="Print completions of one prompt (repeated --batch times, sampled in one batch). The prompt is "
+                    "an instruction put through the model's chat template; --no-chat continues raw text instead "
+                    "(the 135M model continues raw code poorly: 'def relu(x):' gives 'return x * 2').",
+        epilog='example (about 20 s on a 2-core CPU: 13 s to load the model, 6 s to compile and sample):\n'
+               '  cenas llm generate --prompt "Write a Python function relu(x) that returns max(x, 0)."',
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     _model_args(g)
     g.add_argument("--batch", type=int, default=1, help="number of completions, decoded as one batch (default 1)")
     g.add_argument("--max-new-tokens", type=int, default=128, help="new tokens per completion at most (default 128)")
@@ -52,7 +58,9 @@ def run_generate(args) -> int:
     from cenas_jax.llm.weights import load_model
 
     _check_generate_args(args)
+    t_load = time.perf_counter()
     model, tok, _ = load_model(args.model, dtype=args.dtype)
+    print(f"model loaded in {time.perf_counter() - t_load:.1f} s", file=sys.stderr)
     sampler = Sampler(model, tok)
     t0 = time.perf_counter()
     outs = sampler.generate([args.prompt] * args.batch, chat=not args.no_chat, max_new_tokens=args.max_new_tokens,

@@ -210,3 +210,34 @@ def test_pyproject_license_is_an_spdx_string_that_setuptools_accepts_without_war
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert meta["project"]["license"] == "Apache-2.0"  # a table ({text = ...}) is deprecated by setuptools
     assert "setuptools>=77" in meta["build-system"]["requires"]
+
+
+def test_the_readme_contract_example_builds_passes_the_shape_check_and_is_not_degenerate():
+    import re
+
+    from cenas_jax.candidates.contract import build_net, shape_check
+    from cenas_jax.candidates.degenerate import degeneracy_flags
+    from cenas_jax.candidates.policy import check_policy
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Writing your own `Net`", 1)[1]
+    src = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert check_policy(src) == []
+    built = build_net(src, 10)
+    assert shape_check(built, (8, 8, 1), 10)[1] == (2, 10)
+    assert degeneracy_flags(built, (8, 8, 1)) == []
+
+
+def test_no_reference_points_outside_the_repository_and_design_sections_exist():
+    import re
+
+    design = (ROOT / "docs" / "DESIGN.md").read_text()
+    sections = {int(m) for m in re.findall(r"^## (\d+)\.", design, re.M)}
+    cited = set()
+    for path in [*ROOT.glob("cenas_jax/**/*.py"), *ROOT.glob("docs/*.md"), ROOT / "README.md",
+                 *ROOT.glob("experiments/**/*.py"), *ROOT.glob("tests/*.py")]:
+        text = path.read_text()
+        assert "shared/docs" not in text or path.name == "test_cli_newcomer.py", path
+        cited |= {int(n) for n in re.findall(r"DESIGN\.md §\s*(\d+)", text)}
+    assert cited and cited <= sections, cited - sections
+    assert '### Definitions the code and the report share' in design and "### Speed" in design

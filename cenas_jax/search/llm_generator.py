@@ -151,15 +151,11 @@ class _SamplingProgress:
         self.bar = progress_bar(total=total_rows, desc="sampling", unit="row")
         self.rows_before = 0
         self.tokens_before = 0
-        self.t0 = time.perf_counter()
 
     def batch(self, kind: str, limit: int):
         def on_progress(rows_done: int, step: int, tokens: int) -> None:
-            rows = self.rows_before + rows_done
-            self.bar.n = rows
-            secs = time.perf_counter() - self.t0
-            self.bar.set_postfix_str(f"{kind} batch step {step}/{limit}, {self.tokens_before + tokens:,} tokens, "
-                                     f"{rows / secs if secs > 0 else 0.0:.2f} rows/s")
+            self.bar.n = self.rows_before + rows_done  # the bar shows rows done and rows per second itself
+            self.bar.set_postfix_str(f"{kind} batch step {step}/{limit}, {self.tokens_before + tokens:,} tokens")
         return on_progress
 
     def batch_done(self, rows: int, tokens: int) -> None:

@@ -112,7 +112,10 @@ class FrameBuffer:
                 break
             body = bytes(self.buf[4 : 4 + n])
             del self.buf[: 4 + n]
-            msg = json.loads(body)
+            try:
+                msg = json.loads(body)
+            except Exception as e:  # noqa: BLE001 - any decode error (RecursionError from deep nesting too)
+                raise ValueError(f"worker sent an undecodable message ({type(e).__name__})") from None
             if not isinstance(msg, dict):
                 raise ValueError("worker sent a message that is not an object")
             out.append(msg)

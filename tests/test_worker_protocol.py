@@ -39,17 +39,22 @@ FAKE_WORKER = textwrap.dedent('''
         (n,) = struct.unpack(">I", read_exact(4))
         task = json.loads(read_exact(n))
         how = task["source"]
-        good = {"type": "result", "status": "ok", "accuracy": 0.5, "params": 7, "stage": "shape"}
+        good = {"type": "result", "status": "ok", "accuracy": 0.5, "params": 7, "stage": "shape",
+                "nonce": task["nonce"]}
+        if how == "no_nonce":
+            del good["nonce"]
         if how == "deep":
             body = b"[" * 100000 + b"]" * 100000
             raw(out, struct.pack(">I", len(body)) + body)
         elif how == "garbage":
             raw(out, struct.pack(">I", 5) + b"\\xff\\xfe{{{")
         elif how == "wrong_types":
-            raw(out, frame({"type": "stage", "stage": ["x"]}) + frame(dict(good, type={"a": 1})))
+            raw(out, frame({"type": "stage", "stage": ["x"], "nonce": task["nonce"]}) + frame(dict(good, type={"a": 1})))
+        elif how == "stale_nonce":
+            raw(out, frame(dict(good, nonce="0" * 16, accuracy=1.0)))
         elif how == "flood":
             while True:
-                raw(out, frame({"type": "stage", "stage": "build"}) * 100)
+                raw(out, frame({"type": "stage", "stage": "build", "nonce": task["nonce"]}) * 100)
         elif how == "huge":
             raw(out, struct.pack(">I", 1 << 30))
         elif how == "extra":
@@ -69,7 +74,7 @@ def fake_pool(tmp_path, monkeypatch):
         yield ev
 
 
-@pytest.mark.parametrize("attack", ["deep", "garbage", "wrong_types", "flood", "huge", "extra"])
+@pytest.mark.parametrize("attack", ["deep", "garbage", "wrong_types", "flood", "huge", "extra", "no_nonce", "stale_nonce"])
 def test_a_misbehaving_worker_is_a_crash_record_and_the_parent_carries_on(fake_pool, attack):
     recs = fake_pool.evaluate([Candidate("bad", attack), Candidate("good", "good")], train=False)
     assert [r.candidate_id for r in recs] == ["bad", "good"]

@@ -48,6 +48,7 @@ import json
 import math
 import os
 import re
+import secrets
 import select
 import shutil
 import signal
@@ -272,6 +273,7 @@ class _Worker:
         self.killed_by_parent = False
         self.fatal: str | None = None
         self.eof = False
+        self.nonce: str | None = None
         self.frames = 0  # messages since start-up or the last dispatch
 
     def send(self, obj: dict, timeout_s: float = 30.0) -> None:
@@ -694,6 +696,7 @@ class Evaluator:
             "type": "task",
             "bypass": bypass,
             "id": cand.id,
+            "nonce": secrets.token_hex(8),  # echoed on every message of this task; anything else is a violation
             "source": cand.source,
             "train": bool(train),
             "num_classes": info["num_classes"],
@@ -709,6 +712,7 @@ class Evaluator:
         now = time.monotonic()
         w.dispatched = now
         w.frames = 0
+        w.nonce = task["nonce"]
         w.check_deadline = now + self.cfg.check_timeout_s
         w.deadline = now + self.cfg.timeout_s
         try:
@@ -798,6 +802,8 @@ class Evaluator:
             return None
         if w.state != "busy" or w.task is None:
             raise ValueError(f"a message of type {_text(repr(kind))[:80]} after its task's result")
+        if msg.get("nonce") != w.nonce:
+            raise ValueError("a message without its task's nonce")
         if kind == "stage":
             stage = msg.get("stage")
             if not isinstance(stage, str) or stage not in STAGES:

@@ -149,7 +149,23 @@ def _text(v: Any) -> str | None:
     return s if len(s) <= MAX_MESSAGE_CHARS else s[:MAX_MESSAGE_CHARS] + " ..."
 
 
+def _implausible(msg: dict) -> str | None:
+    """Why the numbers of an "ok" result cannot be true (non-finite, out of range), or None."""
+    for field, lo, hi in (("accuracy", 0.0, 1.0), ("loss", -math.inf, math.inf)):
+        v = msg.get(field)
+        if v is not None and not (isinstance(v, (int, float)) and not isinstance(v, bool) and lo <= v <= hi
+                                  and math.isfinite(v)):  # fmt: skip
+            return f"{field} {_text(repr(v))[:40]} is not a finite number in [{lo}, {hi}]"
+    seeds = msg.get("seed_accuracies")
+    if isinstance(seeds, list) and any(not (isinstance(a, (int, float)) and 0.0 <= a <= 1.0) for a in seeds):
+        return "a seed accuracy outside [0, 1]"
+    return None
+
+
 def _record_from_worker(cid: str, msg: dict, wall_s: float, dataset: str) -> EvalRecord:
+    why = _implausible(msg) if msg.get("status") == "ok" else None
+    if why is not None:  # numbers are checked before they reach the store
+        return EvalRecord(cid, "error", "crash", f"protocol violation: {why}", None, wall_s=wall_s, dataset=dataset)
     status = msg.get("status") if msg.get("status") in ("ok", "error") else "error"
     kind = msg.get("error_kind")
     if status == "error" and kind not in ALL_KINDS:

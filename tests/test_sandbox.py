@@ -304,8 +304,12 @@ def test_worker_values_are_sanitised():
     assert (rec.status, rec.error_kind, rec.stage) == ("error", "crash", None)
     assert rec.accuracy == 1.0 and rec.params is None and rec.seed_accuracies == (1.0, 0.0)
     assert rec.structure_hash is None and rec.flops is None and len(rec.error_message) < 2100
-    ok = sandbox._record_from_worker("d", {"status": "ok", "error_kind": "nan", "loss": float("nan")}, 1.0, "digits")
-    assert ok.status == "ok" and ok.error_kind is None and math.isnan(ok.loss)
+    ok = sandbox._record_from_worker("d", {"status": "ok", "error_kind": "nan", "loss": 0.5}, 1.0, "digits")
+    assert ok.status == "ok" and ok.error_kind is None and ok.loss == 0.5
+    for bad in ({"loss": float("nan")}, {"accuracy": 1.5}, {"accuracy": float("inf")}, {"seed_accuracies": [0.5, 2]}):
+        rec = sandbox._record_from_worker("e", dict(bad, status="ok"), 1.0, "digits")
+        assert (rec.status, rec.error_kind, rec.accuracy) == ("error", "crash", None), bad
+        assert rec.error_message.startswith("protocol violation")
 
 
 def test_exit_codes_are_classified():

@@ -48,6 +48,7 @@ import json
 import math
 import os
 import re
+import secrets
 import select
 import shutil
 import signal
@@ -66,6 +67,8 @@ from cenas_jax.config import DataConfig, SandboxConfig, TrainConfig, to_dict
 
 STAGES = ("syntax", "policy", "build", "shape", "budget", "train")
 CHEAP_STAGES = STAGES[:-1]
+_READ_BYTES_PER_CALL = 4 << 20  # per worker per pass of the read loop
+_MAX_FRAMES_PER_TASK = 256  # a task sends about ten (stages, one result); more is a flood
 _EXTRA_PROCESSES = 64  # threads/processes a worker may add beyond those it has when it drops to nobody
 _START_FAILURES_BEFORE_GIVING_UP = 3
 _STDERR_TAIL = 1500
@@ -149,7 +152,23 @@ def _text(v: Any) -> str | None:
     return s if len(s) <= MAX_MESSAGE_CHARS else s[:MAX_MESSAGE_CHARS] + " ..."
 
 
+def _implausible(msg: dict) -> str | None:
+    """Why the numbers of an "ok" result cannot be true (non-finite, out of range), or None."""
+    for field, lo, hi in (("accuracy", 0.0, 1.0), ("loss", -math.inf, math.inf)):
+        v = msg.get(field)
+        if v is not None and not (isinstance(v, (int, float)) and not isinstance(v, bool) and lo <= v <= hi
+                                  and math.isfinite(v)):  # fmt: skip
+            return f"{field} {_text(repr(v))[:40]} is not a finite number in [{lo}, {hi}]"
+    seeds = msg.get("seed_accuracies")
+    if isinstance(seeds, list) and any(not (isinstance(a, (int, float)) and 0.0 <= a <= 1.0) for a in seeds):
+        return "a seed accuracy outside [0, 1]"
+    return None
+
+
 def _record_from_worker(cid: str, msg: dict, wall_s: float, dataset: str) -> EvalRecord:
+    why = _implausible(msg) if msg.get("status") == "ok" else None
+    if why is not None:  # numbers are checked before they reach the store
+        return EvalRecord(cid, "error", "crash", f"protocol violation: {why}", None, wall_s=wall_s, dataset=dataset)
     status = msg.get("status") if msg.get("status") in ("ok", "error") else "error"
     kind = msg.get("error_kind")
     if status == "error" and kind not in ALL_KINDS:
@@ -234,6 +253,10 @@ def default_workers(cfg: SandboxConfig, platform: str) -> int:
 # ---------------------------------------------------------------------------
 
 
+# The worker's entry point; the protocol tests put a fake worker here.
+_WORKER_BOOT = "import sys; sys.path.insert(0, {root!r}); from cenas_jax.candidates.worker import main; main()"
+
+
 class _Worker:
     """A worker process and its pipes; ``state`` is starting | idle | busy | dead."""
 
@@ -247,10 +270,7 @@ class _Worker:
         self.results_r, results_w = os.pipe()
         life_r, self.life_w = os.pipe()
         spec = dict(spec, fd_tasks=tasks_r, fd_results=results_w, fd_lifeline=life_r, work_dir=self.work_dir)
-        boot = (
-            "import sys; sys.path.insert(0, {root!r}); "
-            "from cenas_jax.candidates.worker import main; main()"
-        ).format(root=spec["package_root"])
+        boot = _WORKER_BOOT.format(root=spec["package_root"])
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-I", "-c", boot, json.dumps(spec)],
@@ -280,6 +300,8 @@ class _Worker:
         self.killed_by_parent = False
         self.fatal: str | None = None
         self.eof = False
+        self.nonce: str | None = None
+        self.frames = 0  # messages since start-up or the last dispatch
 
     def send(self, obj: dict, timeout_s: float = 30.0) -> None:
         """Write one message; a worker that stops reading makes this raise TimeoutError, never hang."""
@@ -297,9 +319,12 @@ class _Worker:
             view = view[n:]
 
     def read(self) -> list[dict]:
-        """Every complete message available now; sets ``eof`` when the worker closed its end."""
-        out = []
-        while True:
+        """The complete messages available now, reading at most ``_READ_BYTES_PER_CALL`` so that a worker
+        flooding its pipe cannot keep the parent from its deadlines; sets ``eof`` when the worker closed its end.
+        Raises ValueError on a malformed frame."""
+        out: list[dict] = []
+        budget = _READ_BYTES_PER_CALL
+        while budget > 0:
             try:
                 chunk = os.read(self.results_r, 1 << 16)
             except BlockingIOError:
@@ -309,7 +334,11 @@ class _Worker:
             if not chunk:
                 self.eof = True
                 break
+            budget -= len(chunk)
             out.extend(self.buffer.feed(chunk))
+        self.frames += len(out)
+        if self.frames > _MAX_FRAMES_PER_TASK:
+            raise ValueError(f"worker sent more than {_MAX_FRAMES_PER_TASK} messages for one task")
         return out
 
     def kill(self) -> None:
@@ -694,6 +723,7 @@ class Evaluator:
             "type": "task",
             "bypass": bypass,
             "id": cand.id,
+            "nonce": secrets.token_hex(8),  # echoed on every message of this task; anything else is a violation
             "source": cand.source,
             "train": bool(train),
             "num_classes": info["num_classes"],
@@ -708,6 +738,8 @@ class Evaluator:
         w.state = "busy"
         now = time.monotonic()
         w.dispatched = now
+        w.frames = 0
+        w.nonce = task["nonce"]
         w.check_deadline = now + self.cfg.check_timeout_s
         w.deadline = now + self.cfg.timeout_s
         try:
@@ -736,14 +768,25 @@ class Evaluator:
         for w in watched:
             try:
                 messages = w.read()
-            except ValueError as e:  # protocol violation: treat as a crash
-                messages, w.eof = [], True
-                w.fatal = str(e)
+            except Exception as e:  # noqa: BLE001 - protocol violation of any kind: that worker is killed
+                messages = []
+                self._violation(w, str(e))
+            answered = None  # this worker's record from this batch, voided when an extra frame follows it
             for msg in messages:
-                out = self._handle(w, msg)
+                try:
+                    out = self._handle(w, msg)
+                except Exception as e:  # noqa: BLE001 - a well-framed message with values of the wrong types
+                    out = None
+                    self._violation(w, f"{type(e).__name__} in a message: {e}")
+                    if answered is not None:
+                        index, rec = done[answered]
+                        done[answered] = (index, dataclasses.replace(
+                            rec, status="error", error_kind="crash", error_message=_text(f"protocol violation: {e}"),
+                            accuracy=None, seed_accuracies=(), loss=None))  # fmt: skip
                 if out is not None:
+                    answered = len(done)
                     done.append(out)
-                if w.state == "dead":
+                if w.state == "dead" or w.fatal:
                     break
             if w.state == "dead":
                 continue
@@ -757,6 +800,17 @@ class Evaluator:
                 if out is not None:
                     done.append(out)
         return done
+
+    def _violation(self, w: _Worker, why: str) -> None:
+        """A worker broke the protocol: kill it now (a flooding worker never closes its pipe on its own)."""
+        w.fatal = why[:MAX_MESSAGE_CHARS]
+        w.eof = True
+        if w.proc.poll() is None:
+            w.killed_by_parent = True
+            try:
+                os.killpg(w.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
 
     def _handle(self, w: _Worker, msg: dict) -> tuple[int, EvalRecord] | None:
         kind = msg.get("type")
@@ -774,16 +828,19 @@ class Evaluator:
                 self._start_failed(w, _text(msg.get("message")) or "unknown")
             return None
         if w.state != "busy" or w.task is None:
-            return None
+            raise ValueError(f"a message of type {_text(repr(kind))[:80]} after its task's result")
+        if msg.get("nonce") != w.nonce:
+            raise ValueError("a message without its task's nonce")
         if kind == "stage":
             stage = msg.get("stage")
-            if stage in STAGES:
-                w.stage = stage
-                if stage == "train":
-                    w.check_deadline = None
+            if not isinstance(stage, str) or stage not in STAGES:
+                raise ValueError(f"unknown stage {_text(repr(stage))[:80]}")
+            w.stage = stage
+            if stage == "train":
+                w.check_deadline = None
             return None
         if kind != "result":
-            return None
+            raise ValueError(f"unexpected message type {_text(repr(kind))[:80]} during a task")
         index, cand, dataset = w.task
         rec = _record_from_worker(cand.id, msg, time.monotonic() - w.dispatched, dataset)
         w.task = None
@@ -824,7 +881,7 @@ class Evaluator:
             return None
         kind, message = _describe_exit(code)
         if w.fatal:
-            message = f"protocol violation: {w.fatal}"
+            kind, message = "crash", f"protocol violation: {w.fatal}"
         elif kind == "crash" and any(m in tail for m in _MEMORY_MARKERS):
             kind, message = "memory", f"{message}; it ran out of memory"
         if tail and kind != "timeout":

@@ -112,7 +112,10 @@ class FrameBuffer:
                 break
             body = bytes(self.buf[4 : 4 + n])
             del self.buf[: 4 + n]
-            msg = json.loads(body)
+            try:
+                msg = json.loads(body)
+            except Exception as e:  # noqa: BLE001 - any decode error (RecursionError from deep nesting too)
+                raise ValueError(f"worker sent an undecodable message ({type(e).__name__})") from None
             if not isinstance(msg, dict):
                 raise ValueError("worker sent a message that is not an object")
             out.append(msg)
@@ -264,12 +267,14 @@ def _worker_main(spec: dict, plan: isolation.IsolationPlan) -> None:
             write_frame(results, {"type": "probe", "report": report, "notes": spec["notes"]})
             continue
         if task.get("bypass") and not spec.get("allow_bypass"):  # test-only switch, off unless the parent set it
-            write_frame(results, {"type": "result", "status": "error", "error_kind": "policy",
+            write_frame(results, {"type": "result", "status": "error", "error_kind": "policy", "nonce": task.get("nonce"),
                                   "error_message": "bypassing the policy is disabled"})  # fmt: skip
             continue
         isolation.rearm_cpu_limit(spec["cpu_time_s"])
         record = runtime.run(
-            task, lambda stage: os.getpid() == runtime.pid and write_frame(results, {"type": "stage", "stage": stage})
+            task,
+            lambda stage: os.getpid() == runtime.pid
+            and write_frame(results, {"type": "stage", "stage": stage, "nonce": task.get("nonce")}),
         )
         if os.getpid() != runtime.pid:  # a fork the candidate made: it must not answer or serve
             os._exit(0)
@@ -277,7 +282,7 @@ def _worker_main(spec: dict, plan: isolation.IsolationPlan) -> None:
             _kill_leftovers()
         # A Python thread the candidate started keeps running after its task: this worker is done.
         record["recycle"] = len(sys._current_frames()) > runtime.threads
-        write_frame(results, dict(record, type="result"))
+        write_frame(results, dict(record, type="result", nonce=task.get("nonce")))  # binds it to its task
         if record.get("error_kind") == "memory":
             os._exit(0)  # the heap may be in a bad state: let the parent start a fresh worker
 

@@ -8,6 +8,7 @@ the orbax checkpoints, the sandbox and the store, not the quality of the search.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -59,8 +60,11 @@ def test_real_llm_run_report_export(tmp_path):
         # warm start: 2 programs x 2 passes = 4 pairs, 2 steps of 2; cycle 0: elites (if any) + replay, 1-2 steps
         assert len(losses[-1]) == 2 and 1 <= len(losses[0]) <= 2
     assert (rd.checkpoints / "warm" / "COMPLETE").exists() and (rd.checkpoints / "cycle_000" / "COMPLETE").exists()
-    cached = list((tmp_path / "cache" / "warmstart").iterdir())
+    cached = [d for d in (tmp_path / "cache" / "warmstart").iterdir() if d.is_dir()]
     assert len(cached) == 1 and (cached[0] / "COMPLETE").exists()
+    # the measured warm-start rate is kept beside the cached checkpoints, for the preflight estimate
+    timings = json.loads((tmp_path / "cache" / "warmstart" / "timings.json").read_text())
+    assert all(v > 0 for v in timings.values()) and timings
 
     p = cenas("report", str(run))
     assert p.returncode == 0, p.stderr

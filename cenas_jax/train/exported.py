@@ -1,0 +1,481 @@
+"""Proxy training split in two: the tracer exports a candidate's programs, the trainer runs them.
+
+Why (DESIGN.md §3, "Integrity of scores"): a candidate's Python can reach whatever runs in its
+process, including the code that scores it. So candidate Python runs only in a disposable tracer,
+which turns the built module into three ``jax.export`` programs over flat tuples of arrays:
+
+- ``init(seed_key u32[2]) -> (*params, *extra)``: the linen variables, ``params`` first
+  (``extra``: mutable collections such as ``batch_stats``);
+- ``loss_grad(*params, *extra, x f32[B,H,W,C], y i32[B], dropout_key u32[2])
+  -> (loss f32[], *grads, *new_extra)``: one training batch, already normalised;
+- ``forward(*params, *extra, x f32[E,H,W,C]) -> logits f32[E, num_classes]``: evaluation mode.
+  It gets images only, never labels.
+
+With vmapped seeds (accelerators) each program carries a leading seed axis on keys, variables and
+outputs (``loss_grad`` also on the batch: every seed draws its own batches).
+
+The trainer (``train_exported``) never imports, executes or unpickles anything a candidate wrote.
+It checks every exported signature against the shapes it expects, refuses custom calls that are
+not on ``ALLOWED_CUSTOM_CALLS`` and programs with effects (host callbacks), and then does all
+that a score depends on itself: batches, normalisation, keys, the optimiser, the NaN check, the
+accuracy from the returned logits, the parameter count from the leaves it holds, and FLOPs from
+its own compilation. The loss a program reports is informational only.
+
+Keys and batches are the ones ``proxy.train_candidate`` uses (seed ``s`` from ``fold_in(key, s)``,
+its init keys ``fold_in(seed_key, 0|1)``, dropout ``fold_in(seed_key, 2)``, permutation
+``fold_in(seed_key, 3)``), so both trainers give the same run up to floating-point reassociation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from cenas_jax.config import TrainConfig
+from cenas_jax.train import device_data
+from cenas_jax.train.errors import TrainError
+from cenas_jax.train.flops import compiled_flops
+from cenas_jax.train.proxy import (
+    EVAL_COMPILER_OPTIONS_CPU,
+    INIT_COMPILER_OPTIONS_CPU,
+    NAN_CHECK_EVERY,
+    TrainResult,
+    _check_finite,
+    _Compiler,
+    _has_conv,
+    _options,
+    _schedule,
+)
+from cenas_jax.train.steps import _TRANSIENT, make_optimizer, normalise
+from cenas_jax.train.strategy import Strategy, choose_strategy
+
+PROGRAMS = ("init", "loss_grad", "forward")
+# Custom calls a plain Flax model lowers to (sharding annotations only). Anything else, e.g. a host
+# callback (jax.pure_callback, jax.debug.print) or a vendor kernel, is refused: error kind "export".
+ALLOWED_CUSTOM_CALLS = frozenset({"Sharding", "SPMDFullToShardShape", "SPMDShardToFullShape"})
+MAX_EXPORT_BYTES = 256 << 20  # all of one candidate's serialised programs together
+_CUSTOM_CALL = re.compile(r"stablehlo\.custom_call\s+@([\w.$-]+)|call_target_name\s*=\s*\"([^\"]*)\"")
+
+
+@dataclasses.dataclass(frozen=True)
+class Shapes:
+    """What both sides agree on before any program exists: the trainer derives it from the dataset."""
+
+    input_shape: tuple[int, ...]
+    batch: int
+    eval_batch: int
+    num_classes: int
+    seeds: int
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def for_dataset(cls, dataset: Any, cfg: TrainConfig, eval_split: str = "val") -> "Shapes":
+        n_train = int(dataset.x_train.shape[0])
+        evald = device_data.eval_arrays(dataset, eval_split, cfg.eval_batch_size)
+        return cls(tuple(int(d) for d in dataset.x_train.shape[1:]), min(cfg.batch_size, n_train),
+                   evald.batch_size, int(dataset.num_classes), cfg.seeds)  # fmt: skip
+
+
+# ---------------------------------------------------------------------------
+# Tracer side: runs with the candidate's module (untrusted process)
+# ---------------------------------------------------------------------------
+
+
+def export_programs(
+    module: Any, takes_train: bool, shapes: Shapes, cfg: TrainConfig, platform: str
+) -> tuple[dict, dict[str, bytes]]:
+    """Export ``module``'s programs for ``platform``; returns (metadata, {name: serialised bytes}).
+
+    Raises ``TrainError("compile")`` when the module cannot be traced or lowered and
+    ``TrainError("shape")`` when its logits are not ``(batch, num_classes)``.
+    """
+    from jax import export
+
+    kw = {"train": True} if takes_train else {}
+    kw_eval = {"train": False} if takes_train else {}
+    key_spec = jax.ShapeDtypeStruct((2,), jnp.uint32)
+    x1 = jnp.zeros((1,) + tuple(shapes.input_shape), jnp.float32)
+
+    def init_tree(seed_key: jax.Array) -> tuple[dict, dict]:
+        k_params, k_drop = jax.random.fold_in(seed_key, 0), jax.random.fold_in(seed_key, 1)
+        variables = dict(module.init({"params": k_params, "dropout": k_drop}, x1, **kw_eval))
+        for c in _TRANSIENT:
+            variables.pop(c, None)
+        params = variables.pop("params", {})
+        return params, variables
+
+    try:
+        params_spec, extra_spec = jax.eval_shape(init_tree, key_spec)
+    except MemoryError:
+        raise
+    except Exception as e:  # noqa: BLE001 - candidate code may raise anything while tracing
+        raise TrainError("compile", f"{type(e).__name__}: {e}") from e
+    p_leaves, p_def = jax.tree.flatten(params_spec)
+    e_leaves, e_def = jax.tree.flatten(extra_spec)
+    n_p = len(p_leaves)
+
+    def unflat(leaves: tuple) -> tuple[Any, Any]:
+        return jax.tree.unflatten(p_def, leaves[:n_p]), jax.tree.unflatten(e_def, leaves[n_p:])
+
+    def apply(params: Any, extra: Any, x: jax.Array, train: bool, rng: jax.Array | None) -> tuple[jax.Array, Any]:
+        variables = {"params": params, **extra}
+        cols = list(extra)
+        rngs = {"dropout": rng} if rng is not None else None
+        if cols:
+            logits, updates = module.apply(variables, x, rngs=rngs, mutable=cols + list(_TRANSIENT),
+                                           **(kw if train else kw_eval))  # fmt: skip
+            updates = {c: updates[c] for c in cols if c in updates}
+        else:
+            logits = module.apply(variables, x, rngs=rngs, **(kw if train else kw_eval))
+            updates = {}
+        return jnp.asarray(logits, jnp.float32), updates
+
+    def init_flat(seed_key: jax.Array) -> tuple:
+        params, extra = init_tree(seed_key)
+        return tuple(jax.tree.leaves(params)) + tuple(jax.tree.leaves(extra))
+
+    def loss_grad_flat(*args: Any) -> tuple:
+        leaves, (x, y, rng) = args[:-3], args[-3:]
+        params, extra = unflat(leaves)
+
+        def loss_fn(p: Any) -> tuple[jax.Array, Any]:
+            logits, updates = apply(p, extra, x, True, rng)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), updates
+
+        (loss, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        new_extra = {c: updates.get(c, v) for c, v in extra.items()}
+        return (loss, *jax.tree.leaves(grads), *jax.tree.leaves(new_extra))
+
+    def forward_flat(*args: Any) -> jax.Array:
+        params, extra = unflat(args[:-1])
+        return apply(params, extra, args[-1], False, None)[0]
+
+    leaf_specs = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in p_leaves + e_leaves]
+    img = tuple(shapes.input_shape)
+    x_eval = jax.ShapeDtypeStruct((shapes.eval_batch,) + img, jnp.float32)
+    try:
+        logits_spec = jax.eval_shape(forward_flat, *leaf_specs, x_eval)
+    except MemoryError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise TrainError("compile", f"{type(e).__name__}: {e}") from e
+    if tuple(logits_spec.shape) != (shapes.eval_batch, shapes.num_classes):
+        raise TrainError("shape", f"logits have shape {tuple(logits_spec.shape)} for a batch of {shapes.eval_batch}; "
+                                  f"expected ({shapes.eval_batch}, {shapes.num_classes})")  # fmt: skip
+
+    def _export(fn: Any, *specs: Any) -> Any:
+        try:
+            return export.export(jax.jit(fn), platforms=(platform,))(*specs)
+        except MemoryError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            raise TrainError("compile", f"{type(e).__name__}: {e}") from e
+
+    forward = _export(forward_flat, *leaf_specs, x_eval)
+    has_conv = _has_conv(forward.mlir_module())
+    strategy = choose_strategy(cfg, "cpu" if platform == "cpu" else "accelerator", has_conv)
+    vmapped = strategy.seed == "vmap" and shapes.seeds > 1
+    x_train = jax.ShapeDtypeStruct((shapes.batch,) + img, jnp.float32)
+    y_train = jax.ShapeDtypeStruct((shapes.batch,), jnp.int32)
+    if vmapped:
+        s = shapes.seeds
+        stacked = [jax.ShapeDtypeStruct((s,) + tuple(a.shape), a.dtype) for a in leaf_specs]
+        n = len(leaf_specs)
+        init = _export(jax.vmap(init_flat), jax.ShapeDtypeStruct((s, 2), jnp.uint32))
+        loss_grad = _export(jax.vmap(loss_grad_flat), *stacked, jax.ShapeDtypeStruct((s,) + x_train.shape, jnp.float32),
+                            jax.ShapeDtypeStruct((s, shapes.batch), jnp.int32), jax.ShapeDtypeStruct((s, 2), jnp.uint32))
+        forward = _export(jax.vmap(forward_flat, in_axes=(0,) * n + (None,)), *stacked, x_eval)
+    else:
+        init = _export(init_flat, key_spec)
+        loss_grad = _export(loss_grad_flat, *leaf_specs, x_train, y_train, key_spec)
+    programs = {"init": init, "loss_grad": loss_grad, "forward": forward}
+    for name, exp in programs.items():
+        refused = refused_custom_calls(exp)
+        if refused:
+            raise TrainError("export", f"the {name} program uses custom calls not on the allow-list: {', '.join(refused)}")
+    blobs = {}
+    for name, exp in programs.items():
+        try:
+            blobs[name] = bytes(exp.serialize())
+        except Exception as e:  # noqa: BLE001 - e.g. effects that cannot be serialised
+            raise TrainError("export", f"the {name} program cannot be serialised: {type(e).__name__}: {e}") from e
+    meta = {"n_params": n_p, "n_extra": len(e_leaves), "vmapped": vmapped, "platform": platform}
+    return meta, blobs
+
+
+def refused_custom_calls(exp: Any) -> list[str]:
+    """Custom-call targets in an exported module that are not on ``ALLOWED_CUSTOM_CALLS``."""
+    text = exp.mlir_module()
+    found = {a or b for a, b in _CUSTOM_CALL.findall(text)}
+    return sorted(t for t in found if t not in ALLOWED_CUSTOM_CALLS)
+
+
+# ---------------------------------------------------------------------------
+# Trainer side: trusted code only
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedPrograms:
+    """Deserialised and checked programs of one candidate."""
+
+    init: Any
+    loss_grad: Any
+    forward: Any
+    n_params: int
+    n_extra: int
+    vmapped: bool
+    params: int  # elements in the params leaves (the trainer's own count)
+    state_size: int  # elements in every leaf the model carries (params and mutable collections)
+    has_conv: bool
+
+
+def _refuse(message: str) -> TrainError:
+    return TrainError("export", message)
+
+
+def _avals(specs: Any) -> list[tuple[tuple[int, ...], str]]:
+    return [(tuple(int(d) for d in a.shape), str(a.dtype)) for a in specs]
+
+
+def load_programs(meta: Any, blobs: Any, shapes: Shapes, platform: str) -> LoadedPrograms:
+    """Deserialise a tracer's programs and check them against ``shapes``; ``TrainError("export")`` if
+    anything is off (a wrong signature, custom calls off the allow-list, effects, another platform),
+    ``TrainError("shape")`` when the logits have the wrong shape."""
+    from jax import export
+
+    if not isinstance(meta, dict) or not isinstance(blobs, dict) or set(blobs) != set(PROGRAMS):
+        raise _refuse("the tracer sent an incomplete set of programs")
+    n_p, n_e, vmapped = meta.get("n_params"), meta.get("n_extra"), meta.get("vmapped")
+    if not (isinstance(n_p, int) and isinstance(n_e, int) and isinstance(vmapped, bool)) or n_p < 0 or n_e < 0:
+        raise _refuse("the tracer sent malformed program metadata")
+    if vmapped and shapes.seeds < 2:
+        raise _refuse("vmapped programs for a single seed")
+    if sum(len(b) for b in blobs.values()) > MAX_EXPORT_BYTES:
+        raise _refuse(f"the programs exceed {MAX_EXPORT_BYTES >> 20} MiB")
+    progs = {}
+    for name in PROGRAMS:
+        try:
+            exp = export.deserialize(bytearray(blobs[name]))
+        except Exception as e:  # noqa: BLE001 - hostile bytes may fail anywhere in the decoder
+            raise _refuse(f"the {name} program cannot be deserialised: {type(e).__name__}") from None
+        if tuple(exp.platforms) != (platform,):
+            raise _refuse(f"the {name} program is for {list(exp.platforms)}, not [{platform!r}]")
+        if exp.nr_devices != 1 or exp.ordered_effects or exp.unordered_effects:
+            raise _refuse(f"the {name} program has effects or spans devices")
+        refused = refused_custom_calls(exp)
+        if refused:
+            raise _refuse(f"the {name} program uses custom calls not on the allow-list: {', '.join(refused)}")
+        progs[name] = exp
+    init, loss_grad, forward = progs["init"], progs["loss_grad"], progs["forward"]
+    lead = (shapes.seeds,) if vmapped else ()
+    img = tuple(shapes.input_shape)
+    key = [(lead + (2,), "uint32")]
+    if _avals(init.in_avals) != key:
+        raise _refuse(f"init takes {_avals(init.in_avals)}, expected {key}")
+    leaves = _avals(init.out_avals)
+    if len(leaves) != n_p + n_e or any(d not in ("float32", "bfloat16", "float16", "int32", "uint32") for _, d in leaves):
+        raise _refuse("init returns leaves that do not match the metadata")
+    if any(s[: len(lead)] != lead for s, _ in leaves):
+        raise _refuse("init's leaves lack the seed axis")
+    params_leaves = leaves[:n_p]
+    want_lg_in = leaves + [(lead + (shapes.batch,) + img, "float32"), (lead + (shapes.batch,), "int32")] + key
+    if _avals(loss_grad.in_avals) != want_lg_in:
+        raise _refuse("loss_grad's signature does not match init's leaves and the batch")
+    want_lg_out = [(lead, "float32")] + params_leaves + leaves[n_p:]
+    if _avals(loss_grad.out_avals) != want_lg_out:
+        raise _refuse("loss_grad must return (loss, gradients shaped as params, mutable state shaped as init's)")
+    if _avals(forward.in_avals) != leaves + [((shapes.eval_batch,) + img, "float32")]:
+        raise _refuse("forward's signature does not match init's leaves and the evaluation batch")
+    want_logits = [(lead + (shapes.eval_batch, shapes.num_classes), "float32")]
+    if _avals(forward.out_avals) != want_logits:
+        got = _avals(forward.out_avals)
+        raise TrainError("shape", f"logits have shape {got[0][0] if len(got) == 1 else got}; expected {want_logits[0][0]}")
+    per_seed = shapes.seeds if vmapped else 1
+    params = sum(int(np.prod(s, dtype=np.int64)) for s, _ in params_leaves) // per_seed
+    state = sum(int(np.prod(s, dtype=np.int64)) for s, _ in leaves) // per_seed
+    return LoadedPrograms(init, loss_grad, forward, n_p, n_e, vmapped, params, state,
+                          _has_conv(forward.mlir_module()))  # fmt: skip
+
+
+def _trainer_fns(progs: LoadedPrograms, cfg: TrainConfig, shapes: Shapes, steps_per_epoch: int) -> dict:
+    """The trusted step, epoch and eval functions around the exported calls."""
+    tx = make_optimizer(cfg)
+    n_p = progs.n_params
+    batch, eval_batch = shapes.batch, shapes.eval_batch
+    vm = progs.vmapped
+    update = jax.vmap(tx.update) if vm else tx.update
+    apply_updates = jax.vmap(optax.apply_updates) if vm else optax.apply_updates
+    fold = jax.vmap(jax.random.fold_in, in_axes=(0, None)) if vm else jax.random.fold_in
+
+    def init(seed_keys: jax.Array) -> dict:
+        leaves = list(progs.init.call(seed_keys))
+        params = leaves[:n_p]
+        return {
+            "params": params,
+            "extra": leaves[n_p:],
+            "opt": jax.vmap(tx.init)(params) if vm else tx.init(params),
+            "dropout_key": fold(seed_keys, 2),
+            "perm_key": fold(seed_keys, 3),
+            "step": jnp.zeros((), jnp.int32),
+            "loss_sum": jnp.zeros((shapes.seeds,) if vm else (), jnp.float32),
+            "nonfinite": jnp.zeros((shapes.seeds,) if vm else (), jnp.int32),
+        }
+
+    def step(state: dict, data: tuple, perm: jax.Array) -> dict:
+        x_all, y_all, mean, std = data
+        i = state["step"] % steps_per_epoch
+        idx = jax.lax.dynamic_slice_in_dim(perm, i * batch, batch, axis=-1)
+        x = normalise(jnp.take(x_all, idx, axis=0), mean, std)
+        y = jnp.take(y_all, idx, axis=0)
+        rng = fold(state["dropout_key"], state["step"])
+        out = progs.loss_grad.call(*state["params"], *state["extra"], x, y, rng)
+        loss, grads, extra = out[0], list(out[1 : 1 + n_p]), list(out[1 + n_p :])
+        deltas, opt = update(grads, state["opt"], state["params"])
+        params = apply_updates(state["params"], deltas)
+        loss = jnp.asarray(loss, jnp.float32)
+        return {
+            **state,
+            "params": params,
+            "extra": extra,
+            "opt": opt,
+            "step": state["step"] + 1,
+            "loss_sum": jnp.where(i == 0, 0.0, state["loss_sum"]) + loss,
+            "nonfinite": state["nonfinite"] + (~jnp.isfinite(loss)).astype(jnp.int32),
+        }
+
+    def epoch(state: dict, data: tuple, perm: jax.Array, num_steps: int) -> dict:
+        return jax.lax.scan(lambda s, _: (step(s, data, perm), None), state, None, length=num_steps)[0]
+
+    def eval_batch_fn(state_vars: tuple, data: tuple, i: jax.Array, acc: jax.Array) -> jax.Array:
+        params, extra = state_vars
+        x_all, y_all, mask, mean, std = data
+        start = i * eval_batch
+        x = normalise(jax.lax.dynamic_slice_in_dim(x_all, start, eval_batch), mean, std)
+        y = jax.lax.dynamic_slice_in_dim(y_all, start, eval_batch)
+        m = jax.lax.dynamic_slice_in_dim(mask, start, eval_batch)
+        logits = progs.forward.call(*params, *extra, x)  # images only: the labels stay here
+        correct = (jnp.argmax(logits, axis=-1) == y) & m
+        return acc + correct.sum(axis=-1, dtype=jnp.int32)
+
+    return {"init": init, "step": step, "epoch": epoch, "eval": eval_batch_fn}
+
+
+def _perms(perm_key: jax.Array, epoch: int, n: int, vmapped: bool) -> jax.Array:
+    from cenas_jax.train import steps
+
+    e = np.int32(epoch)
+    return steps.epoch_perms(perm_key, e, n) if vmapped else steps.epoch_perm(perm_key, e, n)
+
+
+def train_exported(
+    progs: LoadedPrograms,
+    dataset: Any,
+    cfg: TrainConfig,
+    key: jax.Array,
+    *,
+    eval_split: str = "val",
+    max_params: int | None = None,
+) -> TrainResult:
+    """Train the exported programs for ``cfg.epochs`` on ``dataset`` for ``cfg.seeds`` seeds and score them.
+
+    The same contract as ``proxy.train_candidate`` (``TrainError`` kinds "nan", "compile", "shape"),
+    plus "budget" when the model's parameters (counted here) exceed ``max_params``.
+    """
+    if max_params is not None and progs.params > max_params:
+        raise TrainError("budget", f"{progs.params:,} parameters exceed the budget of {max_params:,}")
+    shapes = Shapes.for_dataset(dataset, cfg, eval_split)
+    compiler = _Compiler()
+    train = device_data.train_arrays(dataset)
+    n_train = int(train.x.shape[0])
+    steps_per_epoch = n_train // shapes.batch
+    schedule = _schedule(cfg.epochs, steps_per_epoch)
+    evald = device_data.eval_arrays(dataset, eval_split, cfg.eval_batch_size)
+    seeds, vm = cfg.seeds, progs.vmapped
+    strategy = choose_strategy(cfg, jax.default_backend(), progs.has_conv)
+    fns = _trainer_fns(progs, cfg, shapes, steps_per_epoch)
+
+    key_spec = jax.ShapeDtypeStruct((seeds, 2) if vm else (2,), jnp.uint32)
+    init_c = compiler(fns["init"], key_spec, options=_options(INIT_COMPILER_OPTIONS_CPU))
+    state_spec = init_c.out_info
+    train_spec = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), train.as_tuple())
+    eval_spec = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), evald.as_tuple())
+    perm_spec = jax.ShapeDtypeStruct((seeds, n_train) if vm else (n_train,), jnp.int32)
+    i_spec = jax.ShapeDtypeStruct((), jnp.int32)
+    acc_spec = jax.ShapeDtypeStruct((seeds,) if vm else (), jnp.int32)
+    vars_spec = (state_spec["params"], state_spec["extra"])
+    eval_c = compiler(fns["eval"], vars_spec, eval_spec, i_spec, acc_spec, options=_options(EVAL_COMPILER_OPTIONS_CPU))
+    flops_total = compiled_flops(eval_c)
+    flops = flops_total / ((seeds if vm else 1) * evald.batch_size) if flops_total else None
+    if strategy.epoch == "loop":
+        step_c = compiler(fns["step"], state_spec, train_spec, perm_spec, donate=(0,))
+        epoch_cs: dict[int, Any] = {}
+    else:
+        step_c = None
+        epoch_cs = {n: compiler(lambda s, d, p, n=n: fns["epoch"](s, d, p, n), state_spec, train_spec, perm_spec,
+                                donate=(0,)) for n in sorted({n for _, n in schedule})}  # fmt: skip
+
+    train_data, eval_data = train.as_tuple(), evald.as_tuple()
+    seed_keys = [jax.random.fold_in(key, s) for s in range(seeds)]
+
+    def run(state: dict, label: str) -> dict:
+        done = 0
+        for epoch_index, n in schedule:
+            perm = _perms(state["perm_key"], epoch_index, n_train, vm)
+            if step_c is not None:
+                for _ in range(n):
+                    state = step_c(state, train_data, perm)
+                    done += 1
+                    if done % NAN_CHECK_EVERY == 0:
+                        _check_finite(state, done, label)
+            else:
+                state = epoch_cs[n](state, train_data, perm)
+                done += n
+                _check_finite(state, done, label)
+        _check_finite(state, done, label)
+        return state
+
+    def score(state: dict) -> list[int]:
+        acc = jnp.zeros((seeds,) if vm else (), jnp.int32)
+        for i in range(evald.num_batches):
+            acc = eval_c((state["params"], state["extra"]), eval_data, np.int32(i), acc)
+        return [int(c) for c in np.atleast_1d(np.asarray(acc))]
+
+    last = schedule[-1][1]
+    t1 = time.perf_counter()
+    correct: list[int] = []
+    losses: list[float] = []
+    if vm:
+        state = run(init_c(jnp.stack(seed_keys)), f"0..{seeds - 1}")
+        correct = score(state)
+        losses = [float(v) / last for v in np.asarray(state["loss_sum"])]
+    else:
+        for s in range(seeds):
+            state = run(init_c(seed_keys[s]), str(s))
+            correct += score(state)
+            losses.append(float(state["loss_sum"]) / last)
+    train_s = time.perf_counter() - t1
+    accs = tuple(c / evald.count for c in correct)
+    if any(not (0.0 <= a <= 1.0) for a in accs):  # cannot happen with the sum above; a last guard
+        raise TrainError("compile", f"accuracy out of range: {accs}")
+    return TrainResult(
+        seed_accuracies=accs,
+        accuracy=float(np.mean(accs)),
+        loss=float(np.mean(losses)),
+        params=progs.params,
+        flops=flops,
+        compile_s=compiler.seconds,
+        train_s=train_s,
+        strategy=Strategy(strategy.epoch, "vmap" if vm else "sequential").name,
+        eval_split=eval_split,
+        steps=sum(n for _, n in schedule),
+    )

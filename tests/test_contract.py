@@ -67,7 +67,7 @@ def expect_error(kind: ErrorKind, fn, *args):
 
 def test_error_kinds_are_the_fixed_taxonomy():
     assert ALL_KINDS == (
-        "syntax", "policy", "build", "shape", "budget", "compile", "nan",
+        "syntax", "policy", "build", "shape", "budget", "compile", "export", "nan",
         "timeout", "memory", "crash", "delta_apply", "duplicate",
     )  # fmt: skip
     assert ErrorKind.SHAPE == "shape" and str(ErrorKind.DELTA_APPLY) == "delta_apply"

@@ -152,3 +152,63 @@ def test_syntax_error_is_not_a_policy_violation():
 def test_reports_every_violation():
     source = "import os\nx = eval('1')\ny = ().__class__\n"
     assert [v.rule for v in check_policy(source)] == ["import", "forbidden-name", "dunder-attribute"]
+
+
+# ---- the allow-list of what a chain of attributes may reach (issue: re-exports outrun a deny-list) ----
+
+REEXPORT_CHAINS = [
+    # each reaches a module outside the allow-list through an allowed one
+    "import flax.linen as nn\nm = nn.summary",
+    "import typing\nm = typing.stdlib_re",
+    "import flax.linen as nn\nm = nn.fp8_ops",
+    "import typing\nm = typing.operator",
+    "import jax\nm = jax.core",
+    "from flax import linen\nm = linen.module",
+    "import flax.linen as nn\nalias = nn\nm = alias.linear",
+    "from typing import operator",
+    "from flax.linen import summary",
+    # a re-export's name on a value the checker cannot resolve
+    "import typing\nm = [typing][0].operator",
+    "def pick(m):\n    return m.stdlib_re",
+]
+
+
+@pytest.mark.parametrize("source", REEXPORT_CHAINS)
+def test_chains_to_modules_off_the_allow_list_are_refused(source):
+    violations = check_policy(source)
+    assert violations, source
+    assert {v.rule for v in violations} <= {"forbidden-attribute", "import"}
+
+
+def test_a_refused_chain_names_the_module_it_reaches():
+    (v,) = [v for v in check_policy("import flax.linen as nn\nm = nn.summary") if "flax.linen.summary" in v.message]
+    assert v.rule == "forbidden-attribute" and v.lineno == 2
+
+
+PUBLIC_API = [
+    "import jax.numpy as jnp\nn = jnp.linalg.norm(jnp.ones(3))",
+    "import jax\nys = jax.tree.map(lambda a: a, [1])",
+    "import flax.linen as nn\ninit = nn.initializers.he_normal()",
+    "import jax\ninit = jax.nn.initializers.glorot_uniform()",
+    "import numpy as np\nrng = np.random.default_rng(0)",
+    "import jax\nk = jax.random.PRNGKey(0)",
+    "import jax.numpy as jnp\nt = jnp.float32",
+    "import flax.linen as nn\nc = nn.Module",
+    "import typing\nT = typing.Sequence[int]",
+    "import math\nx = math.sqrt(2)",
+]
+
+
+@pytest.mark.parametrize("source", PUBLIC_API)
+def test_the_public_layer_and_function_api_passes(source):
+    assert check_policy(source) == []
+
+
+def test_private_attributes_only_on_a_methods_own_receiver():
+    method = "class A:\n    def f(self):\n        return self._x\n"
+    plain = "def f(self):\n    return self._x\n"  # a plain function's parameter named self is any value
+    shadowed = "class A:\n    def f(self):\n        g = lambda self: self._x\n        return g\n"
+    nested = "class A:\n    def f(self):\n        def g():\n            return self._x\n        return g\n"
+    assert check_policy(method) == [] and check_policy(nested) == []
+    assert {v.rule for v in check_policy(plain)} == {"forbidden-attribute"}
+    assert {v.rule for v in check_policy(shadowed)} == {"forbidden-attribute"}

@@ -410,13 +410,35 @@ def test_user_namespace_mode_isolates_without_root_privileges(monkeypatch):
         assert layers[name]["active"], (name, layers[name])
 
 
-def test_a_worker_left_with_a_candidate_thread_is_retired(evaluator):
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2 :].split()
+            if fields[0] != "Z":
+                children.setdefault(int(fields[1]), []).append(int(entry))
+    out, todo = set(), [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.add(c)
+            todo.append(c)
+    return out
+
+
+def test_a_candidate_thread_dies_with_its_tracer_and_the_worker_serves_on(evaluator):
+    """Candidate code runs in a disposable tracer: what it leaves running (a thread, a process) ends with it."""
     spawn = "import threading, time\nthreading.Thread(target=time.sleep, args=(600,), daemon=True).start()\n"
     evaluator.evaluate([Candidate("warm", MLP)], train=False)
     before, serial = set(evaluator.worker_pids()), evaluator._serial
+    tree = {pid: _descendants(pid) for pid in before}
     (rec,) = evaluator._evaluate_bypassing([Candidate("thread", spawn)], "exec")
     assert rec.status == "ok"
-    assert len(before - set(evaluator.worker_pids())) == 1 and evaluator._serial == serial  # retired, not replaced yet
+    assert set(evaluator.worker_pids()) == before and evaluator._serial == serial  # the same worker, not replaced
+    assert {pid: _descendants(pid) for pid in before} == tree  # launcher's tree as before: no tracer left
     (after,) = evaluator.evaluate([Candidate("after", MLP)], train=False)
     assert after.status == "ok"
 

@@ -14,6 +14,7 @@ class ErrorKind(str, enum.Enum):
     SHAPE = "shape"  # tracing the forward pass failed or the output is not (B, num_classes)
     BUDGET = "budget"  # too many parameters
     COMPILE = "compile"  # XLA compilation failed
+    EXPORT = "export"  # the exported programs were refused (custom calls off the allow-list, wrong signatures)
     NAN = "nan"  # the training loss became NaN/Inf
     TIMEOUT = "timeout"  # the wall-clock limit ran out
     MEMORY = "memory"  # the memory limit was hit

@@ -65,6 +65,7 @@ PR_GET_NO_NEW_PRIVS = 39
 # `nobody`), and RLIMIT_NPROC, which counts every thread of a uid, then bounds one worker alone
 # rather than every worker of every evaluator on the machine sharing `nobody`'s count.
 SANDBOX_UID_BASE = 0x7F000000
+TRACER_UID_OFFSET = 0x01000000  # tracer uids: [0x80000000, 0x81000000), disjoint from the workers'
 IN_SANDBOX_DATA_DIR = "/tmp/.cenas-data"  # where the parent's dataset directory appears, read-only
 IN_SANDBOX_WORK_DIR = "/tmp/work"  # the worker's throw-away working directory
 
@@ -197,6 +198,32 @@ class IsolationPlan:
 def sandbox_uid(launcher_pid: int) -> int:
     """The uid a worker drops to: unique per live worker (see ``SANDBOX_UID_BASE``)."""
     return SANDBOX_UID_BASE + (launcher_pid & 0xFFFFFF)
+
+
+def tracer_uid(worker_uid: int) -> int:
+    """The uid a worker's tracers run as (full mode): one of their own, so that a tracer cannot signal,
+    trace or share files with the trainer it hands programs to."""
+    return worker_uid + TRACER_UID_OFFSET
+
+
+def hide_directory(path: str) -> None:
+    """In a new mount namespace of this process, cover ``path`` with an empty read-only tmpfs.
+
+    Needs CAP_SYS_ADMIN (root in full mode, the namespace's owner in userns mode); called by the
+    zygote before it drops privileges, so that no tracer can read the datasets.
+    """
+    unshare(CLONE_NEWNS)
+    mount(None, "/", None, MS_REC | MS_PRIVATE)
+    mount("tmpfs", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,nr_inodes=16,mode=0555")
+
+
+PR_SET_DUMPABLE = 4
+
+
+def set_dumpable(on: bool) -> None:
+    """Non-dumpable: /proc/PID/{mem,environ,fd,root} of this process become root's, and no ptrace attach."""
+    if linux():
+        prctl(PR_SET_DUMPABLE, 1 if on else 0)
 
 
 def detect_mode(requested: str) -> str:

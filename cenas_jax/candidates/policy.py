@@ -38,7 +38,10 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
+import importlib
 import re
+import types
 
 # Modules a candidate may import. ``jax.random`` and ``jax.nn.initializers``
 # are reachable through ``jax`` anyway; listing them lets real code import them.
@@ -60,6 +63,19 @@ ALLOWED_MODULES: frozenset[str] = frozenset(
         "__future__",
     }
 )
+
+# Modules an attribute chain may pass through: the importable ones, and submodules that real Flax code
+# names through them (``jnp.linalg.norm``, ``np.random.default_rng``, ``jax.tree.map``). A chain that
+# reaches any other module (``nn.summary.yaml``, ``typing.operator``) is refused: the allow-list of what a
+# candidate may reach is "the public functions, classes and constants of these modules".
+CHAIN_MODULES: frozenset[str] = ALLOWED_MODULES | frozenset(
+    {
+        "jax.numpy.linalg", "jax.numpy.fft", "jax.scipy", "jax.scipy.special", "jax.scipy.stats",
+        "jax.scipy.linalg", "jax.scipy.stats.norm", "jax.image", "jax.tree", "jax.tree_util", "jax.dtypes", "jax.typing",
+        "flax.linen.activation", "flax.linen.dtypes", "numpy.random", "numpy.linalg", "numpy.fft",
+        "jax._src.nn.initializers",  # jax.nn.initializers' own name in some JAX versions
+    }
+)  # fmt: skip
 
 FORBIDDEN_NAMES: frozenset[str] = frozenset(
     {
@@ -97,6 +113,8 @@ FORBIDDEN_ATTRIBUTES: frozenset[str] = frozenset(
         "gi_frame", "gi_code", "cr_frame", "cr_code", "ag_frame", "ag_code", "f_back",
         "f_globals", "f_locals", "f_builtins", "f_code", "tb_frame", "tb_next", "co_code",
         "func_globals",
+        # re-exported modules found in the wild (see also reexported_module_names())
+        "operator", "stdlib_re", "bltns", "pkgutil", "yaml", "pxla", "xb",
     }
 )  # fmt: skip
 
@@ -151,6 +169,67 @@ class PolicyViolation:
         return f"{where}[{self.rule}] {self.message}"
 
 
+def _module_ok(module: types.ModuleType) -> bool:
+    return getattr(module, "__name__", None) in CHAIN_MODULES
+
+
+@functools.lru_cache(maxsize=1)
+def reexported_module_names() -> frozenset[str]:
+    """Names under which the allow-listed modules re-export other modules (``typing.re``, ``nn.summary``).
+
+    An attribute with one of these names is refused on anything but ``self``/``cls``, wherever the chain
+    starts (``[typing][0].re`` cannot be resolved statically, its name can).
+    """
+    names: set[str] = set()
+    for mod_name in sorted(ALLOWED_MODULES - {"__future__"}):
+        try:
+            mod = importlib.import_module(mod_name)
+        except Exception:  # noqa: BLE001 - an optional module missing in this JAX
+            continue
+        for name in dir(mod):
+            try:
+                value = getattr(mod, name)
+            except Exception:  # noqa: BLE001 - lazy attributes may fail to load
+                continue
+            if isinstance(value, types.ModuleType) and not _module_ok(value):
+                names.add(name)
+    import jax
+    import numpy as np
+
+    # Method names of everyday values stay usable (``layers.extend``, ``x.copy()``): only the modules behind
+    # them would be dangerous, and those chains are resolved above when they start at an import.
+    common = set().union(*(dir(t) for t in (list, dict, set, tuple, str, bytes, int, float, np.ndarray, jax.Array)))
+    return frozenset(n for n in names if not n.startswith("_")) - {m.rsplit(".", 1)[-1] for m in CHAIN_MODULES} - common
+
+
+def chain_refusal(full: str) -> str | None:
+    """Why the dotted path ``full`` (rooted at an imported module) leaves the allow-list, or None.
+
+    The path is followed on the real modules: each step from a module must land on a public function,
+    class or constant, or on a module in ``CHAIN_MODULES``. A name the module lacks is left to the build
+    stage (it fails there with an AttributeError that names it).
+    """
+    parts = full.split(".")
+    if parts[0] not in {m.split(".")[0] for m in ALLOWED_MODULES}:
+        return None
+    try:
+        obj: object = importlib.import_module(parts[0])
+    except Exception:  # noqa: BLE001
+        return None
+    walked = [parts[0]]
+    for part in parts[1:]:
+        if not isinstance(obj, (types.ModuleType, type)):
+            return None  # an attribute of a value (an array's .shape): no module lies beyond it statically
+        try:
+            obj = getattr(obj, part)
+        except Exception:  # noqa: BLE001
+            return None
+        walked.append(part)
+        if isinstance(obj, types.ModuleType) and not _module_ok(obj):
+            return f"{'.'.join(walked)!r} is the module {obj.__name__!r}, which is not on the allow-list"
+    return None
+
+
 def module_allowed(name: str) -> bool:
     """True if ``import name`` is allowed."""
     return name in ALLOWED_MODULES
@@ -178,6 +257,9 @@ def import_from_allowed(module: str, names: list[str]) -> str | None:
             return f"import of {full!r} is forbidden"
         if name.startswith("_") and module != "__future__":
             return f"import of private name {full!r} is forbidden"
+        why = chain_refusal(full)
+        if why is not None:
+            return f"import of {full!r}: {why}"
     return None
 
 
@@ -186,6 +268,10 @@ class _Checker(ast.NodeVisitor):
         self.violations: list[PolicyViolation] = []
         # local name -> dotted module path it was bound to by an import (or a plain alias assignment)
         self.aliases: dict[str, str] = {}
+        # names that are a method's own receiver here: the first parameter (self/cls) of a function
+        # defined directly in a class body, unless an inner function or lambda rebinds it
+        self.receivers: frozenset[str] = frozenset()
+        self.in_class_body = False
 
     def add(self, rule: str, message: str, node: ast.AST | None) -> None:
         self.violations.append(PolicyViolation(rule, message, getattr(node, "lineno", None)))
@@ -241,11 +327,27 @@ class _Checker(ast.NodeVisitor):
             self.add("dunder-definition", f"defining {node.name!r} is forbidden", node)
         elif node.name in FORBIDDEN_NAMES:
             self.add("forbidden-name", f"defining {node.name!r} is forbidden", node)
+        saved = (self.receivers, self.in_class_body)
+        if isinstance(node, ast.ClassDef):
+            self.receivers, self.in_class_body = frozenset(), True
+        else:
+            params = [a.arg for a in (*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs)]
+            params += [a.arg for a in (node.args.vararg, node.args.kwarg) if a is not None]
+            own = frozenset(params[:1]) & {"self", "cls"} if self.in_class_body else frozenset()
+            self.receivers, self.in_class_body = (self.receivers - set(params)) | own, False
         self.generic_visit(node)
+        self.receivers, self.in_class_body = saved
 
     visit_FunctionDef = _visit_def
     visit_AsyncFunctionDef = _visit_def
     visit_ClassDef = _visit_def
+
+    def visit_Lambda(self, node: ast.Lambda) -> None:
+        saved = (self.receivers, self.in_class_body)
+        params = {a.arg for a in (*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs)}
+        self.receivers, self.in_class_body = self.receivers - params, False
+        self.generic_visit(node)
+        self.receivers, self.in_class_body = saved
 
     def visit_Global(self, node: ast.Global) -> None:
         for name in node.names:
@@ -275,6 +377,25 @@ class _Checker(ast.NodeVisitor):
             return parts[::-1]
         return None
 
+    def _unresolved_module_name(self, node: ast.Attribute) -> bool:
+        """A module's re-export name on a base the alias tracking cannot resolve (``f(typing).operator``)."""
+        if node.attr not in reexported_module_names():
+            return False
+        path = self._dotted(node)
+        return path is None or path[0] not in self.aliases
+
+    def _outermost(self, node: ast.Attribute) -> bool:
+        """Report a refused chain once, at its longest prefix that is refused (checked from the inside out)."""
+        inner = node.value
+        while isinstance(inner, ast.Attribute):
+            path = self._dotted(inner)
+            if path is not None and path[0] in self.aliases:
+                full = ".".join([self.aliases[path[0]], *path[1:]])
+                if _path_forbidden(full) or chain_refusal(full) is not None:
+                    return False
+            inner = inner.value
+        return True
+
     def visit_Attribute(self, node: ast.Attribute) -> None:
         attr = node.attr
         base = node.value
@@ -283,17 +404,20 @@ class _Checker(ast.NodeVisitor):
                 self.add("dunder-attribute", f"attribute {attr!r} is forbidden", node)
         elif attr in FORBIDDEN_ATTRIBUTES:
             self.add("forbidden-attribute", f"attribute {attr!r} is forbidden (reaches files, processes or frames)", node)
-        elif (attr.startswith("_") or attr in SELF_ONLY_ATTRIBUTES) and not (
-            isinstance(base, ast.Name) and base.id in ("self", "cls")
+        elif (attr.startswith("_") or attr in SELF_ONLY_ATTRIBUTES or self._unresolved_module_name(node)) and not (
+            isinstance(base, ast.Name) and base.id in self.receivers
         ):
             kind = "private attribute" if attr.startswith("_") else "attribute"
-            self.add("forbidden-attribute", f"{kind} {attr!r} is forbidden outside self/cls", node)
+            if attr in reexported_module_names() and not attr.startswith("_"):
+                kind = "module attribute"
+            self.add("forbidden-attribute", f"{kind} {attr!r} is forbidden outside a method's self/cls", node)
         else:
             path = self._dotted(node)
-            if path is not None and path[0] in self.aliases:
+            if path is not None and path[0] in self.aliases and not isinstance(node.ctx, ast.Store):
                 full = ".".join([self.aliases[path[0]], *path[1:]])
-                if _path_forbidden(full):
-                    self.add("forbidden-attribute", f"{'.'.join(path)!r} reaches {full!r}, which is forbidden", node)
+                why = chain_refusal(full) if not _path_forbidden(full) else f"it reaches {full!r}, which is forbidden"
+                if why is not None and self._outermost(node):
+                    self.add("forbidden-attribute", f"{'.'.join(path)!r}: {why}", node)
         self.generic_visit(node)
 
     # ---- strings -------------------------------------------------------

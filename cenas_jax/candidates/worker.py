@@ -4,7 +4,10 @@ Process tree of one worker (full isolation; see ``isolation.py``):
 
     launcher  (host pid, root)  -- watches the lifeline pipe; EOF (parent died) -> kill everything
       init    (pid 1 in a new pid namespace) -- mounts /proc, reaps, dies with the launcher
-        worker (pid 2)  -- imports jax/flax/optax, sets rlimits, drops to nobody, serves tasks
+        worker (pid 2)  -- the trainer: imports jax/flax/optax, sets rlimits, drops to its uid, serves tasks;
+                           runs no candidate code (it trains the programs tracers export)
+          zygote        -- forked before XLA starts threads; no data in view, a uid of its own (tracer.py)
+            tracer      -- one per candidate: runs its code, exports its programs with jax.export, exits
 
 When pid 1 exits the kernel kills every process in the namespace, so a fork
 bomb or a daemonised child cannot outlive its worker. The parent kills the
@@ -239,7 +242,11 @@ def _worker_main(spec: dict, plan: isolation.IsolationPlan) -> None:
         work_dir = isolation.IN_SANDBOX_WORK_DIR if plan.mode in ("full", "userns") else spec["work_dir"]
         os.chdir(work_dir)
         t0 = time.perf_counter()
-        runtime = _Runtime(spec)
+        from cenas_jax.candidates import tracer
+
+        tracer.preload()  # imports only: XLA has no threads yet, so forking is safe
+        zygote = tracer.fork_zygote(spec, plan, work_dir)
+        runtime = _Runtime(spec, zygote)
         import_s = time.perf_counter() - t0
         isolation.apply_limits(
             isolation.Limits(
@@ -251,6 +258,7 @@ def _worker_main(spec: dict, plan: isolation.IsolationPlan) -> None:
             )
         )
         isolation.drop_privileges(plan)
+        isolation.set_dumpable(False)  # a tracer of the same uid (userns, rlimits) can neither read nor trace it
     except BaseException as e:  # noqa: BLE001 - report any start-up failure to the parent
         write_frame(results, {"type": "fatal", "message": f"worker start-up failed: {type(e).__name__}: {e}",
                               "traceback": traceback.format_exc()[-4000:]})  # fmt: skip
@@ -264,6 +272,7 @@ def _worker_main(spec: dict, plan: isolation.IsolationPlan) -> None:
             report = isolation.describe_isolation(task["host_ns"], tuple(task["paths"]), plan.mode)
             report["threads_unprivileged"] = _threads_unprivileged()
             report["no_signal_parent"] = _signal_probe(int(task["parent_pid"]))
+            report.update(runtime.probe_tracer(plan))
             write_frame(results, {"type": "probe", "report": report, "notes": spec["notes"]})
             continue
         if task.get("bypass") and not spec.get("allow_bypass"):  # test-only switch, off unless the parent set it
@@ -271,20 +280,12 @@ def _worker_main(spec: dict, plan: isolation.IsolationPlan) -> None:
                                   "error_message": "bypassing the policy is disabled"})  # fmt: skip
             continue
         isolation.rearm_cpu_limit(spec["cpu_time_s"])
-        record = runtime.run(
-            task,
-            lambda stage: os.getpid() == runtime.pid
-            and write_frame(results, {"type": "stage", "stage": stage, "nonce": task.get("nonce")}),
-        )
-        if os.getpid() != runtime.pid:  # a fork the candidate made: it must not answer or serve
-            os._exit(0)
-        if plan.mode in ("full", "userns"):
-            _kill_leftovers()
-        # A Python thread the candidate started keeps running after its task: this worker is done.
-        record["recycle"] = len(sys._current_frames()) > runtime.threads
+        record = runtime.run(task, lambda stage: write_frame(results, {"type": "stage", "stage": stage,
+                                                                        "nonce": task.get("nonce")}))  # fmt: skip
+        record["recycle"] = runtime.broken  # a zygote that died cannot serve the next candidate
         write_frame(results, dict(record, type="result", nonce=task.get("nonce")))  # binds it to its task
-        if record.get("error_kind") == "memory":
-            os._exit(0)  # the heap may be in a bad state: let the parent start a fresh worker
+        if record.get("error_kind") == "memory" or runtime.broken:
+            os._exit(0)  # let the parent start a fresh worker
 
 
 def _threads_unprivileged() -> dict:
@@ -304,18 +305,6 @@ def _threads_unprivileged() -> dict:
             "detail": f"thread uids {sorted(uids)}, thread seccomp modes {sorted(modes)}"}  # fmt: skip
 
 
-def _kill_leftovers() -> None:
-    """SIGKILL every other process of the sandbox uid in this pid namespace (a candidate's forks, daemons).
-
-    kill(-1) skips the caller and pid 1, and reaches only processes this uid may signal: those in
-    this namespace.
-    """
-    try:
-        os.kill(-1, signal.SIGKILL)
-    except OSError:
-        pass
-
-
 def _signal_probe(pid: int) -> dict:
     """Signal 0 to the parent's host pid: refused (or no such pid in this namespace) means isolated."""
     try:
@@ -330,83 +319,184 @@ def _short(text: str) -> str:
 
 
 _MEMORY_MARKERS = ("RESOURCE_EXHAUSTED", "Out of memory", "out of memory", "bad_alloc", "Cannot allocate memory")
+_TRACER_STAGES = ("syntax", "policy", "build", "shape", "budget", "train")
+_MAX_TRACER_FRAMES = 64
+# What a tracer's result may set; the numbers a score is made of come from the trainer alone.
+_TRACER_FIELDS = ("status", "error_kind", "error_message", "stage", "params", "structure_hash", "degenerate")
 
 
-class _ModuleGuard:
-    """Snapshots the namespaces of the modules candidates can reach; ``restore`` undoes assignments to them.
+class TracerOutput:
+    """What one tracer sent, parsed as untrusted input: its record, its programs, or why it was refused."""
 
-    The policy allows ``jnp.tanh = ...`` (plain attribute assignment on a module); without this a
-    candidate could change what the trainer computes for later candidates in the same worker.
-    Attributes of classes are out of reach of the policy's dunder ban only partly; recycling after
-    ``max_tasks_per_worker`` bounds what survives.
-    """
-
-    def __init__(self, names: list[str]) -> None:
-        self.saved = {n: (sys.modules[n], dict(vars(sys.modules[n]))) for n in sorted(set(names)) if n in sys.modules}
-
-    def restore(self) -> int:
-        """Put back every module attribute that was replaced or deleted; return how many.
-
-        Added attributes stay: lazy imports add submodules to their parents legitimately.
-        """
-        changed = 0
-        for module, saved in self.saved.values():
-            current = vars(module)
-            for key, value in saved.items():
-                if current.get(key, _MISSING) is not value:
-                    current[key] = value
-                    changed += 1
-        return changed
+    def __init__(self) -> None:
+        self.record: dict | None = None
+        self.blobs: dict[str, bytes] = {}
+        self.violation: str | None = None
+        self.train_started: float | None = None
+        self.stage: str | None = None  # the last stage it reported
 
 
-_MISSING = object()
+def collect_tracer(conn: Any, nonce: Any, report_stage, max_export_bytes: int) -> TracerOutput:
+    """Read a tracer's socket to EOF with every bound checked (frame size, frame count, blob sizes,
+    nonce, known stages); forward its stages as they come."""
+    out = TracerOutput()
+    buf = bytearray()
+    frames = 0
+    sizes: dict[str, int] | None = None
+    total = 0
+    while True:
+        try:
+            chunk = conn.recv(1 << 20)
+        except OSError:
+            chunk = b""
+        if chunk:
+            buf += chunk
+            total += len(chunk)
+            if total > max_export_bytes + 2 * MAX_FRAME_BYTES:
+                out.violation = "the tracer sent more bytes than any export needs"
+                return out
+        while sizes is None and len(buf) >= 4:
+            (n,) = struct.unpack(">I", buf[:4])
+            if n > MAX_FRAME_BYTES:
+                out.violation = f"a {n}-byte frame (limit {MAX_FRAME_BYTES})"
+                return out
+            if len(buf) < 4 + n:
+                break
+            body = bytes(buf[4 : 4 + n])
+            del buf[: 4 + n]
+            frames += 1
+            if frames > _MAX_TRACER_FRAMES:
+                out.violation = "a flood of frames"
+                return out
+            try:
+                msg = json.loads(body)
+            except Exception as e:  # noqa: BLE001 - RecursionError from deep nesting too
+                out.violation = f"an undecodable frame ({type(e).__name__})"
+                return out
+            if not isinstance(msg, dict) or msg.get("nonce") != nonce:
+                out.violation = "a frame without its task's nonce"
+                return out
+            if msg.get("type") == "stage":
+                stage = msg.get("stage")
+                if stage not in _TRACER_STAGES:
+                    out.violation = "an unknown stage"
+                    return out
+                if stage == "train":
+                    out.train_started = time.perf_counter()
+                out.stage = stage
+                report_stage(stage)
+            elif msg.get("type") == "result":
+                bs = msg.get("blob_sizes")
+                if not isinstance(bs, dict) or any(not isinstance(k, str) or type(v) is not int or v < 0
+                                                   for k, v in bs.items()) or len(bs) > 8:  # fmt: skip
+                    out.violation = "a result with malformed program sizes"
+                    return out
+                if sum(bs.values()) > max_export_bytes:
+                    out.violation = f"programs over {max_export_bytes >> 20} MiB"
+                    return out
+                sizes = bs
+                out.record = {k: msg.get(k) for k in _TRACER_FIELDS}
+                out.record["export"] = msg.get("export")
+            else:
+                out.violation = "an unexpected message type"
+                return out
+        if sizes is not None and len(buf) > sum(sizes.values()):
+            out.violation = "bytes after the programs"
+            return out
+        if not chunk:
+            break
+    if sizes is not None:
+        if len(buf) != sum(sizes.values()):
+            out.violation = "truncated programs"
+            return out
+        pos = 0
+        for name in sorted(sizes):
+            out.blobs[name] = bytes(buf[pos : pos + sizes[name]])
+            pos += sizes[name]
+    elif buf:
+        out.violation = "a truncated frame"
+    return out
+
+
+def _exit_text(code: int | None) -> tuple[str, str]:
+    if code is None:
+        return "crash", "the tracer's zygote stopped answering"
+    if code == 128 + signal.SIGXCPU:
+        return "timeout", "the tracer ran past its CPU-time limit"
+    if code == 128 + signal.SIGKILL:
+        return "crash", "the tracer was killed (SIGKILL; a memory or process limit, or a signal)"
+    if code > 128:
+        return "crash", f"the tracer died of signal {code - 128}"
+    return "crash", f"the tracer exited with code {code} before sending its result"
 
 
 class _Runtime:
-    """Everything a worker loads once: JAX, the contract, the trainer, datasets (cached)."""
+    """The trainer: trusted code only. It loads datasets, hands each candidate to a new tracer, and trains
+    and scores the programs the tracer exports (``train/exported.py``)."""
 
-    def __init__(self, spec: dict) -> None:
+    def __init__(self, spec: dict, zygote: Any) -> None:
         # Imported here, as root and before the drop: the interpreter may live where nobody cannot read.
-        import dataclasses  # noqa: F401 - allow-listed for candidates: load it now
-        import functools  # noqa: F401
-        import math  # noqa: F401
-        import typing  # noqa: F401
-
-        import flax.linen as nn  # noqa: F401
         import jax
         import jax.numpy as jnp
         import numpy as np
-        import optax  # noqa: F401
 
         jax.config.update("jax_enable_compilation_cache", False)  # see sandbox.py: who may write the cache
-        from cenas_jax.candidates import contract, degenerate, policy
-        from cenas_jax.candidates.errors import CandidateError
+        from cenas_jax.config import TrainConfig, from_dict
+        from cenas_jax.train import TrainError, exported
 
         self.jax, self.np = jax, np
-        self.contract, self.policy, self.CandidateError = contract, policy, CandidateError
-        self.degenerate = degenerate
+        self.exported, self.TrainError = exported, TrainError
         self.spec = spec
-        self.pid = os.getpid()
-        self.threads = len(sys._current_frames())  # Python threads before any candidate ran
+        self.zygote = zygote
+        self.broken = False
         self.datasets: dict[str, Any] = {}
-        try:
-            from cenas_jax.config import TrainConfig, from_dict
-            from cenas_jax.train import TrainError, train_candidate
-
-            self.train_cfg = from_dict(TrainConfig, spec["train_cfg"])
-            self.train_candidate, self.TrainError = train_candidate, TrainError
-        except ImportError as e:  # the trainer is optional for cheap-stage-only workers
-            self.train_candidate, self.TrainError, self.train_cfg = None, None, None
-            spec["notes"].append(f"trainer unavailable: {e}")
-        # Warm-up: load every lazily imported piece of JAX/Flax the stages use, while files are readable.
-        jax.devices()
+        self.train_cfg = from_dict(TrainConfig, spec["train_cfg"])
+        self.platform = jax.default_backend()
+        # Warm-up: every lazily imported piece the trainer uses, while files are readable.
         jax.jit(lambda x: jnp.tanh(x) * 2)(jnp.ones((2, 2))).block_until_ready()
-        built = contract.build_net(WARMUP_SOURCE, 10)
-        contract.shape_check(built, (8, 8, 1), 10)
-        contract.structure_hash(built, (8, 8, 1))
-        degenerate.degeneracy_flags(built, (8, 8, 1))
-        policy.check_policy(WARMUP_SOURCE)
-        self.guard = _ModuleGuard([*policy.ALLOWED_MODULES, "flax", "builtins", "cenas_jax.train", "optax"])
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """One tracer round trip on the warm-up net, its programs deserialised and compiled (not trained)."""
+        shapes = self.exported.Shapes((8, 8, 1), 4, 4, 10, 1)
+        task = {"type": "task", "nonce": "warm-up", "source": WARMUP_SOURCE, "train": True, "num_classes": 10,
+                "input_shape": [8, 8, 1], "max_params": 1 << 30, "max_source_bytes": 1 << 20}  # fmt: skip
+        out, code = self._trace(task, shapes, lambda stage: None)
+        if out.violation or out.record is None or out.record.get("status") != "ok":
+            why = out.violation or (out.record or {}).get("error_message") or _exit_text(code)[1]
+            raise RuntimeError(f"the tracer failed on the warm-up net: {why}")
+        progs = self.exported.load_programs(out.record.get("export"), out.blobs, shapes, self.platform)
+        self.jax.jit(lambda k: progs.init.call(k)).lower(self.jax.ShapeDtypeStruct((2,), self.np.uint32)).compile()
+
+    def _trace(self, task: dict, shapes: Any, report_stage) -> tuple[TracerOutput, int | None]:
+        tracer_task = dict(task, train_cfg=self.spec["train_cfg"], platform=self.platform,
+                           shapes=shapes.to_dict() if shapes is not None else None)  # fmt: skip
+        try:
+            conn = self.zygote.start_tracer(tracer_task)
+        except OSError:
+            self.broken = True
+            out = TracerOutput()
+            return out, None
+        try:
+            out = collect_tracer(conn, task.get("nonce"), report_stage, self.exported.MAX_EXPORT_BYTES)
+        finally:
+            conn.close()
+        code = self.zygote.exit_status()
+        if code is None:
+            self.broken = True
+        return out, code
+
+    def probe_tracer(self, plan: Any) -> dict:
+        """Isolation layers of the tracer, for ``cenas sandbox check``: its own uid, no view of the data."""
+        if plan.mode == "full":
+            uid_ok = isolation.tracer_uid(plan.uid) != os.getuid()
+            uid = {"active": uid_ok, "detail": f"tracers run as uid {isolation.tracer_uid(plan.uid)}, the trainer as {os.getuid()}"}
+        else:
+            uid = {"active": False, "detail": f"{plan.mode} mode: tracer and trainer share a uid (both non-dumpable)"}
+        hidden = plan.mode in ("full", "userns")
+        data = {"active": hidden, "detail": "the dataset directory is an empty tmpfs in the tracer's mount namespace"
+                if hidden else "no mount namespace: a tracer could read the datasets"}  # fmt: skip
+        return {"tracer_own_uid": uid, "tracer_no_data": data}
 
     def _dataset(self, info: dict) -> Any:
         key = info["key"]
@@ -426,86 +516,55 @@ class _Runtime:
         return self.datasets[key]
 
     def run(self, task: dict, report_stage) -> dict:
-        """All stages for one candidate; every failure becomes a record (dict)."""
-        rec: dict[str, Any] = {"status": "ok", "error_kind": None, "error_message": None, "stage": None}
-        stage = "syntax"
-
-        def enter(name: str) -> None:
-            nonlocal stage
-            stage = name
-            rec["stage"] = name
-            report_stage(name)
-
-        contract = self.contract
-        source = task["source"]
-        num_classes = int(task["num_classes"])
-        input_shape = tuple(task["input_shape"])
+        """One candidate: traced in a new tracer, then (``task["train"]``) trained here; always a record."""
+        t0 = time.perf_counter()
+        eval_split = self.spec.get("eval_split", "val")
+        shapes = None
+        dataset = None
         try:
-            if task.get("bypass") == "exec":
-                enter("build")
-                exec(compile(source, "<probe>", "exec"), {"__name__": "probe"})  # noqa: S102 - test-only path
-                return rec
-            enter("syntax")
-            contract.parse_source(source)
-            enter("policy")
-            if task.get("bypass") != "policy":
-                violations = self.policy.check_policy(source, max_bytes=int(task["max_source_bytes"]))
-                if violations:
-                    raise self.CandidateError("policy", self.policy.format_violations(violations))
-            enter("build")
-            built = contract.build_net(source, num_classes)
-            self.guard.restore()  # module-level code may have patched jnp/nn functions the trainer uses
-            enter("shape")
-            params, _ = contract.shape_check(built, input_shape, num_classes)
-            rec["params"] = params
-            enter("budget")
-            if params > int(task["max_params"]):
-                raise self.CandidateError(
-                    "budget", f"{params:,} parameters exceed the budget of {int(task['max_params']):,}"
-                )
-            rec["structure_hash"] = contract.structure_hash(built, input_shape)
-            rec["degenerate"] = self._degeneracy(built, input_shape)
-            if not task["train"]:
-                return rec
-            enter("train")
-            if self.train_candidate is None:
-                raise RuntimeError("the proxy trainer (cenas_jax.train) is not installed")
-            dataset = self._dataset(task["data"])
-            key = self.jax.random.fold_in(self.jax.random.PRNGKey(int(task["seed"])),
-                                          zlib.crc32(source.encode()) & 0x7FFFFFFF)  # fmt: skip
-            res = self.train_candidate(built.module, built.takes_train, dataset, self.train_cfg, key,
-                                       eval_split=self.spec.get("eval_split", "val"))  # fmt: skip
-            rec.update(
-                accuracy=float(res.accuracy), seed_accuracies=[float(a) for a in res.seed_accuracies],
-                loss=float(res.loss), params=int(res.params), flops=None if res.flops is None else float(res.flops),
-                compile_s=float(res.compile_s), train_s=float(res.train_s),
-            )  # fmt: skip
+            if task["train"]:
+                dataset = self._dataset(task["data"])
+                shapes = self.exported.Shapes.for_dataset(dataset, self.train_cfg, eval_split)
+        except Exception as e:  # noqa: BLE001 - our own data; never the candidate's fault
+            return {"status": "error", "error_kind": "crash", "stage": None,
+                    "error_message": _short(f"loading the dataset failed: {type(e).__name__}: {e}")}  # fmt: skip
+        out, code = self._trace(task, shapes, report_stage)
+        if out.violation is not None:
+            return {"status": "error", "error_kind": "crash", "stage": out.stage,
+                    "error_message": f"tracer protocol violation: {out.violation}"}  # fmt: skip
+        rec = out.record
+        if rec is None:
+            kind, message = _exit_text(code)
+            return {"status": "error", "error_kind": kind, "stage": out.stage, "error_message": message}
+        meta = rec.pop("export", None)
+        if rec.get("status") != "ok" or not task["train"]:
             return rec
-        except BaseException as e:  # noqa: BLE001 - candidate code may raise anything, SystemExit included
-            kind, message = self._classify(e, stage)
+        rec["stage"] = "train"
+        t_export = (out.train_started or t0)
+        try:
+            progs = self.exported.load_programs(meta, out.blobs, shapes, self.platform)
+            export_s = time.perf_counter() - t_export
+            key = self.jax.random.fold_in(self.jax.random.PRNGKey(int(task["seed"])),
+                                          zlib.crc32(task["source"].encode()) & 0x7FFFFFFF)  # fmt: skip
+            res = self.exported.train_exported(progs, dataset, self.train_cfg, key, eval_split=eval_split,
+                                               max_params=int(task["max_params"]))  # fmt: skip
+        except BaseException as e:  # noqa: BLE001 - hostile programs may make XLA raise anything
+            kind, message = self._classify(e)
             rec.update(status="error", error_kind=kind, error_message=_short(message))
             return rec
-        finally:
-            self.guard.restore()  # the next candidate in this worker sees unpatched modules
+        rec.update(
+            accuracy=float(res.accuracy), seed_accuracies=[float(a) for a in res.seed_accuracies],
+            loss=float(res.loss), params=int(res.params), flops=None if res.flops is None else float(res.flops),
+            compile_s=float(res.compile_s + export_s), train_s=float(res.train_s),
+        )  # fmt: skip
+        return rec
 
-    def _degeneracy(self, built: Any, input_shape: tuple) -> list[str] | None:
-        """Degeneracy flags from the jaxpr; None when the analysis itself fails (the candidate is not at fault)."""
-        try:
-            return self.degenerate.degeneracy_flags(built, input_shape)
-        except Exception:  # noqa: BLE001 - a diagnostic only: never turns a valid candidate into an error
-            return None
-        finally:
-            self.guard.restore()
-
-    def _classify(self, e: BaseException, stage: str) -> tuple[str, str]:
+    def _classify(self, e: BaseException) -> tuple[str, str]:
         text = f"{type(e).__name__}: {e}"
-        if isinstance(e, self.CandidateError):
-            return e.kind.value, e.message
-        if self.TrainError is not None and isinstance(e, self.TrainError):
+        if isinstance(e, self.TrainError):
             if any(m in e.message for m in _MEMORY_MARKERS):
                 return "memory", e.message
-            return {"nan": "nan", "shape": "shape"}.get(e.kind, "compile"), e.message
+            return {"nan": "nan", "shape": "shape", "export": "export", "budget": "budget"}.get(e.kind, "compile"), e.message
         if isinstance(e, MemoryError) or any(m in text for m in _MEMORY_MARKERS):
             return "memory", text
-        by_stage = {"syntax": "syntax", "policy": "policy", "build": "build", "shape": "shape", "budget": "shape"}
-        return by_stage.get(stage, "crash"), f"unexpected error in stage {stage}: {text}"
+        return "crash", f"unexpected error while training: {text}"

@@ -178,7 +178,10 @@ def export_programs(
         except MemoryError:
             raise
         except Exception as e:  # noqa: BLE001
-            raise TrainError("compile", f"{type(e).__name__}: {e}") from e
+            text = f"{type(e).__name__}: {e}"
+            if "custom call" in text.lower() or "callback" in text.lower():  # e.g. jax.pure_callback
+                raise TrainError("export", f"cannot be exported (custom call or host callback): {text}") from e
+            raise TrainError("compile", text) from e
 
     forward = _export(forward_flat, *leaf_specs, x_eval)
     has_conv = _has_conv(forward.mlir_module())

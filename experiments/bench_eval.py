@@ -148,6 +148,12 @@ def main() -> None:
             continue
         print(f"{o['id']:<12} {o['accuracy']:>9.3f} {o['compile_s']:>10.2f} {o['train_s']:>8.2f} {o['wall_s']:>7.2f} | "
               f"{t['accuracy']:>9.3f} {t['wall_s']:>7.2f}")
+    ok = [o for o in ours if "error" not in o or not o.get("error")]
+    if ok:
+        over = [o["wall_s"] - o["train_s"] - o["compile_s"] for o in ok]
+        print(f"per candidate: wall {sum(o['wall_s'] for o in ok) / len(ok):.2f} s, of it compile (tracing, export, "
+              f"XLA) {sum(o['compile_s'] for o in ok) / len(ok):.2f} s, outside compile and train "
+              f"(checks, processes, hand-offs) {sum(over) / len(over):.2f} s")
     print(f"total wall: ours {ours_wall:.2f} s (pool, per-arch times overlap), torch {torch_wall:.2f} s")
     print(f"with pool start-up: speedup {torch_wall / (ours_wall + startup):.2f}")
     if torch1_wall is not None:

@@ -225,3 +225,53 @@ def test_a_candidate_calling_a_host_callback_is_refused_with_its_own_kind():
     assert rec.status == "error" and rec.error_kind == "export", rec
     assert "custom call" in rec.error_message
     assert rec.accuracy is None
+
+
+class PolicyMissesEverything(Evaluator):
+    """The sandbox with its static policy bypassed for every candidate: the policy is a first layer, not the
+    guard (DESIGN.md §3), so the search must stay sound when an attack gets past it."""
+
+    def evaluate_iter(self, candidates, train=True, progress=False):
+        for _, rec in self._run([(c, "policy") for c in candidates], train, progress):
+            yield rec
+
+
+def test_a_search_with_a_forging_generation_completes_and_does_not_make_it_an_elite(tmp_path, zero_accuracy):
+    from cenas_jax.config import load_config
+    from cenas_jax.search.generator import ScriptedGenerator
+    from cenas_jax.search.loop import SearchLoop
+    from cenas_jax.search.rundir import RunDir
+    from cenas_jax.store import RunStore
+
+    @dataclasses.dataclass(frozen=True)
+    class Entry:
+        name: str
+        source: str
+
+    corpus = [Entry("mlp_a", GOOD), Entry("mlp_b", GOOD.replace("Dense(32)", "Dense(48)").replace("relu", "tanh"))]
+    forger = ATTACKS["patch_trainer"] + ZERO_NET
+    others = [GOOD.replace("Dense(32)", f"Dense({w})").replace("nn.relu", act) for w, act in
+              ((96, "nn.gelu"), (20, "nn.swish"), (64, "nn.elu"))]  # fmt: skip
+    fence = lambda src: f"```python\n{src}```"  # noqa: E731
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(
+        "seed: 0\ndata: {name: digits}\ntrain: {epochs: 1, seeds: 2}\nsandbox: {workers: 1, timeout_s: 120}\n"
+        "search: {cycles: 1, candidates_per_cycle: 4, mode: full, elite_rho: 0.5, warm_start: false}\n"
+    )
+    cfg = load_config(cfg_path, [])
+    gen = ScriptedGenerator([fence(forger)] + [fence(s) for s in others])
+    with PolicyMissesEverything(cfg.data, cfg.train, cfg.sandbox, _allow_bypass_for_tests=True) as ev:
+        loop = SearchLoop.open(tmp_path / "run", cfg, gen, ev, corpus, progress=False, echo=lambda s: None)
+        loop.run()
+        loop.close()
+    rd = RunDir(tmp_path / "run")
+    assert rd.load_state().status == "finished"
+    with RunStore(rd.path) as s:
+        rows = {r["id"]: r for r in s.candidates(run_id=1)}
+        (forged,) = [r for r in rows.values() if r["cycle"] == 0 and "_fake" in (r["source"] or "")]
+        (ev_row,) = s.evaluations(forged["id"], budget="proxy")
+        assert ev_row["status"] == "ok" and ev_row["accuracy"] == pytest.approx(zero_accuracy, abs=1e-12)
+        cycles = {c["cycle"]: c for c in s.cycles(1)}
+        assert forged["id"] not in cycles[0]["elites"] and cycles[0]["elites"]
+        trained = [r for r in rows.values() if r["cycle"] == 0 and r["quality"] is not None]
+        assert forged["quality"] == min(r["quality"] for r in trained)

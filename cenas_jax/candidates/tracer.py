@@ -334,6 +334,8 @@ def run_task(task: dict, report_stage: Callable[[str], None]) -> tuple[dict, dic
         rec["stage"] = name
         report_stage(name)
 
+    if task.get("type") == "probe":  # `cenas sandbox check`: what a tracer sees (no candidate code runs)
+        return {"status": "ok", "probe": _probe(task)}, blobs
     source = task["source"]
     num_classes = int(task["num_classes"])
     input_shape = tuple(task["input_shape"])
@@ -377,6 +379,16 @@ def run_task(task: dict, report_stage: Callable[[str], None]) -> tuple[dict, dic
         kind, message = _classify(e, current, CandidateError, TrainError)
         rec.update(status="error", error_kind=kind, error_message=_short(message))
         return rec, {}
+
+
+def _probe(task: dict) -> dict:
+    out: dict[str, Any] = {"uid": os.getuid(), "data_dev": None, "data_entries": None}
+    try:
+        out["data_dev"] = os.stat(task["data_dir"]).st_dev
+        out["data_entries"] = len(os.listdir(task["data_dir"]))
+    except OSError as e:
+        out["data_error"] = e.strerror
+    return out
 
 
 def _classify(e: BaseException, stage: str, candidate_error: type, train_error: type) -> tuple[str, str]:

@@ -397,6 +397,7 @@ def collect_tracer(conn: Any, nonce: Any, report_stage, max_export_bytes: int) -
                 sizes = bs
                 out.record = {k: msg.get(k) for k in _TRACER_FIELDS}
                 out.record["export"] = msg.get("export")
+                out.record["probe"] = msg.get("probe")
             else:
                 out.violation = "an unexpected message type"
                 return out
@@ -487,16 +488,25 @@ class _Runtime:
         return out, code
 
     def probe_tracer(self, plan: Any) -> dict:
-        """Isolation layers of the tracer, for ``cenas sandbox check``: its own uid, no view of the data."""
-        if plan.mode == "full":
-            uid_ok = isolation.tracer_uid(plan.uid) != os.getuid()
-            uid = {"active": uid_ok, "detail": f"tracers run as uid {isolation.tracer_uid(plan.uid)}, the trainer as {os.getuid()}"}
-        else:
-            uid = {"active": False, "detail": f"{plan.mode} mode: tracer and trainer share a uid (both non-dumpable)"}
-        hidden = plan.mode in ("full", "userns")
-        data = {"active": hidden, "detail": "the dataset directory is an empty tmpfs in the tracer's mount namespace"
-                if hidden else "no mount namespace: a tracer could read the datasets"}  # fmt: skip
-        return {"tracer_own_uid": uid, "tracer_no_data": data}
+        """Isolation layers of the tracer, probed from a tracer (``cenas sandbox check``): a uid of its own,
+        no view of the datasets."""
+        data_dir = self.spec["in_data_dir"]
+        out, _ = self._trace({"type": "probe", "nonce": "probe", "data_dir": data_dir}, None, lambda stage: None)
+        probe = (out.record or {}).get("probe") if out.violation is None else None
+        if not isinstance(probe, dict):
+            why = out.violation or "no answer"
+            off = {"active": False, "detail": f"the probe tracer failed: {why}"}
+            return {"tracer_own_uid": off, "tracer_no_data": dict(off)}
+        uid = probe.get("uid")
+        own = isinstance(uid, int) and uid != os.getuid()
+        mine = os.stat(data_dir).st_dev
+        hidden = probe.get("data_dev") != mine and not probe.get("data_entries")
+        return {
+            "tracer_own_uid": {"active": own, "detail": f"tracers run as uid {uid}, the trainer as {os.getuid()}"},
+            "tracer_no_data": {"active": hidden, "detail": (
+                "the dataset directory is an empty tmpfs in the tracer's mount namespace" if hidden else
+                f"a tracer sees the dataset directory ({probe.get('data_entries')} entries)")},
+        }  # fmt: skip
 
     def _dataset(self, info: dict) -> Any:
         key = info["key"]

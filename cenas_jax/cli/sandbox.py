@@ -9,7 +9,7 @@ import json
 ESSENTIAL = (
     "net_namespace", "mount_namespace", "pid_namespace", "readonly_root", "private_tmp", "uid_drop",
     "no_new_privs", "no_network", "no_remount", "rlimit_cpu", "rlimit_nproc", "rlimit_fsize",
-    "threads_unprivileged", "no_signal_parent", "host_files_unchanged",
+    "threads_unprivileged", "no_signal_parent", "host_files_unchanged", "tracer_own_uid", "tracer_no_data",
 )  # fmt: skip
 
 
@@ -26,8 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "Starts one sandbox worker and probes from inside it: namespaces (net, mount, pid, user), a read-only "
             "root (writes outside the private tmpfs), private /tmp and /dev/shm, the uid drop (every thread), "
-            "no_new_privs, network, remounting, rlimits, seccomp, signalling the parent; then checks on the host "
-            "that no probe file appeared."
+            "no_new_privs, network, remounting, rlimits, seccomp, signalling the parent; from inside a tracer (where "
+            "candidate code runs) its own uid and no view of the datasets; then checks on the host that no probe "
+            "file appeared."
         ),
         epilog="example: cenas sandbox check",
     )

@@ -252,6 +252,7 @@ class SearchConfig:
     datasets: tuple[str, ...] = ()  # extra datasets for a multi-dataset pool (empty: data.name only)
     max_wall_s: float | None = None  # stop (at a phase boundary, checkpointed) after this much wall time
     max_tokens: int | None = None  # stop after this many generated tokens
+    preempt_grace_s: float = 20.0  # after SIGTERM: finish the work in flight for at most this long, then abandon it
     corpus: tuple[str, ...] = ()  # names of the seed-corpus programs L to use (empty: all)
     corpus_dir: str | None = None  # a folder of .py programs replacing the packaged corpus
     warm_start: bool = True  # the CE update on L alone before cycle 0 (cached across runs)
@@ -269,6 +270,7 @@ class SearchConfig:
         _check(0 < self.elite_rho <= 1, "search.elite_rho", "must be in (0, 1]")
         _check(self.max_elites is None or self.max_elites >= 1, "search.max_elites", "must be >= 1")
         _check(self.replay_weight >= 0, "search.replay_weight", "must be >= 0")
+        _check(self.preempt_grace_s >= 0, "search.preempt_grace_s", "must be >= 0")
         _check(self.warm_start_epochs >= 1, "search.warm_start_epochs", "must be >= 1")
         _check(self.warm_start_learning_rate is None or self.warm_start_learning_rate > 0,
                "search.warm_start_learning_rate", "must be > 0 or null")

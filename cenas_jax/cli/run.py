@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -15,7 +16,11 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Run the CE search: the LLM proposes Flax programs (full or delta edits), the sandbox checks and "
             "trains them, MinHash rejects near-duplicates, the elites fine-tune the LLM. Everything lands in "
             "RUN_DIR/store.sqlite; Ctrl-C finishes the work in flight, checkpoints and exits (resume with "
-            "`cenas resume RUN_DIR`)."
+            "`cenas resume RUN_DIR`). Exit codes: 0 finished (or stopped by a budget: search.max_wall_s / max_tokens); 75 stopped by Ctrl-C or "
+            "SIGTERM at a checkpoint (resumable; SIGTERM, a preemption, gives the work in flight "
+            "search.preempt_grace_s seconds); 2 a usage or input error; 130 a second Ctrl-C (aborted at once). "
+            "One process owns a run directory at a time (a lock in RUN_DIR/.lock): a second run or resume of it "
+            "is refused with the owner's pid and host."
         ),
     )
     p.add_argument("config", help="YAML config (e.g. experiments/configs/quickstart.yaml)")
@@ -26,17 +31,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true",
                    help="replace a finished, failed or interrupted run already in the run directory (says what it removes)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_run)
+    p.set_defaults(func=_guarded(cmd_run))
 
     r = sub.add_parser("resume", help="continue a run that was stopped or killed",
                        description="Continue a run from its last checkpointed phase; nothing recorded is lost or redone. "
                                    "--set changes the stored config first (e.g. fix a dataset name of a run that failed, "
-                                   "or raise search.cycles of a finished run); the change is recorded in manifest.json.")
+                                   "or raise search.cycles of a finished run); the change is recorded in manifest.json. Exit codes and the "
+                                   "run-directory lock as for `cenas run`.")
     r.add_argument("run_dir")
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="change a value of the stored config before resuming (repeatable)")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
-    r.set_defaults(func=cmd_resume)
+    r.set_defaults(func=_guarded(cmd_resume))
 
     ls = sub.add_parser("runs", help="list the runs in a directory with their state",
                         description="List the run directories under DIRECTORY (default runs/) with their status, "
@@ -83,27 +89,63 @@ def _build(cfg, run_dir: Path, new: bool, progress: bool):
 
 
 def _drive(loop, evaluator) -> int:
+    from cenas_jax.search.loop import EXIT_INTERRUPTED
+
     try:
         loop.run()
     finally:
         evaluator.close()
         loop.close()
     print(f"run directory: {loop.rundir.path}   report: cenas report {loop.rundir.path}")
-    return 0
+    return EXIT_INTERRUPTED if loop.stopped_by_signal else 0
+
+
+def _stop_during_start_up() -> None:
+    """Until the loop installs its own handlers (the LLM may take minutes to load), SIGTERM and Ctrl-C stop at
+    once: nothing of this attempt has been recorded yet, and the run directory is as it was."""
+    import signal
+
+    def handler(signum, frame):
+        raise _StartUpInterrupted(signal.Signals(signum).name)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
+
+
+class _StartUpInterrupted(Exception):
+    pass
+
+
+def _guarded(fn):
+    def run(args):
+        from cenas_jax.search.loop import EXIT_INTERRUPTED
+
+        _stop_during_start_up()
+        try:
+            return fn(args)
+        except _StartUpInterrupted as e:
+            where = getattr(args, "run_dir", None) or "the run directory"
+            print(f"{e} during start-up: nothing was recorded; {where} is as it was", file=sys.stderr)
+            return EXIT_INTERRUPTED
+
+    run.__doc__ = fn.__doc__
+    return run
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from cenas_jax.config import load_config
     from cenas_jax.search import preflight
-    from cenas_jax.search.rundir import RunDir
+    from cenas_jax.search.rundir import RunDir, lock_run_dir
 
     overrides = list(args.overrides) + ([f"data.data_dir={args.data_dir}"] if args.data_dir else [])
     cfg = load_config(args.config, overrides)
     run_dir = args.run_dir or cfg.run_dir or f"runs/{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     # Everything that needs no model is checked before the LLM loads (which takes seconds to minutes).
     rd = RunDir(run_dir)
-    status = preflight.check_new_run_dir(rd, args.force)
+    preflight.check_new_run_dir(rd, args.force)
     preflight.check_inputs(cfg)
+    lock_run_dir(rd.path, "cenas run")  # held until this process ends; a second owner is refused
+    status = preflight.check_new_run_dir(rd, args.force)  # again, now that no one else can change it
     if status is not None:
         preflight.replace_run_dir(rd, status)
     loop, ev = _build(cfg, Path(run_dir), new=True, progress=not args.no_progress)
@@ -112,9 +154,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from cenas_jax.search import preflight
-    from cenas_jax.search.rundir import LoopState, RunDir
+    from cenas_jax.search.rundir import LoopState, RunDir, lock_run_dir
 
     rd = RunDir(args.run_dir)
+    rd.load_state()  # a missing or unreadable run directory is an error before anything is created
+    lock_run_dir(rd.path, "cenas resume")  # held until this process ends; a second owner is refused
     state = rd.load_state()
     cfg, changes = preflight.resume_overrides(rd, args.overrides)
     if changes:
@@ -137,7 +181,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 def cmd_runs(args: argparse.Namespace) -> int:
     from cenas_jax.errors import UserError
-    from cenas_jax.search.rundir import RunDir
+    from cenas_jax.search.rundir import RunDir, lock_holder
 
     root = Path(args.directory)
     if not root.is_dir():
@@ -153,6 +197,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
             st = rd.load_state()
             cfg = rd.load_config()
             status, cyc, phase = st.status, f"{st.cycle}/{cfg.search.cycles}", st.phase
+            if status == "running" and lock_holder(d) is None:
+                status = "interrupted"  # marked running, but no process owns it: killed (kill -9, a lost machine)
         except UserError as e:
             status, cyc, phase = "unreadable", "?", str(e)[:30]
         n = "?"

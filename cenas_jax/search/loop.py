@@ -40,7 +40,7 @@ from cenas_jax.search import elites as elites_mod
 from cenas_jax.search import prompts as prompts_mod
 from cenas_jax.search.generator import Generator, Stopwatch
 from cenas_jax.search.novelty import NoveltyFilter
-from cenas_jax.search.rundir import PHASE_ORDER, LoopState, RunDir
+from cenas_jax.search.rundir import PHASE_ORDER, LoopState, RunDir, lock_run_dir
 from cenas_jax.store import CandidateRow, RunStore
 
 # Bumped when the warm start's recipe changes in a way the cache key cannot see (how pairs become tokens).
@@ -146,7 +146,12 @@ def select_corpus(search: Any) -> list[Any]:
 
 
 class StopRequested(Exception):
-    """Raised between units of work when a stop (Ctrl-C, budget) was asked for."""
+    """Raised between units of work when a stop (Ctrl-C, SIGTERM, budget) was asked for."""
+
+
+# `cenas run`/`resume` exit with this code when a signal (Ctrl-C, SIGTERM: a preemption) stopped the run at a
+# checkpoint: the run is resumable, and scripts can tell it from a finished run (0). EX_TEMPFAIL of sysexits.h.
+EXIT_INTERRUPTED = 75
 
 
 @dataclass
@@ -164,6 +169,7 @@ class SearchLoop:
     progress: bool = True
     warm_cache_dir: Path | None = None
     _stop_reason: str | None = None
+    stopped_by_signal: bool = False  # set when Ctrl-C or SIGTERM stopped this run (exit EXIT_INTERRUPTED)
     _t_start: float = field(default_factory=time.time)
     _tokens_used: int = 0
 
@@ -181,8 +187,12 @@ class SearchLoop:
         manifest: dict[str, Any] | None = None,
         **kw: Any,
     ) -> "SearchLoop":
-        """Create a new run (``cfg`` given) or reopen an existing one (``cfg`` None: read from the directory)."""
+        """Create a new run (``cfg`` given) or reopen an existing one (``cfg`` None: read from the directory).
+
+        Takes the run directory's lock (``rundir.lock_run_dir``) first: a second owner is refused.
+        """
         rd = RunDir(run_dir)
+        lock = lock_run_dir(rd.path, "cenas run" if cfg is not None else "cenas resume")
         if cfg is not None:
             rd.create(cfg, manifest or {})
         else:
@@ -190,11 +200,16 @@ class SearchLoop:
         store = RunStore(rd.path)
         run = store.get_run("main")
         run_id = run["id"] if run else store.create_run("main", to_dict(cfg), manifest or rd.manifest())
-        return cls(rundir=rd, cfg=cfg, generator=generator, evaluator=evaluator, store=store, run_id=run_id,
+        loop = cls(rundir=rd, cfg=cfg, generator=generator, evaluator=evaluator, store=store, run_id=run_id,
                    corpus=list(corpus), **kw)
+        loop._lock = lock
+        return loop
 
     def close(self) -> None:
         self.store.close()
+        lock = getattr(self, "_lock", None)
+        if lock is not None:
+            lock.release()
 
     # ------------------------------------------------------------------ driver
 
@@ -206,7 +221,7 @@ class SearchLoop:
             return []
         self.rundir.save_state(LoopState(cycle=state.cycle, phase=state.phase, status="running"))
         summaries: list[CycleSummary] = []
-        old_handler = self._install_sigint()
+        old_handlers = self._install_signals()
         try:
             self._restore_generator(state)
             if state.phase == "reference":
@@ -234,27 +249,58 @@ class SearchLoop:
             st = self.rundir.load_state()
             self.rundir.save_state(LoopState(cycle=st.cycle, phase=st.phase, status="interrupted"))
             self.store.set_run_status(self.run_id, "interrupted")
-            self.echo(f"stopped ({self._stop_reason}); resume with: cenas resume {self.rundir.path}")
+            self.stopped_by_signal = self._stop_reason == "interrupt" or self._stop_reason.startswith("SIGTERM")
+            self.echo(f"stopped ({self._stop_reason}); checkpointed at cycle {st.cycle}, phase {st.phase}; "
+                      f"resume with: cenas resume {self.rundir.path}")
         except BaseException:
             st = self.rundir.load_state()
             self.rundir.save_state(LoopState(cycle=st.cycle, phase=st.phase, status="failed"))
             self.store.set_run_status(self.run_id, "failed")
             raise
         finally:
-            signal.signal(signal.SIGINT, old_handler)
+            self._restore_signals(old_handlers)
         return summaries
 
-    def _install_sigint(self) -> Any:
-        def handler(signum: int, frame: Any) -> None:
+    def _install_signals(self) -> dict:
+        """Ctrl-C and SIGTERM stop the run at the next checkpoint. SIGTERM is how Slurm, Kubernetes and TPU
+        preemption say "you have seconds": the work in flight gets ``search.preempt_grace_s``, then it is
+        abandoned (SIGALRM raises ``StopRequested``; the phase redoes it on resume)."""
+
+        def on_int(signum: int, frame: Any) -> None:
             if self._stop_reason == "interrupt":  # a second Ctrl-C: stop now
                 raise KeyboardInterrupt
             self._stop_reason = "interrupt"
             self.echo("\nCtrl-C: finishing the work in flight, then checkpointing (press again to abort)")
 
+        def on_term(signum: int, frame: Any) -> None:
+            if self._stop_reason is not None and self._stop_reason.startswith("SIGTERM"):
+                return
+            self._stop_reason = "SIGTERM (preemption)"
+            grace = self.cfg.search.preempt_grace_s
+            self.echo(f"\nSIGTERM: finishing the work in flight for at most {grace:g} s, then checkpointing")
+            if grace > 0:
+                signal.setitimer(signal.ITIMER_REAL, grace)
+            else:
+                on_alarm(signal.SIGALRM, frame)
+
+        def on_alarm(signum: int, frame: Any) -> None:
+            self._stop_reason = f"SIGTERM (preemption; the work in flight abandoned after {self.cfg.search.preempt_grace_s:g} s)"
+            raise StopRequested(self._stop_reason)
+
+        old = {}
         try:
-            return signal.signal(signal.SIGINT, handler)
+            for sig, fn in ((signal.SIGINT, on_int), (signal.SIGTERM, on_term), (signal.SIGALRM, on_alarm)):
+                old[sig] = signal.signal(sig, fn)
         except ValueError:  # not in the main thread
-            return signal.getsignal(signal.SIGINT)
+            pass
+        return old
+
+    @staticmethod
+    def _restore_signals(old: dict) -> None:
+        if old:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        for sig, fn in old.items():
+            signal.signal(sig, fn)
 
     def _check_stop(self) -> None:
         s = self.cfg.search

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cenas_jax.config import RunConfig
 from cenas_jax.errors import UserError
-from cenas_jax.search.rundir import RunDir
+from cenas_jax.search.rundir import RunDir, lock_holder
 
 
 def check_inputs(cfg: RunConfig) -> None:
@@ -39,15 +39,21 @@ def check_inputs(cfg: RunConfig) -> None:
 
 
 def run_status(rd: RunDir) -> str:
-    """The state.json status of an existing run directory ("unreadable" when it cannot be read)."""
+    """The state.json status of an existing run directory ("unreadable" when it cannot be read).
+
+    A run marked "running" whose lock nobody holds was killed (kill -9, a lost machine): "interrupted".
+    """
     try:
-        return rd.load_state().status
+        status = rd.load_state().status
     except UserError:
         return "unreadable"
+    if status == "running" and lock_holder(rd.path) is None:
+        return "interrupted"
+    return status
 
 
-# A run in these states may be replaced by `cenas run --force`; "running" may be a live process
-# (or one killed with -9, which `cenas resume` continues), so it is never removed.
+# A run in these states may be replaced by `cenas run --force`. A "running" run is a live process (its
+# lock is held: never removed); one killed with -9 reads as "interrupted" (see run_status).
 REPLACEABLE = ("finished", "failed", "interrupted", "unreadable")
 
 
@@ -59,8 +65,11 @@ def check_new_run_dir(rd: RunDir, force: bool) -> str | None:
     if not force:
         raise UserError(f"{rd.path} already holds a {status} run; `cenas resume {rd.path}` continues it, "
                         f"`cenas run ... --force` replaces it, or choose another --run-dir")
+    holder = lock_holder(rd.path)
+    if holder is not None:
+        raise UserError(f"{rd.path} is in use by {holder}; --force never replaces a live run")
     if status not in REPLACEABLE:
-        raise UserError(f"{rd.path} holds a run marked {status!r} (it may still be running); --force replaces only "
+        raise UserError(f"{rd.path} holds a run marked {status!r}; --force replaces only "
                         f"{', '.join(REPLACEABLE)} runs — resume it with `cenas resume {rd.path}` or remove it by hand")
     return status
 

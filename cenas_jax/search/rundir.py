@@ -8,12 +8,15 @@ Layout::
     RUN_DIR/store.sqlite     the run store (every generation, evaluation, cycle)
     RUN_DIR/checkpoints/     LLM adapters after the warm start and after each CE update
     RUN_DIR/report/          written by `cenas report`
+    RUN_DIR/.lock            held (flock) by the one `cenas run`/`resume` that owns the directory
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import socket
 import platform
 import subprocess
 import sys
@@ -44,6 +47,84 @@ class LoopState:
     status: str = "running"  # running | interrupted | finished | failed
     version: int = STATE_VERSION
     updated: float = 0.0
+
+
+LOCK_NAME = ".lock"
+
+
+class RunLock:
+    """An exclusive ``flock`` on ``RUN_DIR/.lock``: one owner per run directory (``cenas run`` or ``resume``).
+
+    The kernel drops it when the owner dies, however it dies (kill -9 included), so a lock is never
+    stale. Readers (``report``, ``export``, ``runs``, the live view) never take it. The file holds the
+    owner's pid, host and command, for the message a second owner gets.
+    """
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            _HELD.pop(str(self.path), None)
+            os.close(self.fd)  # closing the descriptor drops the flock
+            self.fd = -1
+
+
+_HELD: dict[str, RunLock] = {}  # locks this process holds, by resolved lock path (re-entrant per process)
+
+
+def lock_run_dir(run_dir: str | Path, command: str) -> RunLock:
+    """Take the run directory's lock, or raise ``UserError`` naming the holder (pid, host, command)."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = (run_dir / LOCK_NAME).resolve()
+    held = _HELD.get(str(path))
+    if held is not None:
+        return held
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = _read_holder(fd)
+        os.close(fd)
+        raise UserError(f"{run_dir} is in use by {holder}: a run directory has one owner at a time; wait for it, "
+                        f"or stop it (Ctrl-C or SIGTERM checkpoints it) and `cenas resume {run_dir}`. "
+                        f"`cenas report {run_dir}` reads it meanwhile") from None
+    info = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": command,
+                       "since": time.strftime("%Y-%m-%d %H:%M:%S")})  # fmt: skip
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, info.encode(), 0)
+    lock = RunLock(path, fd)
+    _HELD[str(path)] = lock
+    return lock
+
+
+def _read_holder(fd: int) -> str:
+    try:
+        info = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        return f"pid {info['pid']} on {info['host']} ({info.get('command', '?')}, since {info.get('since', '?')})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process"
+
+
+def lock_holder(run_dir: str | Path) -> str | None:
+    """Which other process holds the run directory's lock (None: nobody else), without taking it or creating
+    anything."""
+    path = (Path(run_dir) / LOCK_NAME).resolve()
+    if str(path) in _HELD:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return _read_holder(fd)
+    finally:
+        os.close(fd)  # also drops the shared lock when it was taken
+    return None
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -237,6 +239,7 @@ class RunStore:
             except sqlite3.OperationalError as e:  # e.g. disk full at commit time
                 cur.execute("ROLLBACK")
                 raise UserError(f"could not write to the run store {self.path}: {e}") from e
+            _fault_point()
 
     @property
     def schema_version(self) -> int:
@@ -302,17 +305,33 @@ class RunStore:
     def add_candidate(self, cand: CandidateRow) -> bool:
         """Insert a candidate; returns False (and changes nothing) when its id is already stored."""
         with self.transaction() as c:
-            if c.execute("SELECT 1 FROM candidates WHERE id = ?", (cand.id,)).fetchone():
-                return False
-            c.execute(
-                "INSERT INTO candidates(id, run_id, cycle, idx, mode, parent_id, dataset, source, source_hash, created,"
-                " prompt, raw_text, token_count, finish_reason, attempt, temperature)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (cand.id, cand.run_id, cand.cycle, cand.idx, cand.mode, cand.parent_id, cand.dataset,
-                 cand.source, source_hash(cand.source), time.time(), cand.prompt, cand.raw_text,
-                 cand.token_count, cand.finish_reason, cand.attempt, cand.temperature),
-            )
-            return True
+            return self._insert_candidate(c, cand)
+
+    def add_candidates(self, cands: Sequence[CandidateRow], invalid: Mapping[str, tuple[str, str]] | None = None) -> None:
+        """Insert a batch of generations in one transaction (a kill leaves all of them or none), with the
+        verdict ``invalid`` (error kind, message) of those that failed before any check (an edit that
+        does not apply). Ids already stored are left as they are."""
+        invalid = invalid or {}
+        with self.transaction() as c:
+            for cand in cands:
+                if self._insert_candidate(c, cand) and cand.id in invalid:
+                    kind, message = invalid[cand.id]
+                    c.execute("UPDATE candidates SET verdict = 'invalid', error_kind = ?, error_message = ? WHERE id = ?",
+                              (kind, message, cand.id))  # fmt: skip
+
+    @staticmethod
+    def _insert_candidate(c: sqlite3.Cursor, cand: CandidateRow) -> bool:
+        if c.execute("SELECT 1 FROM candidates WHERE id = ?", (cand.id,)).fetchone():
+            return False
+        c.execute(
+            "INSERT INTO candidates(id, run_id, cycle, idx, mode, parent_id, dataset, source, source_hash, created,"
+            " prompt, raw_text, token_count, finish_reason, attempt, temperature)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (cand.id, cand.run_id, cand.cycle, cand.idx, cand.mode, cand.parent_id, cand.dataset,
+             cand.source, source_hash(cand.source), time.time(), cand.prompt, cand.raw_text,
+             cand.token_count, cand.finish_reason, cand.attempt, cand.temperature),
+        )
+        return True
 
     def update_candidate(self, candidate_id: str, **fields: Any) -> None:
         """Set verdict-type fields of a stored candidate (see ``UPDATABLE_CANDIDATE_FIELDS``)."""
@@ -439,6 +458,20 @@ class RunStore:
             args.append(run_id)
         q += " GROUP BY er.kind ORDER BY er.kind"
         return {k: n for k, n in self._conn.execute(q, args)}
+
+
+# Fault injection for the crash-safety tests: with CENAS_FAULT_KILL_AFTER_WRITE=N the process SIGKILLs
+# itself right after its N-th committed store write (tests/test_faults.py kills a run at every write in turn).
+_FAULT_AT = int(os.environ.get("CENAS_FAULT_KILL_AFTER_WRITE", "0") or 0)
+_writes = 0
+
+
+def _fault_point() -> None:
+    global _writes
+    if _FAULT_AT > 0:
+        _writes += 1
+        if _writes >= _FAULT_AT:
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _filters(*pairs: tuple[str, Any]) -> tuple[str, list[Any]]:

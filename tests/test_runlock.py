@@ -126,6 +126,7 @@ def test_run_and_resume_of_one_directory_exclude_each_other_and_sigterm_is_a_pre
         assert all(ids[k] == v for k, v in before.items()), "a recorded evaluation changed"
 
 
+@pytest.mark.slow
 def test_sigterm_with_no_grace_abandons_the_work_in_flight_and_the_run_resumes(tmp_path):
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(CONFIG)

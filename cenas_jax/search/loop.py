@@ -505,28 +505,45 @@ class SearchLoop:
                 with Stopwatch() as sw:
                     gens = self.generator.generate(prompts, temps, seed=self._gen_seed(t, attempt))
                 self.store.add_timing(self.run_id, t, "sample", sw.seconds)
+                rows, invalid = [], {}
                 for sl, p, g, temp in zip(need, prompts, gens, temps):
                     self._tokens_used += g.num_tokens
                     source, err = self._to_source(sl, anchors[sl.anchor_id], g.text)
                     cid = self._cid(t, sl.index, attempt)
-                    self.store.add_candidate(CandidateRow(
+                    rows.append(CandidateRow(
                         id=cid, source=source or "", run_id=self.run_id, cycle=t, idx=sl.index, mode=sl.mode,
                         parent_id=sl.anchor_id if sl.mode == "delta" else None, dataset=sl.dataset,
                         prompt=p.user, raw_text=g.text, token_count=g.num_tokens, finish_reason=g.finish_reason,
                         attempt=attempt, temperature=temp))
                     if err is not None:
-                        self.store.update_candidate(cid, verdict="invalid", error_kind="delta_apply", error_message=err)
-                    stored[sl.index] = self.store.get_candidate(cid)
+                        invalid[cid] = ("delta_apply", err)
+                # One transaction for the whole batch: a kill leaves all of it or none, so a resume samples the
+                # same prompts with the same seed again, never a shifted remainder.
+                self.store.add_candidates(rows, invalid)
+                for sl, row in zip(need, rows):
+                    stored[sl.index] = self.store.get_candidate(row.id)
             # Cheap checks for generations without a verdict yet.
             unchecked = [stored[sl.index] for sl in pending if stored[sl.index]["verdict"] is None]
             if unchecked:
-                cands = [Candidate(id=r["id"], source=r["source"], dataset=r["dataset"]) for r in unchecked]
-                for rec in self._evaluate_and_store(cands, train=False, budget="check", desc=f"check c{t}"):
+                def set_verdict(rec: dict[str, Any]) -> None:
                     if rec["status"] != "ok":
                         self.store.update_candidate(rec["candidate_id"], verdict="invalid", error_kind=rec["error_kind"],
                                                     error_message=rec.get("error_message"))
                     else:
                         self.store.update_candidate(rec["candidate_id"], verdict="valid")
+
+                # A kill between a check's record and its verdict: the verdict follows from the record, which is
+                # never made twice.
+                todo = []
+                for r in unchecked:
+                    done_checks = self.store.evaluations(r["id"], budget="check")
+                    if done_checks:
+                        set_verdict(done_checks[-1])
+                    else:
+                        todo.append(r)
+                cands = [Candidate(id=r["id"], source=r["source"], dataset=r["dataset"]) for r in todo]
+                for rec in self._evaluate_and_store(cands, train=False, budget="check", desc=f"check c{t}") if cands else []:
+                    set_verdict(rec)
                 for sl in pending:
                     stored[sl.index] = self.store.get_candidate(stored[sl.index]["id"])
             # Novelty, in slot order, so two copies in one batch are caught too.

@@ -1,0 +1,110 @@
+"""Fault injection: a run killed (SIGKILL) right after any of its store writes resumes to exactly the
+uninterrupted run: the same candidates with the same programs, verdicts and scores.
+
+``CENAS_FAULT_KILL_AFTER_WRITE=N`` makes the process kill itself after its N-th committed write (store.py).
+The fast suite kills a small random-mutation run at a few writes spread over its life (generation batches
+included); ``make test-all`` kills it at every write in turn.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cenas_jax.store import RunStore
+
+CONFIG = """
+seed: 3
+data: {name: digits}
+train: {epochs: 0.5, batch_size: 64}
+sandbox: {workers: 1, timeout_s: 120}
+search:
+  generator: mutation
+  cycles: 2
+  candidates_per_cycle: 4
+  mode: mixed
+  delta_share: 0.5
+  elite_rho: 0.5
+  warm_start: false
+  corpus: [mlp_small, lenet5]
+"""
+
+
+def _cenas(args: list[str], env_extra: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = dict(os.environ, **(env_extra or {}))
+    return subprocess.run([sys.executable, "-m", "cenas_jax", *args], capture_output=True, text=True, env=env,
+                          timeout=timeout)  # fmt: skip
+
+
+def _snapshot(run: Path) -> dict:
+    """What a run decided: every candidate's program and verdict, every evaluation's outcome, the elites."""
+    with RunStore(run, create=False) as s:
+        cands = {r["id"]: (r["source"], r["verdict"], r["error_kind"], r["parent_id"], r["quality"])
+                 for r in s.candidates()}  # fmt: skip
+        evals = {(e["candidate_id"], e["budget"]): (e["status"], e["error_kind"], e["accuracy"])
+                 for e in s.evaluations()}  # fmt: skip
+        assert len(evals) == len(s.evaluations()), "an evaluation was recorded twice"
+        run_id = s.get_run("main")["id"]
+        elites = {c["cycle"]: tuple(c.get("elites") or ()) for c in s.cycles(run_id)}
+    return {"candidates": cands, "evaluations": evals, "elites": elites}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    root = tmp_path_factory.mktemp("faults")
+    cfg = root / "cfg.yaml"
+    cfg.write_text(CONFIG)
+    run = root / "uninterrupted"
+    # Count the writes of a whole run: kill "after" a number no run reaches.
+    p = _cenas(["run", str(cfg), "--run-dir", str(run), "--no-progress"])
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    return cfg, _snapshot(run)
+
+
+def _kill_and_resume(tmp_path: Path, cfg: Path, n: int) -> dict | None:
+    run = tmp_path / f"killed-at-{n}"
+    p = _cenas(["run", str(cfg), "--run-dir", str(run), "--no-progress"], {"CENAS_FAULT_KILL_AFTER_WRITE": str(n)})
+    if p.returncode == 0:
+        return None  # the run has fewer writes than n
+    assert p.returncode == -9, p.stdout[-2000:] + p.stderr[-2000:]
+    r = _cenas(["resume", str(run), "--no-progress"])
+    assert r.returncode == 0, f"resume after a kill at write {n}: " + r.stdout[-2000:] + r.stderr[-2000:]
+    return _snapshot(run)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("n", [6, 9, 12, 20, 24, 30])
+def test_more_kill_points(tmp_path, reference, n):
+    cfg, want = reference
+    got = _kill_and_resume(tmp_path, cfg, n)
+    assert got is not None and got == want
+
+
+def _writes_of_a_run(reference) -> int:
+    snap = reference[1]
+    return len(snap["candidates"]) + 2 * len(snap["evaluations"]) + 20  # a bound; writes past the end are skipped
+
+
+@pytest.mark.parametrize("n", [3, 16])  # 16: between a check's record and its verdict (a bug it found)
+def test_a_run_killed_after_a_store_write_resumes_to_the_uninterrupted_run(tmp_path, reference, n):
+    cfg, want = reference
+    got = _kill_and_resume(tmp_path, cfg, n)
+    assert got is not None, f"the run ended before its write {n}"
+    assert got == want
+
+
+@pytest.mark.slow
+def test_a_run_killed_after_any_store_write_resumes_to_the_uninterrupted_run(tmp_path, reference):
+    cfg, want = reference
+    n = 1
+    while n <= _writes_of_a_run(reference):
+        got = _kill_and_resume(tmp_path, cfg, n)
+        if got is None:
+            break
+        assert got == want, f"killed after write {n}"
+        n += 1
+    assert n > 10

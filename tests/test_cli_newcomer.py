@@ -62,9 +62,19 @@ def test_occupied_run_dir_is_refused_before_the_model_loads_with_both_ways_out(t
 
 
 def test_force_refuses_a_running_run_and_keeps_it(tmp_path):
+    """A live run holds the run directory's lock: --force never replaces it (a run marked running that
+    nobody holds was killed, and is replaceable as interrupted: tests/test_runlock.py)."""
     rd = fake_run(tmp_path / "r", "running", cycle=1, phase="train")
-    rc, out, _ = cenas("run", str(QUICKSTART), "--run-dir", str(rd.path), "--force")
-    assert rc == 2 and "'running'" in out and "cenas resume" in out
+    hold = "import sys, time\nfrom cenas_jax.search.rundir import lock_run_dir\n" \
+           "lock_run_dir(sys.argv[1], 'cenas run')\nprint('HELD', flush=True)\ntime.sleep(600)\n"
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(rd.path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "HELD"
+        rc, out, _ = cenas("run", str(QUICKSTART), "--run-dir", str(rd.path), "--force")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert rc == 2 and f"in use by pid {holder.pid}" in out and "never replaces a live run" in out
     assert rd.config_path.is_file() and rd.load_state().status == "running"
 
 

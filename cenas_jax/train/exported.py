@@ -45,13 +45,12 @@ from cenas_jax.train.flops import compiled_flops
 from cenas_jax.train.proxy import (
     EVAL_COMPILER_OPTIONS_CPU,
     INIT_COMPILER_OPTIONS_CPU,
-    NAN_CHECK_EVERY,
     TrainResult,
-    _check_finite,
     _Compiler,
     _has_conv,
     _options,
     _schedule,
+    run_schedule,
 )
 from cenas_jax.train.steps import _TRANSIENT, make_optimizer, normalise
 from cenas_jax.train.strategy import Strategy, choose_strategy
@@ -373,13 +372,6 @@ def _trainer_fns(progs: LoadedPrograms, cfg: TrainConfig, shapes: Shapes, steps_
     return {"init": init, "step": step, "epoch": epoch, "eval": eval_batch_fn}
 
 
-def _perms(perm_key: jax.Array, epoch: int, n: int, vmapped: bool) -> jax.Array:
-    from cenas_jax.train import steps
-
-    e = np.int32(epoch)
-    return steps.epoch_perms(perm_key, e, n) if vmapped else steps.epoch_perm(perm_key, e, n)
-
-
 def train_exported(
     progs: LoadedPrograms,
     dataset: Any,
@@ -431,21 +423,7 @@ def train_exported(
     seed_keys = [jax.random.fold_in(key, s) for s in range(seeds)]
 
     def run(state: dict, label: str) -> dict:
-        done = 0
-        for epoch_index, n in schedule:
-            perm = _perms(state["perm_key"], epoch_index, n_train, vm)
-            if step_c is not None:
-                for _ in range(n):
-                    state = step_c(state, train_data, perm)
-                    done += 1
-                    if done % NAN_CHECK_EVERY == 0:
-                        _check_finite(state, done, label)
-            else:
-                state = epoch_cs[n](state, train_data, perm)
-                done += n
-                _check_finite(state, done, label)
-        _check_finite(state, done, label)
-        return state
+        return run_schedule(state, schedule, n_train, vm, step_c, epoch_cs, train_data, label)
 
     def score(state: dict) -> list[int]:
         acc = jnp.zeros((seeds,) if vm else (), jnp.int32)

@@ -317,25 +317,7 @@ def train_candidate(
     seed_keys = [jax.random.fold_in(key, s) for s in range(seeds)]
 
     def run(state: dict, seed_label: str) -> dict:
-        done = 0
-        for epoch_index, n in schedule:
-            epoch_arr = np.int32(epoch_index)
-            if vmapped:
-                perm = steps.epoch_perms(state["perm_key"], epoch_arr, n_train)
-            else:
-                perm = steps.epoch_perm(state["perm_key"], epoch_arr, n_train)
-            if step_c is not None:
-                for _ in range(n):
-                    state = step_c(state, train_data, perm)
-                    done += 1
-                    if done % NAN_CHECK_EVERY == 0:
-                        _check_finite(state, done, seed_label)
-            else:
-                state = epoch_cs[n](state, train_data, perm)
-                done += n
-                _check_finite(state, done, seed_label)
-        _check_finite(state, done, seed_label)
-        return state
+        return run_schedule(state, schedule, n_train, vmapped, step_c, epoch_cs, train_data, seed_label)
 
     last_epoch_steps = schedule[-1][1]
     t1 = time.perf_counter()
@@ -379,6 +361,32 @@ def train_candidate(
         steps=sum(n for _, n in schedule),
         variables=tuple(finals) if return_variables else None,
     )
+
+
+def run_schedule(state: dict, schedule: list, n_train: int, vmapped: bool, step_c: Any, epoch_cs: dict,
+                 train_data: tuple, seed_label: str) -> dict:
+    """Train one state (a stack of seeds when ``vmapped``) through ``schedule``: a loop of the compiled step
+    ``step_c``, or one compiled epoch scan per epoch length in ``epoch_cs``; the NaN flag is read every
+    ``NAN_CHECK_EVERY`` steps and at the end. Each epoch's permutation comes from the state's ``perm_key``."""
+    done = 0
+    for epoch_index, n in schedule:
+        epoch_arr = np.int32(epoch_index)
+        if vmapped:
+            perm = steps.epoch_perms(state["perm_key"], epoch_arr, n_train)
+        else:
+            perm = steps.epoch_perm(state["perm_key"], epoch_arr, n_train)
+        if step_c is not None:
+            for _ in range(n):
+                state = step_c(state, train_data, perm)
+                done += 1
+                if done % NAN_CHECK_EVERY == 0:
+                    _check_finite(state, done, seed_label)
+        else:
+            state = epoch_cs[n](state, train_data, perm)
+            done += n
+            _check_finite(state, done, seed_label)
+    _check_finite(state, done, seed_label)
+    return state
 
 
 def _check_finite(state: dict, steps_done: int, seed_label: str) -> None:

@@ -183,6 +183,9 @@ class RunStore:
             if not create:
                 raise UserError(f"no run store at {p}")
             p.parent.mkdir(parents=True, exist_ok=True)
+        elif not create and p.stat().st_size == 0:  # opening it would write a header: a reader never does
+            raise UserError(f"{p} is empty (0 bytes): the run's records are lost; restore the file from a backup, "
+                            f"or start the run again (`cenas run ... --force`)")
         try:
             self._conn = sqlite3.connect(str(p), timeout=30.0, isolation_level=None)
             self._conn.row_factory = sqlite3.Row
@@ -199,6 +202,9 @@ class RunStore:
         except sqlite3.DatabaseError as e:
             raise UserError(f"{p} is not a cenas_jax run store (SQLite said: {e})") from e
         self.journal_mode = mode
+        if not create and not has_tables:
+            self._conn.close()
+            raise UserError(f"{p} holds no run store tables: damaged, or not written by cenas_jax")
         if has_tables and app_id != APPLICATION_ID:
             self._conn.close()
             raise UserError(f"{p} is an SQLite database but not a cenas_jax run store")
@@ -240,6 +246,14 @@ class RunStore:
                 cur.execute("ROLLBACK")
                 raise UserError(f"could not write to the run store {self.path}: {e}") from e
             _fault_point()
+
+    def quick_check(self) -> str | None:
+        """SQLite's quick_check: None when the file is sound, else what it found (first lines)."""
+        try:
+            rows = [r[0] for r in self._conn.execute("PRAGMA quick_check").fetchall()]
+        except sqlite3.DatabaseError as e:
+            return str(e)
+        return None if rows == ["ok"] else "; ".join(rows[:3])
 
     @property
     def schema_version(self) -> int:

@@ -160,6 +160,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     rd.load_state()  # a missing or unreadable run directory is an error before anything is created
     lock_run_dir(rd.path, "cenas resume")  # held until this process ends; a second owner is refused
     state = rd.load_state()
+    _check_store(rd)
     cfg, changes = preflight.resume_overrides(rd, args.overrides)
     if changes:
         preflight.check_resume_changes(state, changes)
@@ -179,6 +180,20 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return _drive(loop, ev)
 
 
+def _check_store(rd) -> None:
+    """Before a resume writes anything: the store exists, has its run, and passes SQLite's quick check."""
+    from cenas_jax.errors import UserError
+    from cenas_jax.store import RunStore
+
+    with RunStore(rd.path, create=False) as s:
+        problem = s.quick_check()
+        if problem is not None:
+            raise UserError(f"{s.path} is damaged (SQLite quick_check: {problem}); nothing was written. Recover "
+                            f"what SQLite can with `sqlite3 {s.path} .recover`, or start the run again")
+        if s.get_run("main") is None:
+            raise UserError(f"{s.path} holds no run: damaged, or not this directory's store; nothing to resume")
+
+
 def cmd_runs(args: argparse.Namespace) -> int:
     from cenas_jax.errors import UserError
     from cenas_jax.search.rundir import RunDir, lock_holder
@@ -191,6 +206,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         print(f"no runs in {root}")
         return 0
     print(f"{'run':40s} {'status':12s} {'cycle':>9s} {'phase':9s} {'candidates':>10s}")
+    damaged: list[tuple[str, str]] = []
     for d in dirs:
         rd = RunDir(d)
         try:
@@ -200,7 +216,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
             if status == "running" and lock_holder(d) is None:
                 status = "interrupted"  # marked running, but no process owns it: killed (kill -9, a lost machine)
         except UserError as e:
-            status, cyc, phase = "unreadable", "?", str(e)[:30]
+            status, cyc, phase = "damaged", "?", str(e).split(" (")[0].split(":")[0][-40:]
+            damaged.append((d.name, str(e)))
         n = "?"
         if (d / "store.sqlite").exists():
             from cenas_jax.store import RunStore
@@ -208,9 +225,14 @@ def cmd_runs(args: argparse.Namespace) -> int:
             try:
                 with RunStore(d, create=False) as s:
                     n = str(sum(1 for r in s.candidates() if (r["cycle"] or 0) >= 0))
-            except UserError:
+            except UserError as e:
                 n = "?"
+                if status != "damaged":
+                    status = "damaged"
+                    damaged.append((d.name, str(e)))
         print(f"{d.name:40s} {status:12s} {cyc:>9s} {phase:9s} {n:>10s}")
+    for name, why in damaged:
+        print(f"{name}: damaged: {why}")
     return 0
 
 

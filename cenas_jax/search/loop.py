@@ -40,6 +40,7 @@ from cenas_jax.search import elites as elites_mod
 from cenas_jax.search import prompts as prompts_mod
 from cenas_jax.search.generator import Generator, Stopwatch
 from cenas_jax.search.novelty import NoveltyFilter
+from cenas_jax.errors import UserError
 from cenas_jax.search.rundir import PHASE_ORDER, LoopState, RunDir, lock_run_dir
 from cenas_jax.store import CandidateRow, RunStore
 
@@ -197,8 +198,11 @@ class SearchLoop:
             rd.create(cfg, manifest or {})
         else:
             cfg = rd.load_config()
-        store = RunStore(rd.path)
+        store = RunStore(rd.path, create=cfg is not None)  # a resume never recreates a lost store
         run = store.get_run("main")
+        if run is None and cfg is None:
+            store.close()
+            raise UserError(f"{rd.path}: the run store holds no run: damaged, or replaced; nothing to resume")
         run_id = run["id"] if run else store.create_run("main", to_dict(cfg), manifest or rd.manifest())
         loop = cls(rundir=rd, cfg=cfg, generator=generator, evaluator=evaluator, store=store, run_id=run_id,
                    corpus=list(corpus), **kw)

@@ -179,18 +179,26 @@ class RunDir:
         if not self.config_path.is_file():
             raise UserError(f"{self.path} is not a run directory (no config.yaml)")
         try:
-            data = yaml.safe_load(self.config_path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise UserError(f"{self.config_path}: not valid YAML: {e}") from e
+            data = yaml.safe_load(self.config_path.read_bytes().decode("utf-8")) or {}
+        except (yaml.YAMLError, ValueError, OSError) as e:
+            raise UserError(f"{self.config_path} is damaged: not valid YAML ({type(e).__name__})") from None
+        if not isinstance(data, dict):
+            raise UserError(f"{self.config_path} is damaged: not a YAML mapping")
         return from_dict(RunConfig, data)
 
     def load_state(self) -> LoopState:
         try:
-            data = json.loads(self.state_path.read_text())
+            data = json.loads(self.state_path.read_bytes().decode("utf-8"))
         except FileNotFoundError as e:
             raise UserError(f"{self.path} has no state.json: not a run directory, or created by something else") from e
-        except json.JSONDecodeError as e:
-            raise UserError(f"{self.state_path} is corrupt ({e}); the run store is intact — delete state.json to restart from cycle 0 of the store") from e
+        except (OSError, ValueError) as e:  # binary garbage, bad UTF-8, bad JSON, an unreadable file
+            raise UserError(f"{self.state_path} is damaged ({type(e).__name__}); the run's records in store.sqlite are "
+                            f"untouched and `cenas report`/`export` still read them. To continue, write the loop "
+                            f"position back: {{\"cycle\": N, \"phase\": \"generate\", \"status\": \"interrupted\", "
+                            f"\"version\": {STATE_VERSION}}} with N the first cycle the report does not show as "
+                            f"complete, then `cenas resume {self.path}`") from None
+        if not isinstance(data, dict):
+            raise UserError(f"{self.state_path} is damaged (not a JSON object)")
         if data.get("version") != STATE_VERSION:
             raise UserError(f"{self.state_path}: state version {data.get('version')!r}, this cenas_jax reads version {STATE_VERSION}")
         try:

@@ -58,7 +58,8 @@ def test_an_empty_store_is_an_error_and_no_reader_recreates_it(tmp_path):
     for extra in rd.path.glob("store.sqlite-*"):
         extra.unlink()
     store.write_bytes(b"")
-    for args in (("report", str(rd.path)), ("export", str(rd.path), "--out", "-"), ("resume", str(rd.path))):
+    for args in (("report", str(rd.path)), ("export", str(rd.path), "--out", "-"),
+                 ("resume", str(rd.path), "--set", "search.cycles=5")):
         rc, out = cenas(*args)
         _no_traceback(out)
         assert rc == 2 and "store.sqlite is empty" in out, (args, out)

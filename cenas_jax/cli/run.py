@@ -160,7 +160,6 @@ def cmd_resume(args: argparse.Namespace) -> int:
     rd.load_state()  # a missing or unreadable run directory is an error before anything is created
     lock_run_dir(rd.path, "cenas resume")  # held until this process ends; a second owner is refused
     state = rd.load_state()
-    _check_store(rd)
     cfg, changes = preflight.resume_overrides(rd, args.overrides)
     if changes:
         preflight.check_resume_changes(state, changes)
@@ -168,6 +167,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         print(f"{rd.path}: run already finished ({state.cycle} cycles); nothing to resume. "
               f"`cenas report {rd.path}` writes its report; --set search.cycles=N (N > {state.cycle}) extends it")
         return 0
+    _check_store(rd, state)  # before anything is written
     preflight.check_inputs(cfg)
     if changes:
         preflight.record_changes(rd, cfg, changes)
@@ -180,11 +180,15 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return _drive(loop, ev)
 
 
-def _check_store(rd) -> None:
-    """Before a resume writes anything: the store exists, has its run, and passes SQLite's quick check."""
-    from cenas_jax.errors import UserError
-    from cenas_jax.store import RunStore
+def _check_store(rd, state) -> None:
+    """Before a resume writes anything: the store exists, has its run, and passes SQLite's quick check.
 
+    A run stopped before it recorded anything (still at cycle 0's reference phase) may have no store yet."""
+    from cenas_jax.errors import UserError
+    from cenas_jax.store import STORE_FILENAME, RunStore
+
+    if not (rd.path / STORE_FILENAME).exists() and (state.cycle, state.phase) == (0, "reference"):
+        return
     with RunStore(rd.path, create=False) as s:
         problem = s.quick_check()
         if problem is not None:

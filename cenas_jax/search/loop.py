@@ -198,9 +198,11 @@ class SearchLoop:
             rd.create(cfg, manifest or {})
         else:
             cfg = rd.load_config()
-        store = RunStore(rd.path, create=cfg is not None)  # a resume never recreates a lost store
+        # A resume never recreates a lost store, unless the run had recorded nothing yet.
+        fresh = cfg is not None or (rd.load_state().cycle, rd.load_state().phase) == (0, "reference")
+        store = RunStore(rd.path, create=fresh)
         run = store.get_run("main")
-        if run is None and cfg is None:
+        if run is None and not fresh:
             store.close()
             raise UserError(f"{rd.path}: the run store holds no run: damaged, or replaced; nothing to resume")
         run_id = run["id"] if run else store.create_run("main", to_dict(cfg), manifest or rd.manifest())

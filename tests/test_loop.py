@@ -23,7 +23,8 @@ from cenas_jax.candidates.sandbox import Evaluator
 from cenas_jax.config import load_config
 from cenas_jax.search.generator import ScriptedGenerator
 from cenas_jax.search.loop import SearchLoop
-from cenas_jax.search.rundir import RunDir
+from cenas_jax.errors import UserError
+from cenas_jax.search.rundir import LoopState, RunDir
 from cenas_jax.store import RunStore
 
 MLP = """import flax.linen as nn
@@ -339,3 +340,32 @@ def test_warm_start_estimate_uses_this_machines_last_measurement(tmp_path):
     assert warm_start_estimate(tmp_path, "other:2", 10)[0] == pytest.approx(10 * WARM_START_S_PER_PAIR_PASS)
     (tmp_path / "timings.json").write_text("{not json")
     assert warm_start_estimate(tmp_path, "m:1", 1)[0] == pytest.approx(WARM_START_S_PER_PAIR_PASS)
+
+
+def test_a_missing_or_incomplete_adapter_checkpoint_is_an_error_or_its_update_is_redone(tmp_path, evaluator):
+    cfg = _cfg(tmp_path)
+    loop = _open(tmp_path / "run", cfg, ScriptedGenerator(_completions()), evaluator)
+    loop.run()
+    loop.close()
+    rd = RunDir(tmp_path / "run")
+    # As a kill in the middle of cycle 1's update, after cycle 0's checkpoint lost its marker, would leave it.
+    (rd.checkpoints / "cycle_000" / "COMPLETE").unlink()
+    rd.save_state(LoopState(cycle=1, phase="update", status="interrupted"))
+    gen = ScriptedGenerator(_completions(), cursor=10)
+    with pytest.raises(UserError) as e:
+        _open(rd.path, None, gen, evaluator).run()
+    assert "cycle_000" in str(e.value) and "--redo-update" in str(e.value) and "from warm" in str(e.value)
+    assert rd.load_state().status == "interrupted" and gen.updates == []  # nothing written, nothing restored
+    loop = _open(rd.path, None, gen, evaluator, redo_update=True)
+    loop.run()
+    loop.close()
+    assert rd.load_state().status == "finished"
+    assert len(gen.update_settings) == 2  # cycle 0's update redone from the warm start, then cycle 1's
+    assert (rd.checkpoints / "cycle_000" / "COMPLETE").exists()
+    # Both the checkpoint and the one before it gone: no silent fallback, even with --redo-update.
+    for name in ("cycle_000", "cycle_001"):
+        (rd.checkpoints / name / "COMPLETE").unlink()
+    rd.save_state(LoopState(cycle=2, phase="generate", status="interrupted"))
+    with pytest.raises(UserError) as e:
+        _open(rd.path, None, ScriptedGenerator(_completions()), evaluator, redo_update=True).run()
+    assert "cannot continue" in str(e.value)

@@ -42,6 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="change a value of the stored config before resuming (repeatable)")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    r.add_argument("--redo-update", action="store_true",
+                   help="when the adapter checkpoint the run needs is missing or incomplete, redo the CE update that "
+                        "wrote it (from the checkpoint before it) instead of stopping with an error")
     r.set_defaults(func=_guarded(cmd_resume))
 
     ls = sub.add_parser("runs", help="list the runs in a directory with their state",
@@ -64,7 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ex.set_defaults(func=cmd_export)
 
 
-def _build(cfg, run_dir: Path, new: bool, progress: bool):
+def _build(cfg, run_dir: Path, new: bool, progress: bool, redo_update: bool = False):
     from cenas_jax.candidates.sandbox import Evaluator
     from cenas_jax.search.llm_generator import LLMGenerator
     from cenas_jax.search.loop import SearchLoop, select_corpus
@@ -84,7 +87,7 @@ def _build(cfg, run_dir: Path, new: bool, progress: bool):
     cache = cache_root() / "warmstart"
     loop = SearchLoop.open(run_dir, cfg if new else None, gen, evaluator, corpus,
                            manifest=build_manifest(cfg, gen.fingerprint) if new else None,
-                           progress=progress, warm_cache_dir=cache)
+                           progress=progress, warm_cache_dir=cache, redo_update=redo_update)
     return loop, evaluator
 
 
@@ -176,7 +179,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         state = LoopState(cycle=state.cycle, phase="generate", status="interrupted")
         rd.save_state(state)
     print(f"resuming {rd.path} at cycle {state.cycle}, phase {state.phase} (was {state.status})")
-    loop, ev = _build(cfg, rd.path, new=False, progress=not args.no_progress)
+    loop, ev = _build(cfg, rd.path, new=False, progress=not args.no_progress, redo_update=args.redo_update)
     return _drive(loop, ev)
 
 

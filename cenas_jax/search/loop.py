@@ -169,6 +169,7 @@ class SearchLoop:
     echo: Callable[[str], None] = print
     progress: bool = True
     warm_cache_dir: Path | None = None
+    redo_update: bool = False  # resume: redo the update whose checkpoint is missing or incomplete
     _stop_reason: str | None = None
     stopped_by_signal: bool = False  # set when Ctrl-C or SIGTERM stopped this run (exit EXIT_INTERRUPTED)
     _t_start: float = field(default_factory=time.time)
@@ -225,11 +226,11 @@ class SearchLoop:
         if state.status == "finished":
             self.echo(f"{self.rundir.path}: run already finished ({self.cfg.search.cycles} cycles)")
             return []
+        state = self._restore_generator(state)  # before anything is written: a missing adapter is an error
         self.rundir.save_state(LoopState(cycle=state.cycle, phase=state.phase, status="running"))
         summaries: list[CycleSummary] = []
         old_handlers = self._install_signals()
         try:
-            self._restore_generator(state)
             if state.phase == "reference":
                 self._phase_reference()
                 state = LoopState(cycle=0, phase="generate")
@@ -317,19 +318,38 @@ class SearchLoop:
         if self._stop_reason is not None:
             raise StopRequested(self._stop_reason)
 
-    def _restore_generator(self, state: LoopState) -> None:
-        """Load the adapters the loop position implies: after cycle t-1's update, or the warm start."""
+    def _restore_generator(self, state: LoopState) -> LoopState:
+        """Load the adapters the loop position implies: after cycle t-1's update, or the warm start.
+
+        A missing or incomplete checkpoint (no COMPLETE marker) is an error: continuing from an older adapter,
+        or the base model, would change every later generation without a word. With ``redo_update`` the
+        update that wrote it is redone from the checkpoint before it; returns the position to continue from.
+        """
         if state.phase == "reference" and state.cycle == 0:
-            return
-        last_done = state.cycle - 1 if state.phase in ("generate", "train", "select", "update") else state.cycle
-        for t in range(last_done, -1, -1):
-            d = self.rundir.checkpoints / f"cycle_{t:03d}"
-            if (d / "COMPLETE").exists():
-                self.generator.restore(d)
-                return
-        warm = self.rundir.checkpoints / "warm"
-        if (warm / "COMPLETE").exists():
-            self.generator.restore(warm)
+            return state
+        t = state.cycle
+        name = "warm" if t == 0 else f"cycle_{t - 1:03d}"
+        d = self.rundir.checkpoints / name
+        if (d / "COMPLETE").exists():
+            self.generator.restore(d)
+            return state
+        what = "is missing" if not d.exists() else "is incomplete (no COMPLETE marker: its save was cut short)"
+        if t == 0:
+            redo, prev, again = LoopState(cycle=0, phase="reference"), None, "the warm start"
+        else:
+            prev = self.rundir.checkpoints / ("warm" if t == 1 else f"cycle_{t - 2:03d}")
+            redo, again = LoopState(cycle=t - 1, phase="update"), f"cycle {t - 1}'s CE update"
+        if not self.redo_update:
+            raise UserError(f"{d} {what}: the LLM would resume from an older adapter than the run used. "
+                            f"`cenas resume {self.rundir.path} --redo-update` redoes {again}"
+                            + (f" from {prev.name}" if prev is not None else "") + "; nothing recorded is lost")
+        if prev is not None:
+            if not (prev / "COMPLETE").exists():
+                raise UserError(f"{d} {what}, and so is {prev}: --redo-update rebuilds one adapter from the one "
+                                f"before it; the run cannot continue as it was")
+            self.generator.restore(prev)
+        self.echo(f"{d} {what}: redoing {again}" + (f" from {prev.name}" if prev is not None else ""))
+        return redo
 
     # ------------------------------------------------------------------ reference + warm start
 

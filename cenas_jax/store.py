@@ -233,19 +233,31 @@ class RunStore:
     def transaction(self) -> Iterator[sqlite3.Cursor]:
         """One atomic write: everything inside commits together or not at all."""
         cur = self._conn.cursor()
-        cur.execute("BEGIN IMMEDIATE")
+        try:
+            cur.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as e:
+            raise _write_error(self.path, e) from None
         try:
             yield cur
-        except BaseException:
-            cur.execute("ROLLBACK")
+        except BaseException as e:
+            self._rollback(cur)
+            if isinstance(e, sqlite3.OperationalError):
+                raise _write_error(self.path, e) from None
             raise
         else:
             try:
                 cur.execute("COMMIT")
-            except sqlite3.OperationalError as e:  # e.g. disk full at commit time
-                cur.execute("ROLLBACK")
-                raise UserError(f"could not write to the run store {self.path}: {e}") from e
+            except sqlite3.OperationalError as e:  # e.g. disk full at commit time: nothing of it is kept
+                self._rollback(cur)
+                raise _write_error(self.path, e) from None
             _fault_point()
+
+    @staticmethod
+    def _rollback(cur: sqlite3.Cursor) -> None:
+        try:
+            cur.execute("ROLLBACK")
+        except sqlite3.OperationalError:
+            pass  # SQLite already rolled back (a full disk does that): nothing is half-written
 
     def quick_check(self) -> str | None:
         """SQLite's quick_check: None when the file is sound, else what it found (first lines)."""
@@ -472,6 +484,14 @@ class RunStore:
             args.append(run_id)
         q += " GROUP BY er.kind ORDER BY er.kind"
         return {k: n for k, n in self._conn.execute(q, args)}
+
+
+def _write_error(path: Path, e: sqlite3.OperationalError) -> Exception:
+    """A failed store write as the error a person can act on (a full disk: how much is free)."""
+    text = str(e)
+    if "disk is full" in text or "database or disk is full" in text:
+        return OSError(28, f"no space left to write the run store ({text})", str(path))
+    return UserError(f"could not write to the run store {path}: {text}; what was recorded before is intact")
 
 
 # Fault injection for the crash-safety tests: with CENAS_FAULT_KILL_AFTER_WRITE=N the process SIGKILLs

@@ -52,7 +52,47 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(e, USER_ERRORS):
             print(f"cenas: error: {e}", file=sys.stderr)
             return 2
+        full = _no_space(e)
+        if full is not None:
+            print(f"cenas: error: {_disk_full_message(full, args)}", file=sys.stderr)
+            return 2
         raise
+
+
+def _no_space(e: BaseException | None) -> OSError | None:
+    """The ENOSPC error behind ``e`` (its cause or context chain), if any."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno == 28:
+            return e
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def _disk_full_message(e: OSError, args) -> str:
+    """No space left: where, how much is free, and how much the run needs (its size per cycle so far)."""
+    import shutil
+    from pathlib import Path
+
+    where = Path(e.filename or getattr(args, "run_dir", None) or ".")
+    probe = where if where.is_dir() else where.parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    msg = f"no space left on the device of {where} ({free / 2**20:.1f} MiB free)"
+    run_dir = Path(args.run_dir) if getattr(args, "run_dir", None) else None
+    if run_dir is not None and run_dir.is_dir():
+        used = sum(p.stat().st_size for p in run_dir.rglob("*") if p.is_file())
+        cycles = len(list((run_dir / "checkpoints").glob("cycle_*")))
+        if cycles:
+            msg += (f"; the run directory holds {used / 2**20:.1f} MiB after {cycles} cycle(s), about "
+                    f"{used / cycles / 2**20:.1f} MiB a cycle: free at least that much per remaining cycle")
+        else:
+            msg += (f"; the run directory holds {used / 2**20:.1f} MiB before its first cycle ended: free at least "
+                    f"that much again per cycle")
+    return (msg + ". What was recorded is intact; `cenas resume "
+            + (str(run_dir) if run_dir else "RUN_DIR") + "` continues once there is space")
 
 
 if __name__ == "__main__":

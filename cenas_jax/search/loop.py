@@ -146,6 +146,14 @@ def select_corpus(search: Any) -> list[Any]:
     return entries
 
 
+def _no_space(e: BaseException) -> bool:
+    while e is not None:
+        if isinstance(e, OSError) and e.errno == 28:
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
 class StopRequested(Exception):
     """Raised between units of work when a stop (Ctrl-C, SIGTERM, budget) was asked for."""
 
@@ -254,19 +262,26 @@ class SearchLoop:
             self.store.set_run_status(self.run_id, "finished")
         except StopRequested:
             st = self.rundir.load_state()
-            self.rundir.save_state(LoopState(cycle=st.cycle, phase=st.phase, status="interrupted"))
-            self.store.set_run_status(self.run_id, "interrupted")
+            self._mark("interrupted", st)
             self.stopped_by_signal = self._stop_reason == "interrupt" or self._stop_reason.startswith("SIGTERM")
             self.echo(f"stopped ({self._stop_reason}); checkpointed at cycle {st.cycle}, phase {st.phase}; "
                       f"resume with: cenas resume {self.rundir.path}")
-        except BaseException:
+        except BaseException as e:
             st = self.rundir.load_state()
-            self.rundir.save_state(LoopState(cycle=st.cycle, phase=st.phase, status="failed"))
-            self.store.set_run_status(self.run_id, "failed")
+            # A full disk is not the run's failure: it stays resumable as it is, once there is space.
+            self._mark("interrupted" if _no_space(e) else "failed", st)
             raise
         finally:
             self._restore_signals(old_handlers)
         return summaries
+
+    def _mark(self, status: str, st: LoopState) -> None:
+        """Record the run's end state; with no space left that may fail too, and must not hide why it ended."""
+        try:
+            self.rundir.save_state(LoopState(cycle=st.cycle, phase=st.phase, status=status))
+            self.store.set_run_status(self.run_id, status)
+        except OSError:
+            pass
 
     def _install_signals(self) -> dict:
         """Ctrl-C and SIGTERM stop the run at the next checkpoint. SIGTERM is how Slurm, Kubernetes and TPU

@@ -130,11 +130,18 @@ def lock_holder(run_dir: str | Path) -> str | None:
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` so that a kill leaves either the old or the new file, never half of one."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        try:
+            os.unlink(tmp)  # e.g. a full disk: the old file stays as it was
+        except OSError:
+            pass
+        raise
 
 
 class RunDir:

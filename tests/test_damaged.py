@@ -91,3 +91,13 @@ def test_a_damaged_config_is_named(tmp_path):
     rc, out = cenas("resume", str(rd.path))
     _no_traceback(out)
     assert rc == 2 and "config.yaml is damaged" in out
+
+
+def test_a_damaged_manifest_is_never_overwritten_by_a_config_change(tmp_path):
+    rd = a_run(tmp_path / "r")
+    rd.save_state(LoopState(cycle=1, phase="generate", status="interrupted"))
+    rd.manifest_path.write_bytes(b"\xff\x00 not json")
+    rc, out = cenas("resume", str(rd.path), "--set", "search.cycles=5")
+    _no_traceback(out)
+    assert rc == 2 and "manifest.json is damaged" in out
+    assert rd.manifest_path.read_bytes() == b"\xff\x00 not json"

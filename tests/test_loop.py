@@ -369,3 +369,16 @@ def test_a_missing_or_incomplete_adapter_checkpoint_is_an_error_or_its_update_is
     with pytest.raises(UserError) as e:
         _open(rd.path, None, ScriptedGenerator(_completions()), evaluator, redo_update=True).run()
     assert "cannot continue" in str(e.value)
+
+
+def test_a_damaged_generator_state_is_named_not_a_traceback(tmp_path, evaluator):
+    cfg = _cfg(tmp_path, ["search.cycles=1"])
+    loop = _open(tmp_path / "run", cfg, ScriptedGenerator(_completions()), evaluator)
+    loop.run()
+    loop.close()
+    rd = RunDir(tmp_path / "run")
+    (rd.checkpoints / "cycle_000" / "scripted.json").write_bytes(b"\x00garbage")
+    rd.save_state(LoopState(cycle=1, phase="generate", status="interrupted"))
+    with pytest.raises(UserError) as e:
+        _open(rd.path, None, ScriptedGenerator(_completions()), evaluator).run()
+    assert "cycle_000 is damaged" in str(e.value) and "--redo-update" in str(e.value)

@@ -333,6 +333,17 @@ class SearchLoop:
         if self._stop_reason is not None:
             raise StopRequested(self._stop_reason)
 
+    def _restore_from(self, d: Path) -> None:
+        """The generator's state from checkpoint ``d``; a damaged one is a ``UserError`` naming it."""
+        try:
+            self.generator.restore(d)
+        except UserError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a bad file may fail anywhere in a decoder (json, orbax, ...)
+            raise UserError(f"the checkpoint {d} is damaged ({type(e).__name__}: {str(e)[:200]}); "
+                            f"`cenas resume {self.rundir.path} --redo-update` redoes the update that wrote it "
+                            f"(remove its COMPLETE marker first)") from None
+
     def _restore_generator(self, state: LoopState) -> LoopState:
         """Load the adapters the loop position implies: after cycle t-1's update, or the warm start.
 
@@ -346,7 +357,7 @@ class SearchLoop:
         name = "warm" if t == 0 else f"cycle_{t - 1:03d}"
         d = self.rundir.checkpoints / name
         if (d / "COMPLETE").exists():
-            self.generator.restore(d)
+            self._restore_from(d)
             return state
         what = "is missing" if not d.exists() else "is incomplete (no COMPLETE marker: its save was cut short)"
         if t == 0:
@@ -362,7 +373,7 @@ class SearchLoop:
             if not (prev / "COMPLETE").exists():
                 raise UserError(f"{d} {what}, and so is {prev}: --redo-update rebuilds one adapter from the one "
                                 f"before it; the run cannot continue as it was")
-            self.generator.restore(prev)
+            self._restore_from(prev)
         self.echo(f"{d} {what}: redoing {again}" + (f" from {prev.name}" if prev is not None else ""))
         return redo
 
@@ -427,10 +438,15 @@ class SearchLoop:
             "recipe": WARM_START_RECIPE,
         }, sort_keys=True).encode()).hexdigest()[:16]
         cache = (self.warm_cache_dir / key) if self.warm_cache_dir else None
+        reused = False
         if cache is not None and (cache / "COMPLETE").exists():
-            self.echo(f"warm start: reusing the cached adapter {cache}")
-            self.generator.restore(cache)
-        else:
+            try:
+                self._restore_from(cache)
+                self.echo(f"warm start: reusing the cached adapter {cache}")
+                reused = True
+            except UserError as e:  # a cache only: train it again
+                self.echo(f"warm start: the cached adapter is unusable ({e}); training it again")
+        if not reused:
             passes = self.cfg.search.warm_start_passes or 1
             est, basis = warm_start_estimate(self.warm_cache_dir, self.generator.fingerprint, len(examples) * passes)
             where = f", then cached in {cache} for every later run with the same model, corpus and settings" if cache else ""

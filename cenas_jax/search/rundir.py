@@ -218,10 +218,19 @@ class RunDir:
         write_atomic(self.state_path, json.dumps(asdict(st), indent=2))
 
     def manifest(self) -> dict[str, Any]:
+        """The run's manifest; {} when there is none. A damaged one is a ``UserError``: `cenas resume --set`
+        appends to it, and must not replace what it could not read."""
         try:
-            return json.loads(self.manifest_path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
+            data = json.loads(self.manifest_path.read_bytes().decode("utf-8"))
+        except FileNotFoundError:
             return {}
+        except (OSError, ValueError) as e:
+            raise UserError(f"{self.manifest_path} is damaged ({type(e).__name__}): it records what produced the "
+                            f"run (versions, config changes); the run itself is intact. Restore it, or move it "
+                            f"aside to continue without that record") from None
+        if not isinstance(data, dict):
+            raise UserError(f"{self.manifest_path} is damaged (not a JSON object); move it aside to continue")
+        return data
 
 
 _PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "datasketch", "transformers", "numpy", "scipy", "torch")

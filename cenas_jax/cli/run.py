@@ -190,14 +190,15 @@ def _check_store(rd, state) -> None:
     from cenas_jax.errors import UserError
     from cenas_jax.store import STORE_FILENAME, RunStore
 
-    if not (rd.path / STORE_FILENAME).exists() and (state.cycle, state.phase) == (0, "reference"):
+    started = (state.cycle, state.phase) != (0, "reference")  # before that, nothing may be recorded yet
+    if not (rd.path / STORE_FILENAME).exists() and not started:
         return
-    with RunStore(rd.path, create=False) as s:
+    with RunStore(rd.path, create=not started) as s:
         problem = s.quick_check()
         if problem is not None:
             raise UserError(f"{s.path} is damaged (SQLite quick_check: {problem}); nothing was written. Recover "
                             f"what SQLite can with `sqlite3 {s.path} .recover`, or start the run again")
-        if s.get_run("main") is None:
+        if s.get_run("main") is None and started:
             raise UserError(f"{s.path} holds no run: damaged, or not this directory's store; nothing to resume")
 
 

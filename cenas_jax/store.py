@@ -22,6 +22,7 @@ import json
 import os
 import signal
 import sqlite3
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -495,16 +496,24 @@ def _write_error(path: Path, e: sqlite3.OperationalError) -> Exception:
 
 
 # Fault injection for the crash-safety tests: with CENAS_FAULT_KILL_AFTER_WRITE=N the process SIGKILLs
-# itself right after its N-th committed store write (tests/test_faults.py kills a run at every write in turn).
+# itself right after its N-th committed store write (tests/test_faults.py kills a run at every write in turn);
+# with CENAS_FAULT_TRACE=FILE it appends one line per committed write: its number and the RunStore method.
 _FAULT_AT = int(os.environ.get("CENAS_FAULT_KILL_AFTER_WRITE", "0") or 0)
+_FAULT_TRACE = os.environ.get("CENAS_FAULT_TRACE") or None
 _writes = 0
 
 
 def _fault_point() -> None:
     global _writes
-    if _FAULT_AT > 0:
+    if _FAULT_AT > 0 or _FAULT_TRACE:
         _writes += 1
-        if _writes >= _FAULT_AT:
+        if _FAULT_TRACE:
+            f = sys._getframe(1)
+            while f is not None and (f.f_code.co_filename != __file__ or f.f_code.co_name in ("transaction", "_fault_point")):
+                f = f.f_back
+            with open(_FAULT_TRACE, "a") as out:
+                out.write(f"{_writes} {f.f_code.co_name if f is not None else '?'}\n")
+        if 0 < _FAULT_AT <= _writes:
             os.kill(os.getpid(), signal.SIGKILL)
 
 

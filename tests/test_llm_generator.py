@@ -55,7 +55,7 @@ def test_encode_pair_puts_the_prefix_on_the_prompt_side(gen):
 def test_generate_keeps_order_prefixes_and_per_mode_limits(gen):
     ps = [prompts.full_prompt(PROG, 0.9, "digits"), prompts.delta_prompt(PROG, 0.9, "digits"),
           prompts.full_prompt(CHILD, 0.8, "digits"), prompts.delta_prompt(CHILD, 0.8, "digits")]
-    out = gen.generate(ps, [0.7] * 4, seed=3)
+    out = gen.generate(ps, [0.7] * 4, [3, 4, 5, 6])
     assert len(out) == 4
     for p, g in zip(ps, out):
         assert g.text.startswith(p.answer_prefix)
@@ -63,4 +63,32 @@ def test_generate_keeps_order_prefixes_and_per_mode_limits(gen):
         assert 1 <= g.num_tokens <= limit and g.finish_reason in ("eos", "stop", "length", "repeat")
         if g.finish_reason == "stop":
             assert g.text.endswith(p.terminator)
-    assert out == gen.generate(ps, [0.7] * 4, seed=3)  # seeded
+    assert out == gen.generate(ps, [0.7] * 4, [3, 4, 5, 6])  # seeded
+
+
+def test_skipped_rows_keep_the_batches_and_what_on_batch_recorded_survives_a_stop(gen):
+    """A resumed call (the first batch recorded, then skipped) samples the rest as the whole call did."""
+    ps = [prompts.full_prompt(PROG, 0.9, "digits"), prompts.delta_prompt(PROG, 0.9, "digits")] * 3
+    temps, seeds = [0.9] * 6, [101, 102, 103, 104, 105, 106]
+    assert gen.batches(ps) == [[0, 2, 4], [1, 3, 5]]  # by kind, batch_size 4
+    seen: list[tuple[list[int], int]] = []
+    whole = gen.generate(ps, temps, seeds, on_batch=lambda ks, gs: seen.append((ks, len(gs))))
+    assert seen == [([0, 2, 4], 3), ([1, 3, 5], 3)]
+
+    class Stop(Exception):
+        pass
+
+    recorded = {}
+
+    def record_then_stop(ks, gs):
+        recorded.update(zip(ks, gs))
+        raise Stop
+
+    with pytest.raises(Stop):
+        gen.generate(ps, temps, seeds, on_batch=record_then_stop)
+    assert recorded == {k: whole[k] for k in (0, 2, 4)}
+    rest = gen.generate(ps, temps, seeds, skip=set(recorded))
+    assert [rest[k] for k in (0, 2, 4)] == [None] * 3 and [rest[k] for k in (1, 3, 5)] == [whole[k] for k in (1, 3, 5)]
+    # A batch with one row recorded is generated whole; only the missing rows come back.
+    part = gen.generate(ps, temps, seeds, skip={0, 1, 3, 5})
+    assert part[2] == whole[2] and part[4] == whole[4] and part[0] is None

@@ -122,6 +122,27 @@ def test_seeded_sampling_is_deterministic_and_temperatures_are_per_row(sampler):
     assert [x.token_ids for x in topk1] == [x.token_ids for x in greedy]
 
 
+def test_per_row_seeds_make_a_row_independent_of_its_batch(sampler):
+    """With a seed per prompt, a sampled row is the same alone, in another batch, or at another position."""
+    kw = dict(chat=False, max_new_tokens=16, temperature=1.0)
+    together = sampler.generate(PROMPTS, seed=[11, 22, 33], **kw)
+    alone = [sampler.generate([p], seed=[s], **kw)[0] for p, s in zip(PROMPTS, [11, 22, 33])]
+    assert [c.token_ids for c in together] == [c.token_ids for c in alone]
+    swapped = sampler.generate(PROMPTS[::-1], seed=[33, 22, 11], **kw)
+    assert [c.token_ids for c in swapped[::-1]] == [c.token_ids for c in together]
+    other = sampler.generate(PROMPTS, seed=[11, 22, 34], **kw)
+    assert other[:2] == together[:2] and other[2].token_ids != together[2].token_ids
+    # The same prompt twice with two seeds: two samples; with one call seed, rows differ too.
+    twice = sampler.generate([PROMPTS[0]] * 2, seed=[5, 6], **kw)
+    assert twice[0].token_ids != twice[1].token_ids
+    shared = sampler.generate([PROMPTS[0]] * 2, seed=5, **kw)
+    assert shared[0].token_ids != shared[1].token_ids
+    with pytest.raises(UserError, match="one per prompt"):
+        sampler.generate(PROMPTS, seed=[1, 2], **kw)
+    with pytest.raises(UserError, match="2\\*\\*32"):
+        sampler.generate(PROMPTS[:1], seed=[-1], **kw)
+
+
 def test_eos_ends_a_row(model, sampler):
     base = sampler.generate(PROMPTS, chat=False, max_new_tokens=12, temperature=0.0)
     eos_id = base[1].token_ids[4]  # the 5th token of row 1 becomes "end of sequence"

@@ -23,6 +23,7 @@ from cenas_jax.candidates.sandbox import Evaluator
 from cenas_jax.config import load_config
 from cenas_jax.search.generator import ScriptedGenerator
 from cenas_jax.search.loop import SearchLoop
+from cenas_jax.search.mutation import MutationGenerator
 from cenas_jax.errors import UserError
 from cenas_jax.search.rundir import LoopState, RunDir
 from cenas_jax.store import RunStore
@@ -195,11 +196,11 @@ class CrashingGenerator(ScriptedGenerator):
 
     crash_at: int = 10**9
 
-    def generate(self, prompts, temperatures, seed):
+    def generate(self, prompts, temperatures, seeds, **kw):
         self.crash_at -= 1
         if self.crash_at < 0:
             raise Crash("simulated crash")
-        return super().generate(prompts, temperatures, seed)
+        return super().generate(prompts, temperatures, seeds, **kw)
 
 
 def test_resume_after_crash_loses_and_repeats_nothing(tmp_path, evaluator):
@@ -382,3 +383,45 @@ def test_a_damaged_generator_state_is_named_not_a_traceback(tmp_path, evaluator)
     with pytest.raises(UserError) as e:
         _open(rd.path, None, ScriptedGenerator(_completions()), evaluator).run()
     assert "cycle_000 is damaged" in str(e.value) and "--redo-update" in str(e.value)
+
+
+@dataclass
+class InterruptedSampling(MutationGenerator):
+    """Random mutation whose sampling is interrupted (as by Ctrl-C) while its ``stop_at``-th batch ends."""
+
+    stop_at: int = 0
+    loop: "SearchLoop | None" = None
+    batches: int = 0
+
+    def generate(self, prompts, temperatures, seeds, *, skip=(), on_batch=None):
+        def hooked(ks, gs):
+            self.batches += 1
+            if self.batches == self.stop_at:
+                self.loop._stop_reason = "interrupt"  # what the Ctrl-C handler sets
+            on_batch(ks, gs)
+
+        return super().generate(prompts, temperatures, seeds, skip=skip, on_batch=hooked)
+
+
+def _generations(run: Path) -> list[tuple]:
+    with RunStore(run) as s:
+        return [(r["id"], r["source"], r["raw_text"], r["verdict"], r["quality"]) for r in s.candidates(run_id=1)]
+
+
+def test_an_interrupted_sampling_batch_keeps_what_it_recorded_and_resumes_to_the_same_programs(tmp_path, evaluator):
+    cfg = _cfg(tmp_path, ["search.cycles=1", "search.warm_start=false"])
+    whole = _open(tmp_path / "whole", cfg, MutationGenerator(seed=2), evaluator)
+    whole.run()
+    whole.close()
+    gen = InterruptedSampling(seed=2, stop_at=2)
+    loop = _open(tmp_path / "cut", cfg, gen, evaluator)
+    gen.loop = loop
+    loop.run()
+    loop.close()
+    assert loop.stopped_by_signal and RunDir(tmp_path / "cut").load_state().status == "interrupted"
+    kept = [g for g in _generations(tmp_path / "cut") if g[0].startswith("s0-c000-")]
+    assert len(kept) == 2, "the batches finished before the interrupt are recorded, the others are not started"
+    loop = _open(tmp_path / "cut", None, MutationGenerator(seed=2), evaluator)
+    loop.run()
+    loop.close()
+    assert _generations(tmp_path / "cut") == _generations(tmp_path / "whole")

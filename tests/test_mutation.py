@@ -34,11 +34,15 @@ def test_it_is_a_generator_and_finds_the_program_in_both_prompt_kinds():
         MutationGenerator(edit_format="patch")
 
 
+def _seeds(base: int, n: int) -> list[int]:
+    return [base * 1000 + i for i in range(n)]
+
+
 @pytest.mark.parametrize("fmt", ["search_replace", "unified_diff"])
 def test_delta_answers_are_edits_that_apply_parse_and_change_the_parent(fmt):
     gen = MutationGenerator(seed=1, edit_format=fmt)
     ps = [prompts.delta_prompt(CORPUS[n], 0.6, "digits", fmt) for n in SOME]
-    gens = gen.generate(ps, [0.7] * len(ps), seed=11)
+    gens = gen.generate(ps, [0.7] * len(ps), _seeds(11, len(ps)))
     assert len(gens) == len(ps)
     for name, g in zip(SOME, gens):
         assert g.finish_reason == "eos" and g.num_tokens > 0
@@ -54,7 +58,7 @@ def test_delta_answers_are_edits_that_apply_parse_and_change_the_parent(fmt):
 def test_full_answers_are_whole_programs_in_a_python_block():
     gen = MutationGenerator(seed=2)
     ps = [prompts.full_prompt(CORPUS[n], 0.6, "digits") for n in SOME]
-    for name, g in zip(SOME, gen.generate(ps, [0.7] * len(ps), seed=3)):
+    for name, g in zip(SOME, gen.generate(ps, [0.7] * len(ps), _seeds(3, len(ps)))):
         assert g.text.startswith("```python\n") and g.text.endswith("\n```")
         child = extract_code(g.text)
         ast.parse(child)
@@ -63,10 +67,10 @@ def test_full_answers_are_whole_programs_in_a_python_block():
 
 def test_deterministic_for_the_seed_and_different_across_seeds():
     ps = [prompts.delta_prompt(CORPUS[n], 0.6, "digits") for n in SOME]
-    a = [g.text for g in MutationGenerator(seed=4).generate(ps, [0.7] * len(ps), seed=9)]
-    b = [g.text for g in MutationGenerator(seed=4).generate(ps, [0.7] * len(ps), seed=9)]
-    c = [g.text for g in MutationGenerator(seed=4).generate(ps, [0.7] * len(ps), seed=10)]
-    d = [g.text for g in MutationGenerator(seed=5).generate(ps, [0.7] * len(ps), seed=9)]
+    a = [g.text for g in MutationGenerator(seed=4).generate(ps, [0.7] * len(ps), _seeds(9, len(ps)))]
+    b = [g.text for g in MutationGenerator(seed=4).generate(ps, [0.7] * len(ps), _seeds(9, len(ps)))]
+    c = [g.text for g in MutationGenerator(seed=4).generate(ps, [0.7] * len(ps), _seeds(10, len(ps)))]
+    d = [g.text for g in MutationGenerator(seed=5).generate(ps, [0.7] * len(ps), _seeds(9, len(ps)))]
     assert a == b
     assert sum(x != y for x, y in zip(a, c)) >= len(ps) // 2
     assert sum(x != y for x, y in zip(a, d)) >= len(ps) // 2
@@ -76,7 +80,7 @@ def test_mutations_of_one_parent_are_diverse_and_use_every_kind_of_operator():
     src = CORPUS["lenet_bn_relu"]
     gen = MutationGenerator(seed=0)
     p = prompts.delta_prompt(src, 0.6, "digits")
-    children = {_norm(apply_edits(src, gen.generate([p], [0.7], seed=s)[0].text)) for s in range(40)}
+    children = {_norm(apply_edits(src, gen.generate([p], [0.7], [s])[0].text)) for s in range(40)}
     assert len(children) >= 25  # 40 draws: mostly distinct programs, not a handful repeated
     assert len(gen.operator_counts) >= 5, gen.operator_counts
     rng = np.random.default_rng(0)
@@ -90,7 +94,7 @@ def test_most_mutations_build_and_pass_the_shape_check_on_digits():
     names = sorted(CORPUS)
     ps = [prompts.delta_prompt(CORPUS[n], 0.6, "digits") for n in names]
     ok, errors = 0, []
-    for name, g in zip(names, gen.generate(ps, [0.7] * len(ps), seed=1)):
+    for name, g in zip(names, gen.generate(ps, [0.7] * len(ps), _seeds(1, len(ps)))):
         child = apply_edits(prompts.clean_program(CORPUS[name]), g.text)
         try:
             contract.shape_check(contract.build_net(child, 10), (8, 8, 1), 10)
@@ -103,7 +107,7 @@ def test_most_mutations_build_and_pass_the_shape_check_on_digits():
 
 def test_update_learns_nothing_and_state_round_trips(tmp_path):
     gen = MutationGenerator(seed=3)
-    gen.generate([prompts.full_prompt(CORPUS["mlp_small"], 0.5, "digits")], [0.5], seed=0)
+    gen.generate([prompts.full_prompt(CORPUS["mlp_small"], 0.5, "digits")], [0.5], [0])
     p = prompts.full_prompt(CORPUS["lenet5"], 0.5, "digits")
     res = gen.update([(p, prompts.full_completion(CORPUS["lenet5"]))], seed=0)
     assert res == UpdateResult() and res.steps == 0 and res.losses == ()
@@ -117,6 +121,22 @@ def test_a_prompt_without_a_program_gets_an_answer_the_loop_rejects():
     class P:
         user, system, mode, edit_format = "no program here", "", "delta", "search_replace"
 
-    (g,) = MutationGenerator().generate([P()], [0.5], seed=0)
+    (g,) = MutationGenerator().generate([P()], [0.5], [0])
     with pytest.raises(Exception):
         apply_edits(CORPUS["lenet5"], g.text)
+
+
+def test_a_generation_depends_on_its_own_seed_only_and_skip_and_on_batch_work():
+    ps = [prompts.delta_prompt(CORPUS[n], 0.6, "digits") for n in SOME]
+    seeds = _seeds(21, len(ps))
+    whole = MutationGenerator(seed=4).generate(ps, [0.7] * len(ps), seeds)
+    alone = [MutationGenerator(seed=4).generate([p], [0.7], [s])[0] for p, s in zip(ps, seeds)]
+    assert whole == alone
+    seen = []
+    part = MutationGenerator(seed=4).generate(ps, [0.7] * len(ps), seeds, skip={0, 2},
+                                              on_batch=lambda ks, gs: seen.append((ks, gs)))
+    assert part[0] is None and part[2] is None and part[1] == whole[1] and part[3:] == whole[3:]
+    assert [ks for ks, _ in seen] == [[k] for k in range(len(ps)) if k not in (0, 2)]
+    assert all(gs == [whole[ks[0]]] for ks, gs in seen)
+    with pytest.raises(ValueError, match="as many temperatures and seeds"):
+        MutationGenerator().generate(ps, [0.7] * len(ps), seeds[:1])

@@ -51,7 +51,9 @@ def sample_tokens(logits_BxV: jax.Array, key: jax.Array, temperature_B: jax.Arra
                   top_k: int, top_p: float) -> jax.Array:
     """Next token per row: argmax where temperature is 0, else temperature -> top-k -> top-p sampling.
 
-    ``top_k`` 0 and ``top_p`` 1 switch those filters off; both are static.
+    ``key``: one key for the batch, or one per row (shape ``B``); with a key per row, a row's draw
+    depends on its own key and logits only, never on its batch mates. ``top_k`` 0 and ``top_p`` 1
+    switch those filters off; both are static.
     """
     greedy_B = jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)
 
@@ -68,7 +70,10 @@ def sample_tokens(logits_BxV: jax.Array, key: jax.Array, temperature_B: jax.Arra
             probs = jax.nn.softmax(scaled, axis=-1)
             before = jnp.cumsum(probs, axis=-1) - probs  # mass of strictly better tokens
             scaled = jnp.where(before < top_p, scaled, -jnp.inf)  # the best token always stays
-        choice_B = jax.random.categorical(key, scaled, axis=-1)
+        if key.ndim == 0:
+            choice_B = jax.random.categorical(key, scaled, axis=-1)
+        else:
+            choice_B = jax.vmap(lambda k, row: jax.random.categorical(k, row))(key, scaled)
         tok = choice_B if idx_BxK is None else jnp.take_along_axis(idx_BxK, choice_B[:, None], axis=-1)[:, 0]
         return jnp.where(temperature_B > 0, tok.astype(jnp.int32), greedy_B)
 
@@ -87,7 +92,7 @@ def _prefill(graphdef, state, tokens_BxP, positions_BxP, kv_mask_BxS, *, cache_l
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "top_k", "top_p"), donate_argnames=("carry",))
-def _decode(graphdef, state, carry, temperature_B, eos_E, key, limit, *, top_k, top_p):
+def _decode(graphdef, state, carry, temperature_B, eos_E, keys_B, limit, *, top_k, top_p):
     """Sample until ``step == limit`` tokens per row or every row is done; returns the advanced carry.
 
     carry = (cache, kv_mask_BxS, logits_BxV, next_pos_B, slot, step, out_BxN, done_B), where
@@ -100,7 +105,8 @@ def _decode(graphdef, state, carry, temperature_B, eos_E, key, limit, *, top_k, 
     model = nnx.merge(graphdef, state)
 
     def sample_into(step, logits, out, done):
-        tok = sample_tokens(logits, jax.random.fold_in(key, step), temperature_B, top_k, top_p)
+        keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys_B, step)  # token `step` of each row
+        tok = sample_tokens(logits, keys, temperature_B, top_k, top_p)
         out = jax.lax.dynamic_update_slice(out, tok[:, None], (0, step))
         return out, done | jnp.any(tok[:, None] == eos_E[None, :], axis=-1)
 
@@ -158,9 +164,12 @@ class Sampler:
 
     def generate(self, prompts: Sequence[str], *, chat: bool, max_new_tokens: int = 256,
                  temperature: float | Sequence[float] = 0.0, top_k: int = 0, top_p: float = 1.0,
-                 stop: Sequence[str] = (), seed: int = 0, ignore_eos: bool = False,
+                 stop: Sequence[str] = (), seed: int | Sequence[int] = 0, ignore_eos: bool = False,
                  max_repeat_lines: int | None = None, on_progress=None) -> list[Completion]:
         """One ``Completion`` per prompt; ``temperature`` 0 (for a row or all) means greedy.
+
+        ``seed``: one per prompt (row i's tokens are drawn with keys from ``seed[i]`` only), or
+        one for the call (row i then draws from ``fold_in(key(seed), i)``).
 
         ``ignore_eos`` keeps generating past end-of-sequence (benchmarks need exact lengths).
         ``max_repeat_lines``: end a row (finish reason ``"repeat"``) once its last that many
@@ -176,7 +185,7 @@ class Sampler:
 
     def generate_ids(self, prompt_ids: Sequence[Sequence[int]], *, max_new_tokens: int = 256,
                      temperature: float | Sequence[float] = 0.0, top_k: int = 0, top_p: float = 1.0,
-                     stop: Sequence[str] = (), seed: int = 0, ignore_eos: bool = False,
+                     stop: Sequence[str] = (), seed: int | Sequence[int] = 0, ignore_eos: bool = False,
                      max_repeat_lines: int | None = None, on_progress=None) -> list[Completion]:
         """``generate`` for prompts already tokenised."""
         if max_repeat_lines is not None and max_repeat_lines < 2:
@@ -191,6 +200,14 @@ class Sampler:
         temps = np.broadcast_to(np.asarray(temperature, np.float32), (n,)).copy()
         if np.any(temps < 0) or not np.all(np.isfinite(temps)):
             raise UserError(f"temperature must be finite and >= 0, got {temperature}")
+        if isinstance(seed, (int, np.integer)):
+            seeds = None
+        else:
+            seeds = [int(x) for x in seed]
+            if len(seeds) != n:
+                raise UserError(f"seed: one per prompt ({n}), got {len(seeds)}")
+            if any(not 0 <= x < 2**32 for x in seeds):
+                raise UserError("seed: per-prompt seeds must lie in [0, 2**32)")
         if top_k < 0 or not 0 < top_p <= 1:
             raise UserError(f"top_k must be >= 0 and top_p in (0, 1], got top_k={top_k}, top_p={top_p}")
 
@@ -225,14 +242,17 @@ class Sampler:
                                  jnp.asarray(kv_mask), cache_len=cache_len)
         carry = (cache, jnp.asarray(kv_mask), logits, jnp.asarray(next_pos), jnp.int32(p_len), jnp.int32(0),
                  jnp.zeros((b, n_new), jnp.int32), jnp.asarray(done))
-        key = jax.random.key(seed)
+        if seeds is None:
+            keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(jax.random.key(seed), jnp.arange(b))
+        else:  # filler rows are never read; they get key 0
+            keys = jax.vmap(jax.random.key)(jnp.asarray(seeds + [0] * (b - n), jnp.uint32))
         chunk = self.stop_check_every if (stop or max_repeat_lines or on_progress) else max_new_tokens
         stopped: dict[int, tuple[str, list[int], str]] = {}
         step = 0
         ended_at = np.full((n,), -1, np.int64)  # the step of the check at which each row was seen done
         while True:
             limit = min(step + chunk, max_new_tokens)
-            carry = _decode(graphdef, state, carry, jnp.asarray(temps_b), jnp.asarray(eos), key,
+            carry = _decode(graphdef, state, carry, jnp.asarray(temps_b), jnp.asarray(eos), keys,
                             jnp.int32(limit), top_k=int(top_k), top_p=float(top_p))
             step = int(carry[5])
             done_now = np.asarray(carry[7]).copy()

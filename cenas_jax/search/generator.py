@@ -12,7 +12,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Callable, Collection, Protocol, Sequence, runtime_checkable
 
 
 class PromptLike(Protocol):
@@ -41,11 +41,28 @@ class UpdateResult:
     seconds: float = 0.0
 
 
+# on_batch(indices, generations): one finished batch of a ``generate`` call, in the call's indices.
+OnBatch = Callable[[list[int], list[Generation]], None]
+
+
 @runtime_checkable
 class Generator(Protocol):
+    """What the loop needs from p_theta.
+
+    ``generate(prompts, temperatures, seeds, skip=, on_batch=)`` returns one ``Generation`` per prompt
+    (``None`` at the indices in ``skip``). Generation i is a function of (prompt i, temperature i,
+    seeds[i], the generator's state) and of how the *whole* call is cut into batches, never of which
+    indices are skipped: a caller that recorded some batches of an interrupted call calls again with the
+    same arguments and those indices in ``skip``, and gets the rest exactly as the first call would have.
+    A batch holding a skipped index and a missing one is generated whole (only the missing are returned).
+    ``on_batch(indices, generations)`` is called after each batch (skipped indices left out); it may
+    raise to stop the call, and what it recorded stays recorded.
+    """
+
     fingerprint: str
 
-    def generate(self, prompts: Sequence[PromptLike], temperatures: Sequence[float], seed: int) -> list[Generation]: ...
+    def generate(self, prompts: Sequence[PromptLike], temperatures: Sequence[float], seeds: Sequence[int], *,
+                 skip: Collection[int] = (), on_batch: OnBatch | None = None) -> list[Generation | None]: ...
 
     def update(self, examples: Sequence[tuple[PromptLike, str]], seed: int,
                epochs: float | None = None, learning_rate: float | None = None) -> UpdateResult: ...
@@ -70,13 +87,19 @@ class ScriptedGenerator:
     prompts_seen: list[str] = field(default_factory=list)
     update_settings: list[tuple[float | None, float | None]] = field(default_factory=list)
 
-    def generate(self, prompts: Sequence[PromptLike], temperatures: Sequence[float], seed: int) -> list[Generation]:
-        out = []
-        for p in prompts:
+    def generate(self, prompts: Sequence[PromptLike], temperatures: Sequence[float], seeds: Sequence[int], *,
+                 skip: Collection[int] = (), on_batch: OnBatch | None = None) -> list[Generation | None]:
+        out: list[Generation | None] = [None] * len(prompts)
+        for i, p in enumerate(prompts):
+            if i in skip:
+                continue
             self.prompts_seen.append(p.user)
             text = self.completions[self.cursor % len(self.completions)]
             self.cursor += 1
-            out.append(Generation(text=text, num_tokens=len(text.split()), finish_reason="eos"))
+            out[i] = Generation(text=text, num_tokens=len(text.split()), finish_reason="eos")
+        todo = [i for i in range(len(prompts)) if i not in skip]
+        if on_batch is not None and todo:
+            on_batch(todo, [out[i] for i in todo])  # type: ignore[misc]
         return out
 
     def update(self, examples: Sequence[tuple[PromptLike, str]], seed: int,

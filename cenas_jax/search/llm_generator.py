@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Collection, Sequence
 
 from cenas_jax.config import LLMConfig
-from cenas_jax.search.generator import Generation, PromptLike, UpdateResult, fingerprint_file
+from cenas_jax.search.generator import Generation, OnBatch, PromptLike, UpdateResult, fingerprint_file
 
 
 class LLMGenerator:
@@ -44,36 +44,56 @@ class LLMGenerator:
 
     # -- Generator protocol --------------------------------------------------
 
-    def generate(self, prompts: Sequence[PromptLike], temperatures: Sequence[float], seed: int) -> list[Generation]:
+    def batches(self, prompts: Sequence[PromptLike]) -> list[list[int]]:
+        """How a ``generate`` call over ``prompts`` is cut into batches: by answer kind (full / delta, in
+        order of first appearance), then ``sampling.batch_size`` prompts at a time. A function of the
+        prompts' kinds and the config only."""
+        groups: dict[tuple[str, str], list[int]] = {}
+        for i, p in enumerate(prompts):
+            groups.setdefault(_frame(p), []).append(i)
+        n = self.cfg.sampling.batch_size
+        return [idx[k:k + n] for idx in groups.values() for k in range(0, len(idx), n)]
+
+    def generate(self, prompts: Sequence[PromptLike], temperatures: Sequence[float], seeds: Sequence[int], *,
+                 skip: Collection[int] = (), on_batch: OnBatch | None = None) -> list[Generation | None]:
         """Sample one answer per prompt, in batches of one answer kind (full / delta) each.
 
         Each kind has its token limit (``max_new_tokens`` / ``max_new_tokens_delta``) and its
         terminator (the closing fence, the end of the edit block), so a batch of short edits
         does not wait for long programs. The returned text is the whole answer: the prefix
         the model was given, what it wrote, and the terminator when it reached it.
+        Row i draws its tokens from ``seeds[i]`` alone (``Sampler.generate``), and the batches are
+        ``batches(prompts)`` whatever ``skip`` holds, so a resumed call samples the same programs.
         """
         s = self.cfg.sampling
-        out: list[Generation] = [None] * len(prompts)  # type: ignore[list-item]  # every slot is filled below
-        groups: dict[tuple[str, str], list[int]] = {}
-        for i, p in enumerate(prompts):
-            groups.setdefault(_frame(p), []).append(i)
-        bar = _SamplingProgress(len(prompts)) if self.progress else None
+        if len(seeds) != len(prompts) or len(temperatures) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts need as many temperatures and seeds, "
+                             f"got {len(temperatures)} and {len(seeds)}")
+        out: list[Generation | None] = [None] * len(prompts)
+        plan = [b for b in self.batches(prompts) if any(i not in skip for i in b)]
+        bar = _SamplingProgress(sum(len(b) for b in plan)) if self.progress else None
         try:
-            for (prefix, term), idx in groups.items():
-                is_delta = getattr(prompts[idx[0]], "mode", "full") == "delta"
+            for chunk in plan:
+                prefix, term = _frame(prompts[chunk[0]])
+                is_delta = getattr(prompts[chunk[0]], "mode", "full") == "delta"
                 limit = s.max_new_tokens_delta if (is_delta and s.max_new_tokens_delta is not None) else s.max_new_tokens
-                for start in range(0, len(idx), s.batch_size):
-                    chunk = idx[start:start + s.batch_size]
-                    comps = self.sampler.generate(
-                        [self.render(prompts[i]) for i in chunk], chat=False, max_new_tokens=limit,
-                        temperature=[temperatures[i] for i in chunk], top_k=s.top_k, top_p=s.top_p,
-                        stop=(term,) if term else (), seed=seed + chunk[0], max_repeat_lines=s.max_repeat_lines,
-                        on_progress=bar.batch("delta" if is_delta else "full", limit) if bar else None)
-                    if bar:
-                        bar.batch_done(len(chunk), sum(c.num_tokens for c in comps))
-                    for i, c in zip(chunk, comps):
-                        text = prefix + c.text + (term if c.finish_reason == "stop" else "")
-                        out[i] = Generation(text=text, num_tokens=c.num_tokens, finish_reason=c.finish_reason)
+                comps = self.sampler.generate(
+                    [self.render(prompts[i]) for i in chunk], chat=False, max_new_tokens=limit,
+                    temperature=[temperatures[i] for i in chunk], top_k=s.top_k, top_p=s.top_p,
+                    stop=(term,) if term else (), seed=[int(seeds[i]) & 0xFFFFFFFF for i in chunk],
+                    max_repeat_lines=s.max_repeat_lines,
+                    on_progress=bar.batch("delta" if is_delta else "full", limit) if bar else None)
+                if bar:
+                    bar.batch_done(len(chunk), sum(c.num_tokens for c in comps))
+                new = []
+                for i, c in zip(chunk, comps):
+                    if i in skip:
+                        continue
+                    text = prefix + c.text + (term if c.finish_reason == "stop" else "")
+                    out[i] = Generation(text=text, num_tokens=c.num_tokens, finish_reason=c.finish_reason)
+                    new.append(i)
+                if on_batch is not None:
+                    on_batch(new, [out[i] for i in new])  # type: ignore[misc]
         finally:
             if bar:
                 bar.close()

@@ -2,7 +2,9 @@
 
 One cycle t, in phases (each phase ends with a state write, so a killed run resumes
 at the phase it was in; every generation and evaluation is in the store under an id
-that is a function of (cycle, slot, attempt), so nothing recorded is lost or redone):
+that is a function of (cycle, slot, attempt), so nothing recorded is lost or redone;
+each generation is sampled with a key of its own from (seed, cycle, slot, attempt) and
+each batch of them is recorded in one transaction, so a resume samples the same programs):
 
 - ``generate``: N slots; slot i is a delta edit of a parent elite or a full program
   shown one reference elite. Each generation is applied (delta) or extracted (full),
@@ -548,37 +550,43 @@ class SearchLoop:
             pending = [sl for sl in slots if sl.index not in done]
             if not pending:
                 break
-            # Resume: reuse generations already stored for this attempt.
+            # Resume: reuse generations already stored for this attempt; the generator is asked for the same
+            # list as the uninterrupted run, with the stored ones skipped (its batches do not move).
             stored = {r["idx"]: r for r in self.store.candidates(run_id=self.run_id, cycle=t) if r["attempt"] == attempt}
-            need = [sl for sl in pending if sl.index not in stored]
-            if need:
+            skip = {k for k, sl in enumerate(pending) if sl.index in stored}
+            if len(skip) < len(pending):
                 self._check_stop()
-                prompts = [self._prompt(sl, anchors[sl.anchor_id]) for sl in need]
-                temps = [base_t(sl.mode) + attempt * s.novelty.temperature_bump for sl in need]
+                prompts = [self._prompt(sl, anchors[sl.anchor_id]) for sl in pending]
+                temps = [base_t(sl.mode) + attempt * s.novelty.temperature_bump for sl in pending]
+                seeds = [self._gen_seed(t, sl.index, attempt) for sl in pending]
                 if self.progress:
                     what = "resampling" if attempt else "sampling"
-                    shown = "/".join(f"{x:.2f}" for x in sorted(set(temps)))
-                    self.echo(f"cycle {t}: {what} {len(need)} completions (temperature {shown})")
+                    shown = "/".join(f"{x:.2f}" for x in sorted({temps[k] for k in range(len(pending)) if k not in skip}))
+                    self.echo(f"cycle {t}: {what} {len(pending) - len(skip)} completions (temperature {shown})")
+
+                def record(ks: list[int], gens: list[Any]) -> None:
+                    """One finished batch, recorded in one transaction: a kill leaves all of it or none."""
+                    rows, invalid = [], {}
+                    for k, g in zip(ks, gens):
+                        sl = pending[k]
+                        self._tokens_used += g.num_tokens
+                        source, err = self._to_source(sl, anchors[sl.anchor_id], g.text)
+                        cid = self._cid(t, sl.index, attempt)
+                        rows.append(CandidateRow(
+                            id=cid, source=source or "", run_id=self.run_id, cycle=t, idx=sl.index, mode=sl.mode,
+                            parent_id=sl.anchor_id if sl.mode == "delta" else None, dataset=sl.dataset,
+                            prompt=prompts[k].user, raw_text=g.text, token_count=g.num_tokens,
+                            finish_reason=g.finish_reason, attempt=attempt, temperature=temps[k]))
+                        if err is not None:
+                            invalid[cid] = ("delta_apply", err)
+                    self.store.add_candidates(rows, invalid)
+                    for k, row in zip(ks, rows):
+                        stored[pending[k].index] = self.store.get_candidate(row.id)
+                    self._check_stop()  # Ctrl-C / SIGTERM / a budget: stop after this batch, keeping it
+
                 with Stopwatch() as sw:
-                    gens = self.generator.generate(prompts, temps, seed=self._gen_seed(t, attempt))
+                    self.generator.generate(prompts, temps, seeds, skip=skip, on_batch=record)
                 self.store.add_timing(self.run_id, t, "sample", sw.seconds)
-                rows, invalid = [], {}
-                for sl, p, g, temp in zip(need, prompts, gens, temps):
-                    self._tokens_used += g.num_tokens
-                    source, err = self._to_source(sl, anchors[sl.anchor_id], g.text)
-                    cid = self._cid(t, sl.index, attempt)
-                    rows.append(CandidateRow(
-                        id=cid, source=source or "", run_id=self.run_id, cycle=t, idx=sl.index, mode=sl.mode,
-                        parent_id=sl.anchor_id if sl.mode == "delta" else None, dataset=sl.dataset,
-                        prompt=p.user, raw_text=g.text, token_count=g.num_tokens, finish_reason=g.finish_reason,
-                        attempt=attempt, temperature=temp))
-                    if err is not None:
-                        invalid[cid] = ("delta_apply", err)
-                # One transaction for the whole batch: a kill leaves all of it or none, so a resume samples the
-                # same prompts with the same seed again, never a shifted remainder.
-                self.store.add_candidates(rows, invalid)
-                for sl, row in zip(need, rows):
-                    stored[sl.index] = self.store.get_candidate(row.id)
             # Cheap checks for generations without a verdict yet.
             unchecked = [stored[sl.index] for sl in pending if stored[sl.index]["verdict"] is None]
             if unchecked:
@@ -631,8 +639,9 @@ class SearchLoop:
     def _cid(self, t: int, i: int, attempt: int) -> str:
         return f"s{self.cfg.seed}-c{t:03d}-{i:03d}-a{attempt}"
 
-    def _gen_seed(self, t: int, attempt: int) -> int:
-        h = hashlib.sha256(f"{self.cfg.seed}/{t}/{attempt}".encode()).digest()
+    def _gen_seed(self, t: int, slot: int, attempt: int) -> int:
+        """The key of one generation: a function of (run seed, cycle, slot, attempt) only."""
+        h = hashlib.sha256(f"{self.cfg.seed}/{t}/{slot}/{attempt}".encode()).digest()
         return int.from_bytes(h[:4], "little")
 
     def _to_source(self, slot: _Slot, anchor: dict[str, Any], text: str) -> tuple[str | None, str | None]:

@@ -20,7 +20,7 @@ protocol:
 - a delta prompt is answered with the edit in the prompt's format
   (``delta.make_edit``), a full prompt with the program in a ```` ```python ````
   block;
-- deterministic: generation i of a call is keyed by (seed, call seed, i);
+- deterministic: generation i of a call is keyed by (seed, seeds[i]) and nothing else;
 - ``update`` learns nothing (an empty ``UpdateResult``), so a run with this
   generator has the loop's selection but no CE update.
 
@@ -37,12 +37,12 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Collection, Sequence
 
 import numpy as np
 
 from cenas_jax.search.delta import EDIT_FORMATS, make_edit
-from cenas_jax.search.generator import Generation, UpdateResult
+from cenas_jax.search.generator import Generation, OnBatch, UpdateResult
 
 SECOND_MUTATION_P = 0.3
 # A full prompt asks for "a complete, different program": one edit of the reference is a near-copy that the
@@ -270,35 +270,47 @@ class MutationGenerator:
         if self.edit_format not in EDIT_FORMATS:
             raise ValueError(f"edit_format {self.edit_format!r}: expected one of {list(EDIT_FORMATS)}")
 
-    def generate(self, prompts: Sequence[object], temperatures: Sequence[float], seed: int) -> list[Generation]:
-        """One mutation per prompt: an edit (delta prompts) or a ```python program (full prompts)."""
-        out = []
+    def generate(self, prompts: Sequence[object], temperatures: Sequence[float], seeds: Sequence[int], *,
+                 skip: Collection[int] = (), on_batch: OnBatch | None = None) -> list[Generation | None]:
+        """One mutation per prompt: an edit (delta prompts) or a ```python program (full prompts).
+
+        Generation i draws from ``default_rng([seed, seeds[i]])`` only; each is its own batch.
+        """
+        if len(seeds) != len(prompts) or len(temperatures) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts need as many temperatures and seeds, "
+                             f"got {len(temperatures)} and {len(seeds)}")
+        out: list[Generation | None] = [None] * len(prompts)
         for i, p in enumerate(prompts):
-            rng = np.random.default_rng([int(self.seed) & 0xFFFFFFFF, int(seed) & 0xFFFFFFFF, i])
-            user = getattr(p, "user", str(p))
-            parent = program_in_prompt(user)
-            mode = getattr(p, "mode", None) or ("delta" if "SEARCH" in user or "```diff" in user else "full")
-            fmt = getattr(p, "edit_format", None) or self.edit_format
-            if parent is None:  # nothing to mutate: an answer the loop will record as invalid
-                text = "" if mode == "delta" else "```python\n```"
-                out.append(Generation(text=text, num_tokens=1, finish_reason="eos"))
+            if i in skip:
                 continue
-            if mode == "delta":
-                n = 2 if rng.random() < SECOND_MUTATION_P else 1
-            else:
-                n = int(rng.integers(FULL_MUTATIONS[0], FULL_MUTATIONS[1] + 1))
-            n += int(float(temperatures[i]) > HOT_TEMPERATURE) if i < len(temperatures) else 0
-            child, applied = mutate(parent, rng, n)
-            for name in applied:
-                self.operator_counts[name] = self.operator_counts.get(name, 0) + 1
-            if mode == "delta":
-                text = make_edit(parent, child, fmt) if applied else ""  # no operator applied: an empty (invalid) edit
-            else:
-                text = f"```python\n{child.strip(chr(10))}\n```"
-            out.append(Generation(text=text, num_tokens=max(1, int(round(len(text) / CHARS_PER_TOKEN))),
-                                  finish_reason="eos"))
+            out[i] = g = self._one(p, float(temperatures[i]), int(seeds[i]))
+            if on_batch is not None:
+                on_batch([i], [g])
         self.calls += 1
         return out
+
+    def _one(self, p: object, temperature: float, seed: int) -> Generation:
+        rng = np.random.default_rng([int(self.seed) & 0xFFFFFFFF, int(seed) & 0xFFFFFFFF])
+        user = getattr(p, "user", str(p))
+        parent = program_in_prompt(user)
+        mode = getattr(p, "mode", None) or ("delta" if "SEARCH" in user or "```diff" in user else "full")
+        fmt = getattr(p, "edit_format", None) or self.edit_format
+        if parent is None:  # nothing to mutate: an answer the loop will record as invalid
+            text = "" if mode == "delta" else "```python\n```"
+            return Generation(text=text, num_tokens=1, finish_reason="eos")
+        if mode == "delta":
+            n = 2 if rng.random() < SECOND_MUTATION_P else 1
+        else:
+            n = int(rng.integers(FULL_MUTATIONS[0], FULL_MUTATIONS[1] + 1))
+        n += int(temperature > HOT_TEMPERATURE)
+        child, applied = mutate(parent, rng, n)
+        for name in applied:
+            self.operator_counts[name] = self.operator_counts.get(name, 0) + 1
+        if mode == "delta":
+            text = make_edit(parent, child, fmt) if applied else ""  # no operator applied: an empty (invalid) edit
+        else:
+            text = f"```python\n{child.strip(chr(10))}\n```"
+        return Generation(text=text, num_tokens=max(1, int(round(len(text) / CHARS_PER_TOKEN))), finish_reason="eos")
 
     def update(self, examples: Sequence[tuple[object, str]], seed: int, epochs: float | None = None,
                learning_rate: float | None = None) -> UpdateResult:

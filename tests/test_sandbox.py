@@ -481,3 +481,19 @@ def test_degeneracy_flags_from_a_worker_are_sanitised():
     rec = sandbox._record_from_worker("c", {"status": "ok", "degenerate": ["x" * 5000, 3, *["y"] * 20]}, 1.0, "digits")
     assert len(rec.degenerate) == 7 and len(rec.degenerate[0]) == 300 and 3 not in rec.degenerate  # 8 kept, 1 not text
     assert sandbox._record_from_worker("c", {"status": "ok", "degenerate": "linear"}, 1.0, "digits").degenerate is None
+
+
+def test_a_chatty_candidate_fills_only_its_own_output_not_the_next_candidates():
+    """Output is capped per tracer (sandbox.file_size_mb), not per worker: after a candidate printed past the
+    cap, a harmless program that prints 16 KB still evaluates in the same worker."""
+    chatty = MLP.replace("        x = x.reshape", "        for _ in range(300):\n            print('x' * 8192)\n"
+                                                  "        x = x.reshape")
+    polite = MLP.replace("        x = x.reshape", "        for _ in range(2):\n            print('y' * 8192)\n"
+                                                  "        x = x.reshape")
+    cfg = _cfg(workers=1, file_size_mb=1)
+    with Evaluator(DataConfig(name="digits"), TrainConfig(epochs=1), cfg) as ev:
+        recs = ev.evaluate([Candidate("chatty", chatty), Candidate("polite", polite), Candidate("again", polite)],
+                           train=False)
+        assert ev._serial == 1  # one worker served all three
+    assert recs[0].status == "error" and "File too large" in (recs[0].error_message or "")
+    assert [r.status for r in recs[1:]] == ["ok", "ok"], [r.error_message for r in recs]

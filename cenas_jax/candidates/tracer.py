@@ -186,6 +186,7 @@ def _zygote_loop(ctl: socket.socket, plan: isolation.IsolationPlan) -> None:
             ctl.close()
             code = 0
             try:
+                _own_output()
                 os.setpgid(0, 0)
                 isolation.set_parent_death_signal()
                 _tracer_main(socket.socket(fileno=conn_fd))
@@ -196,9 +197,25 @@ def _zygote_loop(ctl: socket.socket, plan: isolation.IsolationPlan) -> None:
         code = _wait(pid)
         _kill_leftovers(pid, plan)
         try:
+            os.truncate(TRACER_OUTPUT, 0)  # nothing a tracer printed outlives it
+        except OSError:
+            pass
+        try:
             ctl.send(str(code).encode())
         except OSError:
             os._exit(0)
+
+
+# What a tracer prints goes to a file of its own in its directory, emptied when it ends: the file-size limit
+# then bounds one candidate's output, and a chatty candidate cannot fill the worker's log for the next ones.
+TRACER_OUTPUT = "tracer-output.log"
+
+
+def _own_output() -> None:
+    fd = os.open(TRACER_OUTPUT, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
 
 
 def _wait(pid: int) -> int:

@@ -9,10 +9,12 @@ The real LLM runs the loop in tests/test_loop_llm.py.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -385,22 +387,73 @@ def test_a_damaged_generator_state_is_named_not_a_traceback(tmp_path, evaluator)
     assert "cycle_000 is damaged" in str(e.value) and "--redo-update" in str(e.value)
 
 
-@dataclass
-class InterruptedSampling(MutationGenerator):
-    """Random mutation whose sampling is interrupted (as by Ctrl-C) while its ``stop_at``-th batch ends."""
+_SENT: list[float] = []  # when each Ctrl-C of these tests was sent
 
-    stop_at: int = 0
-    loop: "SearchLoop | None" = None
+
+def _ctrl_c_in(seconds: float) -> None:
+    def send() -> None:
+        _SENT.append(time.monotonic())
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Timer(seconds, send).start()
+
+
+def _busy(seconds: float) -> None:
+    """Long work in flight, as a sampling batch or a CE update on a CPU is (Python keeps taking signals)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        time.sleep(0.02)
+
+
+@dataclass
+class SlowBatch(MutationGenerator):
+    """Random mutation whose ``slow_batch``-th batch would take a minute; Ctrl-C arrives 0.3 s into it."""
+
+    slow_batch: int = 0
     batches: int = 0
 
     def generate(self, prompts, temperatures, seeds, *, skip=(), on_batch=None):
         def hooked(ks, gs):
             self.batches += 1
-            if self.batches == self.stop_at:
-                self.loop._stop_reason = "interrupt"  # what the Ctrl-C handler sets
+            if self.batches == self.slow_batch:
+                _ctrl_c_in(0.3)
+                _busy(60)
             on_batch(ks, gs)
 
         return super().generate(prompts, temperatures, seeds, skip=skip, on_batch=hooked)
+
+
+@dataclass
+class SlowUpdate(MutationGenerator):
+    """Random mutation whose ``slow_update``-th CE update would take a minute; Ctrl-C arrives 0.3 s into it."""
+
+    slow_update: int = 0
+    updates: int = 0
+
+    def update(self, examples, seed, epochs=None, learning_rate=None):
+        self.updates += 1
+        if self.updates == self.slow_update:
+            _ctrl_c_in(0.3)
+            _busy(60)
+        return super().update(examples, seed, epochs, learning_rate)
+
+
+@dataclass
+class SlowEvaluations:
+    """The real evaluator, but the second record of its ``slow_call``-th call would take a minute (a long
+    proxy training in flight); Ctrl-C arrives 0.3 s into it."""
+
+    inner: Evaluator
+    slow_call: int
+    calls: int = 0
+
+    def evaluate_iter(self, cands, train):
+        self.calls += 1
+        for k, rec in enumerate(self.inner.evaluate_iter(cands, train=train)):
+            if self.calls == self.slow_call and k == 1:
+                _ctrl_c_in(0.3)
+                _busy(60)
+            yield rec
 
 
 def _generations(run: Path) -> list[tuple]:
@@ -408,20 +461,52 @@ def _generations(run: Path) -> list[tuple]:
         return [(r["id"], r["source"], r["raw_text"], r["verdict"], r["quality"]) for r in s.candidates(run_id=1)]
 
 
-def test_an_interrupted_sampling_batch_keeps_what_it_recorded_and_resumes_to_the_same_programs(tmp_path, evaluator):
-    cfg = _cfg(tmp_path, ["search.cycles=1", "search.warm_start=false"])
+def _interrupted_then_resumed(tmp_path, evaluator, cfg, gen) -> tuple[float, LoopState]:
+    loop = _open(tmp_path / "cut", cfg, gen, evaluator)
+    _SENT.clear()
+    loop.run()
+    took = time.monotonic() - _SENT[0]  # from Ctrl-C to the run's return, checkpointed
+    loop.close()
+    assert loop.stopped_by_signal
+    st = RunDir(tmp_path / "cut").load_state()
+    assert st.status == "interrupted"
+    return took, st
+
+
+def test_ctrl_c_in_a_sampling_batch_or_an_update_stops_in_seconds_and_resumes_to_the_same_run(tmp_path, evaluator):
+    """Ctrl-C drops the batch (or update) in flight at once, keeps the batches recorded before it, and a resume
+    gives the uninterrupted run."""
+    cfg = _cfg(tmp_path, ["search.cycles=2", "search.warm_start=false"])
     whole = _open(tmp_path / "whole", cfg, MutationGenerator(seed=2), evaluator)
     whole.run()
     whole.close()
-    gen = InterruptedSampling(seed=2, stop_at=2)
-    loop = _open(tmp_path / "cut", cfg, gen, evaluator)
-    gen.loop = loop
-    loop.run()
-    loop.close()
-    assert loop.stopped_by_signal and RunDir(tmp_path / "cut").load_state().status == "interrupted"
+    want = _generations(tmp_path / "whole")
+
+    took, st = _interrupted_then_resumed(tmp_path, evaluator, cfg, SlowBatch(seed=2, slow_batch=3))
+    assert took < 5, f"Ctrl-C in a sampling batch took {took:.1f} s"  # vs the batch's 60 s
+    assert (st.cycle, st.phase) == (0, "generate")
     kept = [g for g in _generations(tmp_path / "cut") if g[0].startswith("s0-c000-")]
-    assert len(kept) == 2, "the batches finished before the interrupt are recorded, the others are not started"
+    assert len(kept) == 2, "the two batches finished before Ctrl-C are kept; the one in flight is dropped"
     loop = _open(tmp_path / "cut", None, MutationGenerator(seed=2), evaluator)
     loop.run()
     loop.close()
-    assert _generations(tmp_path / "cut") == _generations(tmp_path / "whole")
+    assert _generations(tmp_path / "cut") == want
+
+    shutil.rmtree(tmp_path / "cut")
+    took, st = _interrupted_then_resumed(tmp_path, SlowEvaluations(evaluator, slow_call=3), cfg,
+                                         MutationGenerator(seed=2))
+    assert took < 5, f"Ctrl-C in a proxy training took {took:.1f} s"
+    assert st.cycle == 0 and st.phase in ("generate", "train")
+    loop = _open(tmp_path / "cut", None, MutationGenerator(seed=2), evaluator)
+    loop.run()
+    loop.close()
+    assert _generations(tmp_path / "cut") == want
+
+    shutil.rmtree(tmp_path / "cut")
+    took, st = _interrupted_then_resumed(tmp_path, evaluator, cfg, SlowUpdate(seed=2, slow_update=1))
+    assert took < 5, f"Ctrl-C in a CE update took {took:.1f} s"
+    assert (st.cycle, st.phase) == (0, "update")
+    loop = _open(tmp_path / "cut", None, MutationGenerator(seed=2), evaluator)
+    loop.run()
+    loop.close()
+    assert _generations(tmp_path / "cut") == want

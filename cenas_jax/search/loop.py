@@ -29,9 +29,10 @@ import json
 import math
 import signal
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -181,6 +182,7 @@ class SearchLoop:
     warm_cache_dir: Path | None = None
     redo_update: bool = False  # resume: redo the update whose checkpoint is missing or incomplete
     _stop_reason: str | None = None
+    _abandon_ok: bool = False  # inside an _abandonable section: a stop raises StopRequested at once
     stopped_by_signal: bool = False  # set when Ctrl-C or SIGTERM stopped this run (exit EXIT_INTERRUPTED)
     _t_start: float = field(default_factory=time.time)
     _tokens_used: int = 0
@@ -288,13 +290,18 @@ class SearchLoop:
     def _install_signals(self) -> dict:
         """Ctrl-C and SIGTERM stop the run at the next checkpoint. SIGTERM is how Slurm, Kubernetes and TPU
         preemption say "you have seconds": the work in flight gets ``search.preempt_grace_s``, then it is
-        abandoned (SIGALRM raises ``StopRequested``; the phase redoes it on resume)."""
+        abandoned (SIGALRM raises ``StopRequested``; the phase redoes it on resume). Ctrl-C abandons it at
+        once. Only work in an ``_abandonable`` section (sampling, a CE update, evaluations) is abandoned;
+        recording and checkpointing (``_finishing``, and everything outside those sections) end first."""
 
         def on_int(signum: int, frame: Any) -> None:
             if self._stop_reason == "interrupt":  # a second Ctrl-C: stop now
                 raise KeyboardInterrupt
             self._stop_reason = "interrupt"
-            self.echo("\nCtrl-C: finishing the work in flight, then checkpointing (press again to abort)")
+            if self._abandon_ok:
+                self.echo("\nCtrl-C: stopping; the work in flight is dropped (resume redoes it), then checkpointing")
+                raise StopRequested(self._stop_reason)
+            self.echo("\nCtrl-C: finishing the step in flight, then checkpointing (press again to abort)")
 
         def on_term(signum: int, frame: Any) -> None:
             if self._stop_reason is not None and self._stop_reason.startswith("SIGTERM"):
@@ -309,7 +316,9 @@ class SearchLoop:
 
         def on_alarm(signum: int, frame: Any) -> None:
             self._stop_reason = f"SIGTERM (preemption; the work in flight abandoned after {self.cfg.search.preempt_grace_s:g} s)"
-            raise StopRequested(self._stop_reason)
+            if self._abandon_ok:
+                raise StopRequested(self._stop_reason)
+            # In a step that must finish (recording, a checkpoint: seconds at most): the next check stops.
 
         old = {}
         try:
@@ -325,6 +334,25 @@ class SearchLoop:
             signal.setitimer(signal.ITIMER_REAL, 0)
         for sig, fn in old.items():
             signal.signal(sig, fn)
+
+    @contextmanager
+    def _abandonable(self) -> Iterator[None]:
+        """Long work a stop may abandon at once: it is recorded only when it ends, and redone on resume."""
+        prev, self._abandon_ok = self._abandon_ok, True
+        try:
+            self._check_stop()
+            yield
+        finally:
+            self._abandon_ok = prev
+
+    @contextmanager
+    def _finishing(self) -> Iterator[None]:
+        """A short step that must end once started (recording a result): a stop waits for it."""
+        prev, self._abandon_ok = self._abandon_ok, False
+        try:
+            yield
+        finally:
+            self._abandon_ok = prev
 
     def _check_stop(self) -> None:
         s = self.cfg.search
@@ -456,8 +484,9 @@ class SearchLoop:
                       + (f" x {passes} passes)" if passes > 1 else ")")
                       + f" -- done once{where}; expected about {_minutes(est)} ({basis})")
             t0 = time.time()
-            res = self.generator.update(examples, seed=self.cfg.seed, epochs=passes,
-                                        learning_rate=self.cfg.search.warm_start_learning_rate)
+            with self._abandonable():
+                res = self.generator.update(examples, seed=self.cfg.seed, epochs=passes,
+                                            learning_rate=self.cfg.search.warm_start_learning_rate)
             secs = time.time() - t0
             self.echo(f"warm start: done in {_minutes(secs)}")
             self.store.add_finetune_losses(self.run_id, -1, res.losses)
@@ -566,6 +595,11 @@ class SearchLoop:
 
                 def record(ks: list[int], gens: list[Any]) -> None:
                     """One finished batch, recorded in one transaction: a kill leaves all of it or none."""
+                    with self._finishing():
+                        _record(ks, gens)
+                    self._check_stop()  # Ctrl-C / SIGTERM / a budget: stop after this batch, keeping it
+
+                def _record(ks: list[int], gens: list[Any]) -> None:
                     rows, invalid = [], {}
                     for k, g in zip(ks, gens):
                         sl = pending[k]
@@ -582,10 +616,10 @@ class SearchLoop:
                     self.store.add_candidates(rows, invalid)
                     for k, row in zip(ks, rows):
                         stored[pending[k].index] = self.store.get_candidate(row.id)
-                    self._check_stop()  # Ctrl-C / SIGTERM / a budget: stop after this batch, keeping it
 
                 with Stopwatch() as sw:
-                    self.generator.generate(prompts, temps, seeds, skip=skip, on_batch=record)
+                    with self._abandonable():
+                        self.generator.generate(prompts, temps, seeds, skip=skip, on_batch=record)
                 self.store.add_timing(self.run_id, t, "sample", sw.seconds)
             # Cheap checks for generations without a verdict yet.
             unchecked = [stored[sl.index] for sl in pending if stored[sl.index]["verdict"] is None]
@@ -677,14 +711,19 @@ class SearchLoop:
 
             it = progress_bar(it, total=len(cands), desc=desc, unit="cand", dynamic_ncols=True)
         by_id = {c.id: c for c in cands}
-        for rec in it:
-            d = rec.to_dict() if hasattr(rec, "to_dict") else dict(rec)
-            self.store.add_evaluation(d["candidate_id"], d, budget=budget, dataset=by_id[d["candidate_id"]].dataset)
-            out.append(d)
-            if self._stop_reason is not None:
-                break  # what was recorded stays; the rest is evaluated on resume
-        if hasattr(it, "close"):
-            it.close()
+        try:
+            with self._abandonable():  # a stop drops the evaluations in flight (the pool retires their workers)
+                for rec in it:
+                    with self._finishing():
+                        d = rec.to_dict() if hasattr(rec, "to_dict") else dict(rec)
+                        self.store.add_evaluation(d["candidate_id"], d, budget=budget,
+                                                  dataset=by_id[d["candidate_id"]].dataset)
+                        out.append(d)
+                    if self._stop_reason is not None:
+                        break  # what was recorded stays; the rest is evaluated on resume
+        finally:
+            if hasattr(it, "close"):
+                it.close()
         self._check_stop()
         return out
 
@@ -814,7 +853,8 @@ class SearchLoop:
         n_replay = int(math.ceil(self.cfg.search.replay_weight * max(len(examples), 1)))
         examples += self._replay_examples(n_replay, seed_offset=t + 1)
         examples = self._within_budget(examples)
-        res = self.generator.update(examples, seed=self.cfg.seed * 1000 + t)
+        with self._abandonable():
+            res = self.generator.update(examples, seed=self.cfg.seed * 1000 + t)
         self.store.add_finetune_losses(self.run_id, t, res.losses)
         self._save_generator(self.rundir.checkpoints / f"cycle_{t:03d}")
         self.store.set_cycle(self.run_id, t, update={"examples": len(examples), "steps": res.steps, "tokens": res.tokens,

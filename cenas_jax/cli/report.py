@@ -18,12 +18,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("run_dir")
     p.add_argument("--out", help="output directory (default RUN_DIR/report)")
+    p.add_argument("--html", action="store_true",
+                   help="also write report.html: the live view's pages as one self-contained file (charts, theory "
+                        "panel, the candidate table with each candidate's code, diff, prompt and answer), no server "
+                        "and no network needed, for sharing and for clusters with no open ports")
+    p.add_argument("--compare", nargs="+", metavar="DIR", default=[],
+                   help="with --html: more runs shown side by side in report.html (novelty on/off, the controls), "
+                        "and `cenas proxy-snr` output folders (result 6)")
     p.set_defaults(func=cmd_report)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from cenas_jax.errors import UserError
     from cenas_jax.report.markdown import write_report
 
+    if args.compare and not args.html:
+        raise UserError("--compare adds runs to report.html: give --html too")
     path = write_report(args.run_dir, args.out)
     print(f"wrote {path}")
+    if args.html:
+        from cenas_jax.cli.serve import find_runs
+        from cenas_jax.view.page import write_html
+
+        runs, snr = find_runs(args.compare) if args.compare else ([], [])
+        html = write_html([Path(args.run_dir), *runs], path.parent / "report.html", snr)
+        print(f"wrote {html} ({html.stat().st_size / 2**20:.1f} MiB, self-contained: open it in any browser)")
     return 0

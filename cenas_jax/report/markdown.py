@@ -68,33 +68,7 @@ def render(a: RunAnalysis, figs: dict[str, str]) -> str:
     L.append("## The theory, checked on this run\n")
     L.append("| result | this run | paper |")
     L.append("|---|---|---|")
-    if a.trend is not None:
-        L.append(f"| Thm 2: monotone mean quality (Mann–Kendall) | S = {a.trend.s}, p(increasing) = {a.trend.p_increasing:.3f}, "
-                 f"Sen slope {a.trend.sen_slope:+.4f}/cycle | consistent (monotone trend) |")
-    else:
-        L.append("| Thm 2: monotone mean quality | fewer than 3 cycles with trained candidates: no test | consistent |")
-    if a.elite_check is not None:
-        ec = a.elite_check
-        held = int(ec.holds[1:].sum()) if len(ec.holds) > 1 else 0
-        within = int(ec.holds_within_ci[1:].sum()) if len(ec.holds) > 1 else 0
-        L.append(f"| Thm 3: C_t ≥ 1−(1−ρ_0)^t | ρ_0 = C_0 = {ec.rho0:.3f}; C_t = {', '.join(f'{x:.2f}' for x in ec.mass)}; "
-                 f"bound held in {held}/{max(len(ec.mass) - 1, 0)} cycles ({within} within CI) | plateau (\"LoRA ceiling\"), direction only |")
-    for mode, d in sorted(a.modes.items()):
-        unchecked = f" ({d['unchecked']} unchecked left out)" if d.get("unchecked") else ""
-        L.append(f"| valid rate, {mode} | {d['rate']:.3f} [{d['low']:.3f}, {d['high']:.3f}] of {d['generated']} checked{unchecked}, "
-                 f"n̄ = {_f(d['mean_tokens'], 0)} tokens | {PAPER['r_' + mode]:.3f} |")
-    m = a.markov
-    if m.get("measured_ratio") is not None:
-        pred = f"; Markov prediction {m['predicted_ratio']:.2f} (ε̂ = {m['eps_hat']:.2e})" if "predicted_ratio" in m else ""
-        share = f"; {m['apply_share_of_delta_failures']:.0%} of delta failures are application failures" if "apply_share_of_delta_failures" in m else ""
-        L.append(f"| Cor. 6: r_δ / r_full | {m['measured_ratio']:.2f}{pred}{share} | {PAPER['ratio']} measured; "
-                 f"\"calibrated {PAPER['ratio_calibrated_claim']}\" cannot be a ratio of rates ({PAPER['ratio_calibrated_claim']} × {PAPER['r_full']} > 1) |")
-    total_rej = sum(c.duplicates for c in a.cycles)
-    total_acc = sum(c.accepted for c in a.cycles)
-    L.append(f"| Result 5: novelty filter | {total_rej} near-duplicates rejected, {total_acc} novel programs admitted | persistent novel admissions |")
-    L.append(f"| Result 6: proxy reliability | see `cenas proxy-snr` | Qwen ρ_S {PAPER['qwen_spearman']}; DeepSeek n.s. under low SNR |")
-    L.append(f"| scale | {sum(c.generated for c in a.cycles)} generations, {len(a.cycles)} cycles | "
-             f"{PAPER['architectures']} architectures, {PAPER['cycles']} cycles |")
+    L += [f"| {r} | {ours} | {paper} |" for r, ours, paper in theory_rows(a)]
     L.append("")
 
     if a.finetune_losses:
@@ -120,6 +94,48 @@ def render(a: RunAnalysis, figs: dict[str, str]) -> str:
         L.append(f"Lineage: {chain}\n")
         L.append("```python\n" + (b["source"] or "").rstrip() + "\n```\n")
     return "\n".join(L) + "\n"
+
+
+def theory_rows(a: RunAnalysis) -> list[tuple[str, str, str]]:
+    """The paper's results beside this run's numbers: (result, this run, paper), as the report and the live
+    view show them."""
+    rows: list[tuple[str, str, str]] = []
+    if a.trend is not None:
+        rows.append(("Thm 2: monotone mean quality (Mann–Kendall)",
+                     f"S = {a.trend.s}, p(increasing) = {a.trend.p_increasing:.3f}, Sen slope {a.trend.sen_slope:+.4f}/cycle",
+                     "consistent (monotone trend)"))
+    else:
+        rows.append(("Thm 2: monotone mean quality", "fewer than 3 cycles with trained candidates: no test", "consistent"))
+    if a.elite_check is not None:
+        ec = a.elite_check
+        held = int(ec.holds[1:].sum()) if len(ec.holds) > 1 else 0
+        within = int(ec.holds_within_ci[1:].sum()) if len(ec.holds) > 1 else 0
+        rows.append(("Thm 3: C_t ≥ 1−(1−ρ_0)^t",
+                     f"ρ_0 = C_0 = {ec.rho0:.3f}; C_t = {', '.join(f'{x:.2f}' for x in ec.mass)}; "
+                     f"bound held in {held}/{max(len(ec.mass) - 1, 0)} cycles ({within} within CI)",
+                     "plateau (\"LoRA ceiling\"), direction only"))
+    for mode, d in sorted(a.modes.items()):
+        unchecked = f" ({d['unchecked']} unchecked left out)" if d.get("unchecked") else ""
+        rows.append((f"valid rate, {mode}",
+                     f"{d['rate']:.3f} [{d['low']:.3f}, {d['high']:.3f}] of {d['generated']} checked{unchecked}, "
+                     f"n̄ = {_f(d['mean_tokens'], 0)} tokens", f"{PAPER['r_' + mode]:.3f}"))
+    m = a.markov
+    if m.get("measured_ratio") is not None:
+        pred = f"; Markov prediction {m['predicted_ratio']:.2f} (ε̂ = {m['eps_hat']:.2e})" if "predicted_ratio" in m else ""
+        share = (f"; {m['apply_share_of_delta_failures']:.0%} of delta failures are application failures"
+                 if "apply_share_of_delta_failures" in m else "")
+        rows.append(("Cor. 6: r_δ / r_full", f"{m['measured_ratio']:.2f}{pred}{share}",
+                     f"{PAPER['ratio']} measured; \"calibrated {PAPER['ratio_calibrated_claim']}\" cannot be a ratio of "
+                     f"rates ({PAPER['ratio_calibrated_claim']} × {PAPER['r_full']} > 1)"))
+    total_rej = sum(c.duplicates for c in a.cycles)
+    total_acc = sum(c.accepted for c in a.cycles)
+    rows.append(("Result 5: novelty filter", f"{total_rej} near-duplicates rejected, {total_acc} novel programs admitted",
+                 "persistent novel admissions"))
+    rows.append(("Result 6: proxy reliability", "see `cenas proxy-snr`",
+                 f"Qwen ρ_S {PAPER['qwen_spearman']}; DeepSeek n.s. under low SNR"))
+    rows.append(("scale", f"{sum(c.generated for c in a.cycles)} generations, {len(a.cycles)} cycles",
+                 f"{PAPER['architectures']} architectures, {PAPER['cycles']} cycles"))
+    return rows
 
 
 def _status_lines(a: RunAnalysis) -> list[str]:

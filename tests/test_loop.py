@@ -510,3 +510,16 @@ def test_ctrl_c_in_a_sampling_batch_or_an_update_stops_in_seconds_and_resumes_to
     loop.run()
     loop.close()
     assert _generations(tmp_path / "cut") == want
+
+
+def test_a_generator_that_learns_nothing_gets_no_warm_start(tmp_path):
+    """The mutation control's update changes nothing: no 'expected about 9 min' warm start, just its checkpoint."""
+    lines: list[str] = []
+    loop = SearchLoop.open(tmp_path / "run", _cfg(tmp_path), MutationGenerator(seed=1), None, CORPUS, progress=False,
+                           echo=lines.append)
+    try:
+        loop._warm_start()
+    finally:
+        loop.close()
+    assert not [ln for ln in lines if "warm start" in ln], lines
+    assert (tmp_path / "run" / "checkpoints" / "warm" / "mutation.json").is_file()

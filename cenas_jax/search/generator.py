@@ -57,6 +57,8 @@ class Generator(Protocol):
     A batch holding a skipped index and a missing one is generated whole (only the missing are returned).
     ``on_batch(indices, generations)`` is called after each batch (skipped indices left out); it may
     raise to stop the call, and what it recorded stays recorded.
+
+    A generator may set ``learns = False`` (its ``update`` changes nothing): the loop then skips the warm start.
     """
 
     fingerprint: str

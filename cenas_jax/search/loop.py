@@ -447,8 +447,8 @@ class SearchLoop:
 
     def _warm_start(self) -> None:
         dest = self.rundir.checkpoints / "warm"
-        if not self.cfg.search.warm_start:
-            self._save_generator(dest)
+        if not self.cfg.search.warm_start or not getattr(self.generator, "learns", True):
+            self._save_generator(dest)  # a generator that learns nothing (the mutation control) has no warm start
             return
         examples = self._replay_examples(n=len(self.corpus) * self.cfg.search.warm_start_epochs, seed_offset=0)
         # Keyed by everything the adapter depends on: the model, the adapter and update settings,

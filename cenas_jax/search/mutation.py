@@ -37,7 +37,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Collection, Sequence
+from typing import Callable, ClassVar, Collection, Sequence
 
 import numpy as np
 
@@ -260,6 +260,7 @@ def _stripped(lines: list[str]) -> list[str]:
 class MutationGenerator:
     """The Generator protocol with random mutation instead of an LLM (``search.generator: mutation``)."""
 
+    learns: ClassVar[bool] = False  # update() changes nothing: the loop skips the warm start
     seed: int = 0
     edit_format: str = "search_replace"
     fingerprint: str = "mutation-v1"

@@ -187,9 +187,13 @@ def candidate(run_dir: Path, candidate_id: str, analysis: RunAnalysis | None = N
         lineage = lineage_chain(analysis, r["id"])
     diff = None
     if parent is not None:
-        diff = "".join(difflib.unified_diff(parent["source"].splitlines(keepends=True),
+        # Against the parent as the prompt showed it (no docstrings or comments): the edit the LLM made.
+        from cenas_jax.search.prompts import clean_program
+
+        shown = clean_program(parent["source"])
+        diff = "".join(difflib.unified_diff(shown.splitlines(keepends=True),
                                             (r["source"] or "").splitlines(keepends=True),
-                                            fromfile=parent["id"], tofile=r["id"]))
+                                            fromfile=f"{parent['id']} (as the prompt showed it)", tofile=r["id"]))
     return {
         "id": r["id"], "cycle": r["cycle"], "slot": r["idx"], "attempt": r["attempt"], "mode": r["mode"],
         "dataset": r["dataset"], "parent": r["parent_id"], "verdict": r["verdict"], "error_kind": r["error_kind"],

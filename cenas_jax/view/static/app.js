@@ -124,7 +124,10 @@ function renderStatus() {
     card.append(el("p", {}, `${d.generator} · ${d.model} · ${d.dataset} · mode ${d.mode} · `,
       `${d.cycles_completed} of ${d.cycles_planned} cycles × ${d.candidates_per_cycle} candidates · `,
       `best Q so far ${fmt(d.best_q)} (best corpus Q ${fmt(d.corpus_best_q)})`));
-    if (d.progress) {
+    if (d.progress && !PHASES.includes(d.progress.phase)) {
+      card.append(el("div", { class: "progress" }, `before cycle 0: ${d.progress.phase} phase `,
+        "(the seed corpus trained on each dataset, then the warm start)"));
+    } else if (d.progress) {
       const p = d.progress;
       const steps = el("ol", { class: "phases" });
       PHASES.forEach((ph, i) => steps.append(el("li", { class: i < p.phase_index ? "done" : i === p.phase_index ? "now" : "" }, ph)));
@@ -144,8 +147,8 @@ function chart(title, traces, layout) {
   const div = el("div", { class: "chart" });
   document.getElementById("charts").append(div);
   window.Plotly.newPlot(div, traces, Object.assign({
-    title: { text: title, font: { size: 14 } }, margin: { l: 55, r: 15, t: 40, b: 45 }, height: 300,
-    legend: { orientation: "h", y: -0.25 }, xaxis: { title: { text: "cycle" }, dtick: 1 },
+    title: { text: title, font: { size: 14 } }, margin: { l: 55, r: 15, t: 40, b: 50 }, height: 340,
+    legend: { orientation: "h", y: -0.32, yanchor: "top" }, xaxis: { title: { text: "cycle", standoff: 4 }, dtick: 1 },
   }, layout || {}), PLOT_CFG);
   return div;
 }
@@ -322,7 +325,8 @@ function renderTable() {
       if (k === "params" || k === "tokens") v = intFmt(v);
       else if (k === "flops") v = v === null ? "–" : Number(v).toExponential(2);
       else if (k === "quality" || k === "accuracy") v = fmt(v);
-      else if (k === "beats_corpus" || k === "degenerate") v = v === null ? "–" : v ? "yes" : "";
+      else if (k === "beats_corpus") v = v === null ? "–" : v ? "yes" : "no";
+      else if (k === "degenerate") v = v ? "yes" : "";
       tr.append(el("td", {}, v ?? "–"));
     }
     tr.addEventListener("click", () => openCandidate(name, r.id));
@@ -358,11 +362,9 @@ async function openCandidate(name, id) {
     el("p", {}, "lineage: ", lineage),
   );
   const errs = [c.error_message, ...c.evaluations.map((e) => e.error_message)].filter(Boolean);
-  box.append(pre("error message", [...new Set(errs)].join("\n\n"), "error"));
-  box.append(pre("code", c.source, "code"));
-  box.append(pre("diff to the parent", c.diff, "diff"));
-  box.append(pre("prompt", c.prompt));
-  box.append(pre("raw LLM answer", c.raw_text));
+  const parts = [pre("error message", [...new Set(errs)].join("\n\n"), "error"), pre("code", c.source, "code"),
+    pre("diff to the parent", c.diff, "diff"), pre("prompt", c.prompt), pre("raw LLM answer", c.raw_text)];
+  box.append(...parts.filter((p) => p !== null));
   box.scrollIntoView({ behavior: "instant", block: "start" });
 }
 

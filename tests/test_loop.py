@@ -476,7 +476,7 @@ def _interrupted_then_resumed(tmp_path, evaluator, cfg, gen) -> tuple[float, Loo
 def test_ctrl_c_in_a_sampling_batch_or_an_update_stops_in_seconds_and_resumes_to_the_same_run(tmp_path, evaluator):
     """Ctrl-C drops the batch (or update) in flight at once, keeps the batches recorded before it, and a resume
     gives the uninterrupted run."""
-    cfg = _cfg(tmp_path, ["search.cycles=2", "search.warm_start=false"])
+    cfg = _cfg(tmp_path, ["search.cycles=1", "search.warm_start=false"])
     whole = _open(tmp_path / "whole", cfg, MutationGenerator(seed=2), evaluator)
     whole.run()
     whole.close()

@@ -190,8 +190,12 @@ function renderCharts() {
     }
     nov.push({ x: cy, y: d.cycles.map((c) => c.duplicates), name: label(name, "near-duplicates rejected"), type: "bar" });
     nov.push({ x: cy, y: d.cycles.map((c) => c.diversity), name: label(name, "diversity (mean Jaccard)"), yaxis: "y2", mode: "lines+markers" });
-    for (const ph of PHASES) {
-      time.push({ x: cy, y: d.cycles.map((c) => (c.phases || {})[ph] || 0), name: label(name, ph), type: "bar" });
+    if (state.selected.length > 1) {  // side by side: one bar per run and cycle (phases stacked would mix runs)
+      time.push({ x: cy, y: d.cycles.map((c) => c.seconds), name: label(name, "all phases"), type: "bar" });
+    } else {
+      for (const ph of PHASES) {
+        time.push({ x: cy, y: d.cycles.map((c) => (c.phases || {})[ph] || 0), name: ph, type: "bar" });
+      }
     }
     const rows = (state.cands[name] || []).filter((r) => r.accuracy !== null && r.params);
     const front = pareto(rows);
@@ -213,7 +217,8 @@ function renderCharts() {
   if (mass.length) chart("Elite mass C_t against Theorem 3's bound", mass, { yaxis: { title: { text: "C_t" }, range: [0, 1.05] } });
   chart("Novelty and diversity", nov, { yaxis: { title: { text: "rejected" } },
     yaxis2: { title: { text: "Jaccard" }, overlaying: "y", side: "right", range: [0, 1] } });
-  chart("Time per phase", time, { barmode: "stack", yaxis: { title: { text: "seconds" } } });
+  chart(state.selected.length > 1 ? "Time per cycle" : "Time per phase", time,
+    { barmode: state.selected.length > 1 ? "group" : "stack", yaxis: { title: { text: "seconds" } } });
   chart("Accuracy against parameters (Pareto front)", scatter, { xaxis: { title: { text: "parameters" }, type: "log" },
     yaxis: { title: { text: "proxy accuracy" } } });
   if (flops.length) chart("Accuracy against FLOPs per example (Pareto front)", flops, {

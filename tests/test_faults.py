@@ -104,6 +104,7 @@ def test_a_run_killed_after_a_store_write_resumes_to_the_uninterrupted_run(tmp_p
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(7200)  # about 105 writes, a kill and a resume each: 45 min on 2 idle cores
 def test_a_run_killed_after_any_store_write_resumes_to_the_uninterrupted_run(tmp_path, reference):
     cfg, want = reference
     n = 1

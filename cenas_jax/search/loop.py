@@ -853,6 +853,8 @@ class SearchLoop:
         n_replay = int(math.ceil(self.cfg.search.replay_weight * max(len(examples), 1)))
         examples += self._replay_examples(n_replay, seed_offset=t + 1)
         examples = self._within_budget(examples)
+        if self.progress and getattr(self.generator, "learns", True):
+            self.echo(f"cycle {t}: CE update on {len(examples)} examples ({len(ids)} elites, the rest replayed corpus)")
         with self._abandonable():
             res = self.generator.update(examples, seed=self.cfg.seed * 1000 + t)
         self.store.add_finetune_losses(self.run_id, t, res.losses)

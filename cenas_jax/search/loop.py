@@ -161,6 +161,22 @@ class StopRequested(Exception):
     """Raised between units of work when a stop (Ctrl-C, SIGTERM, budget) was asked for."""
 
 
+def _drain_device_work() -> None:
+    """Wait for computations an abandoned section left in flight (JAX dispatches asynchronously): an
+    interpreter that exits while XLA still runs one crashes (measured: SIGSEGV at exit after a Ctrl-C in
+    a sampling batch of the real LLM)."""
+    import sys
+
+    jax = sys.modules.get("jax")
+    if jax is None:
+        return
+    for x in jax.live_arrays():
+        try:
+            x.block_until_ready()
+        except Exception:  # noqa: BLE001 - a deleted or failed buffer: nothing left to wait for
+            pass
+
+
 # `cenas run`/`resume` exit with this code when a signal (Ctrl-C, SIGTERM: a preemption) stopped the run at a
 # checkpoint: the run is resumable, and scripts can tell it from a finished run (0). EX_TEMPFAIL of sysexits.h.
 EXIT_INTERRUPTED = 75
@@ -265,12 +281,14 @@ class SearchLoop:
             self.rundir.save_state(LoopState(cycle=state.cycle, phase="done", status="finished"))
             self.store.set_run_status(self.run_id, "finished")
         except StopRequested:
+            _drain_device_work()
             st = self.rundir.load_state()
             self._mark("interrupted", st)
             self.stopped_by_signal = self._stop_reason == "interrupt" or self._stop_reason.startswith("SIGTERM")
             self.echo(f"stopped ({self._stop_reason}); checkpointed at cycle {st.cycle}, phase {st.phase}; "
                       f"resume with: cenas resume {self.rundir.path}")
         except BaseException as e:
+            _drain_device_work()
             st = self.rundir.load_state()
             # A full disk is not the run's failure: it stays resumable as it is, once there is space.
             self._mark("interrupted" if _no_space(e) else "failed", st)

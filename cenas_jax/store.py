@@ -175,7 +175,11 @@ UPDATABLE_CANDIDATE_FIELDS = frozenset({"verdict", "error_kind", "error_message"
 class RunStore:
     """A SQLite run store. Open with ``RunStore(path)``; ``path`` may be a run directory."""
 
-    def __init__(self, path: str | Path, *, create: bool = True) -> None:
+    def __init__(self, path: str | Path, *, create: bool = True, migrate: bool = True) -> None:
+        """Open (``create``: or create) the store at ``path`` (a run directory or the file).
+
+        ``migrate=False`` (the live view): a store of an older schema is refused with a message instead of
+        being upgraded, so the reader never writes to a store another process may be running on."""
         p = Path(path)
         if p.is_dir() or (not p.suffix and not p.exists()):
             p = p / STORE_FILENAME
@@ -191,7 +195,8 @@ class RunStore:
             self._conn = sqlite3.connect(str(p), timeout=30.0, isolation_level=None)
             self._conn.row_factory = sqlite3.Row
             self._conn.execute("PRAGMA foreign_keys = ON")
-            mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            # A reader that must not write (migrate=False) leaves the journal mode as it is (ours are WAL).
+            mode = self._conn.execute("PRAGMA journal_mode" + (" = WAL" if migrate else "")).fetchone()[0]
             self._conn.execute("PRAGMA synchronous = NORMAL")
             # One read transaction: another process may be creating the store right now, and the
             # tables, the application id and the version are committed together.
@@ -215,6 +220,10 @@ class RunStore:
                 f"{p} has store schema version {version}, newer than this cenas_jax supports "
                 f"({SCHEMA_VERSION}); upgrade cenas_jax to read it"
             )
+        if not migrate and version < SCHEMA_VERSION:
+            self._conn.close()
+            raise UserError(f"{p} has store schema version {version}, older than this cenas_jax's "
+                            f"({SCHEMA_VERSION}); `cenas report {p.parent}` upgrades it (once no run writes to it)")
         self._migrate(version)
 
     # -- plumbing ---------------------------------------------------------

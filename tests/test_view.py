@@ -289,3 +289,16 @@ def test_browser_self_contained_report_renders_and_runs_no_payload(browser, runs
     assert "snapshot" in w.page.locator("#live").inner_text()
     assert "K = 12 architectures" in w.page.locator("#snr").inner_text()
     assert w.page.locator("#snr .main-svg").count() > 0
+
+
+def test_a_store_of_an_older_schema_is_shown_as_such_and_never_upgraded(tmp_path):
+    from starlette.testclient import TestClient
+    from test_store import _make_v2_store
+
+    from cenas_jax.view.server import make_app
+
+    _make_v2_store(tmp_path / "old")
+    before = _digest(tmp_path / "old")
+    (r,) = TestClient(make_app([tmp_path / "old"])).get("/api/runs").json()
+    assert r["status"] == "damaged" and "schema version 2, older" in r["error"]
+    assert _digest(tmp_path / "old") == before

@@ -139,10 +139,11 @@ class RunAnalysis:
         return max(qs) if qs else None
 
 
-def analyse(run_dir: str | Path) -> RunAnalysis:
-    """Read a run directory's store and compute every diagnostic of the report."""
+def analyse(run_dir: str | Path, migrate: bool = True) -> RunAnalysis:
+    """Read a run directory's store and compute every diagnostic of the report (``migrate=False``: never
+    upgrade an older store, see ``RunStore``)."""
     run_dir = Path(run_dir)
-    with RunStore(run_dir, create=False) as store:
+    with RunStore(run_dir, create=False, migrate=migrate) as store:
         run = store.get_run("main")
         if run is None:
             from cenas_jax.errors import UserError

@@ -1,7 +1,7 @@
 """What the live view and the HTML report show, as JSON-ready dicts read from run directories.
 
-Every reader opens the store read-only (``RunStore(create=False)``: a WAL reader never blocks the run's
-writer) and never writes. Text that came from a candidate or the LLM (code, prompts, answers, error
+Every reader opens the store without creating or upgrading it (``RunStore(create=False, migrate=False)``;
+a WAL reader never blocks the run's writer) and never writes. Text that came from a candidate or the LLM (code, prompts, answers, error
 messages) is passed through as data; the page puts it into the DOM as text, never as HTML.
 """
 
@@ -66,7 +66,7 @@ def run_summary(name: str, run_dir: Path) -> dict[str, Any]:
     """One line of ``/api/runs``: the run's name, status, position and size; ``error`` when it cannot be read."""
     base: dict[str, Any] = {"name": name, "path": str(run_dir), "version": version(run_dir)}
     try:
-        a = analyse(run_dir)
+        a = analyse(run_dir, migrate=False)
     except (UserError, OSError) as e:
         return {**base, "status": "damaged", "error": str(e)}
     s = a.config.get("search", {})
@@ -83,9 +83,9 @@ def run_summary(name: str, run_dir: Path) -> dict[str, Any]:
 
 def run_detail(name: str, run_dir: Path) -> dict[str, Any]:
     """Everything the run's page draws: progress, per-cycle statistics, the theory table, the baseline."""
-    a = analyse(run_dir)
+    a = analyse(run_dir, migrate=False)
     summary = run_summary(name, run_dir)
-    with RunStore(run_dir, create=False) as store:
+    with RunStore(run_dir, create=False, migrate=False) as store:
         run = store.get_run("main")
         timings = store.timings(run["id"]) if run else {}
         current = []
@@ -135,8 +135,8 @@ def _elite_mass(a: RunAnalysis) -> dict[str, Any] | None:
 
 def candidates(run_dir: Path) -> list[dict[str, Any]]:
     """Every generation and corpus program of the run, one flat row each (no source text: see ``candidate``)."""
-    a = analyse(run_dir)
-    with RunStore(run_dir, create=False) as store:
+    a = analyse(run_dir, migrate=False)
+    with RunStore(run_dir, create=False, migrate=False) as store:
         run = store.get_run("main")
         if run is None:
             return []
@@ -168,7 +168,7 @@ def candidate(run_dir: Path, candidate_id: str, analysis: RunAnalysis | None = N
 
     ``analysis`` and an open ``store`` may be passed when many candidates are read at once."""
     if store is None:
-        with RunStore(run_dir, create=False) as s:
+        with RunStore(run_dir, create=False, migrate=False) as s:
             return candidate(run_dir, candidate_id, analysis, s)
     r = store.get_candidate(candidate_id)
     run = store.get_run("main")

@@ -106,8 +106,8 @@ def write_html(run_dirs: list[str | Path], out: str | Path, snr_dirs: list[str |
             rows = []
         payload["candidates"][name] = rows
         if rows:
-            a = analyse(d)
-            with RunStore(d, create=False) as store:
+            a = analyse(d, migrate=False)
+            with RunStore(d, create=False, migrate=False) as store:
                 payload["candidate"][name] = {r["id"]: data.candidate(d, r["id"], a, store) for r in rows}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

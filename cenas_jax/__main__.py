@@ -1,5 +1,3 @@
-import sys
+from cenas_jax.cli import entry
 
-from cenas_jax.cli import main
-
-sys.exit(main())
+entry()

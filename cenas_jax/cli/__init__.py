@@ -35,7 +35,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Set when a command stopped with device work possibly still running (a stop abandoned a sampling batch or a
+# CE update): ``entry`` then ends the process with os._exit once the exit code is known and output flushed,
+# because finalising the interpreter under a running XLA computation crashes (SIGSEGV, exit code lost).
+HARD_EXIT = False
+
+
+def entry() -> None:
+    """The ``cenas`` executable (and ``python -m cenas_jax``)."""
+    import os
+
+    rc = main()
+    if HARD_EXIT:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc)
+    sys.exit(rc)
+
+
 def main(argv: list[str] | None = None) -> int:
+    global HARD_EXIT
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -44,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
+        HARD_EXIT = True  # an abort may leave anything in flight
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # a user-facing error: print it clearly, no traceback
@@ -96,4 +116,4 @@ def _disk_full_message(e: OSError, args) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

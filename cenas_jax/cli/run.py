@@ -94,11 +94,15 @@ def _build(cfg, run_dir: Path, new: bool, progress: bool, redo_update: bool = Fa
 def _drive(loop, evaluator) -> int:
     from cenas_jax.search.loop import EXIT_INTERRUPTED
 
+    import cenas_jax.cli as cli
+
     try:
         loop.run()
     finally:
         evaluator.close()
         loop.close()
+        if loop.abandoned_work:  # everything is recorded and closed; end without finalising a busy XLA
+            cli.HARD_EXIT = True
     print(f"run directory: {loop.rundir.path}   report: cenas report {loop.rundir.path}")
     return EXIT_INTERRUPTED if loop.stopped_by_signal else 0
 

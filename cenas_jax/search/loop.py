@@ -161,22 +161,6 @@ class StopRequested(Exception):
     """Raised between units of work when a stop (Ctrl-C, SIGTERM, budget) was asked for."""
 
 
-def _drain_device_work() -> None:
-    """Wait for computations an abandoned section left in flight (JAX dispatches asynchronously): an
-    interpreter that exits while XLA still runs one crashes (measured: SIGSEGV at exit after a Ctrl-C in
-    a sampling batch of the real LLM)."""
-    import sys
-
-    jax = sys.modules.get("jax")
-    if jax is None:
-        return
-    for x in jax.live_arrays():
-        try:
-            x.block_until_ready()
-        except Exception:  # noqa: BLE001 - a deleted or failed buffer: nothing left to wait for
-            pass
-
-
 # `cenas run`/`resume` exit with this code when a signal (Ctrl-C, SIGTERM: a preemption) stopped the run at a
 # checkpoint: the run is resumable, and scripts can tell it from a finished run (0). EX_TEMPFAIL of sysexits.h.
 EXIT_INTERRUPTED = 75
@@ -199,6 +183,7 @@ class SearchLoop:
     redo_update: bool = False  # resume: redo the update whose checkpoint is missing or incomplete
     _stop_reason: str | None = None
     _abandon_ok: bool = False  # inside an _abandonable section: a stop raises StopRequested at once
+    abandoned_work: bool = False  # a stop abandoned work in flight (device computations may still run)
     stopped_by_signal: bool = False  # set when Ctrl-C or SIGTERM stopped this run (exit EXIT_INTERRUPTED)
     _t_start: float = field(default_factory=time.time)
     _tokens_used: int = 0
@@ -281,14 +266,12 @@ class SearchLoop:
             self.rundir.save_state(LoopState(cycle=state.cycle, phase="done", status="finished"))
             self.store.set_run_status(self.run_id, "finished")
         except StopRequested:
-            _drain_device_work()
             st = self.rundir.load_state()
             self._mark("interrupted", st)
             self.stopped_by_signal = self._stop_reason == "interrupt" or self._stop_reason.startswith("SIGTERM")
             self.echo(f"stopped ({self._stop_reason}); checkpointed at cycle {st.cycle}, phase {st.phase}; "
                       f"resume with: cenas resume {self.rundir.path}")
         except BaseException as e:
-            _drain_device_work()
             st = self.rundir.load_state()
             # A full disk is not the run's failure: it stays resumable as it is, once there is space.
             self._mark("interrupted" if _no_space(e) else "failed", st)
@@ -360,6 +343,12 @@ class SearchLoop:
         try:
             self._check_stop()
             yield
+        except (StopRequested, KeyboardInterrupt):
+            # XLA may still be running what was abandoned (JAX dispatches asynchronously): the CLI then ends
+            # the process without the interpreter's finalisation, which crashes under a running computation
+            # (measured: SIGSEGV at exit after a Ctrl-C in a real sampling batch or CE update).
+            self.abandoned_work = True
+            raise
         finally:
             self._abandon_ok = prev
 

@@ -10,19 +10,28 @@ Routes (GET only; anything else is 405, an unknown path 404):
 - ``/api/proxy-snr``: the ``cenas proxy-snr`` results shown (SNR, predicted against measured ρ_S).
 
 A run is named by ``data.run_names`` and looked up in a dict: a name never becomes a path. Answers are
-cached per run until its ``version`` (store, WAL and state.json stamps) changes, so a page polling every
-few seconds costs the run one ``stat`` per file, and the server's readers never lock the store against
-the run's writer (SQLite WAL).
+cached per run until its ``version`` (store, WAL and state.json stamps) changes, and recomputed at most
+every ``max(MIN_REFRESH_S, SHARE x its cost)`` seconds, so a page polling every few seconds costs the run
+one ``stat`` per file when nothing changed and a bounded share of a core when it writes; the server's
+readers never lock the store against the run's writer (SQLite WAL).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable
 
 from cenas_jax.view import data
 from cenas_jax.view.page import CSP_SERVED, STATIC, page_html
+
+
+# A run being written changes its version at every record. An answer is recomputed at most once per
+# max(MIN_REFRESH_S, SHARE x the time its last computation took), so the server spends at most about 1/SHARE
+# of a core on a run, however fast the run writes and however many pages poll it.
+MIN_REFRESH_S = 2.0
+SHARE = 10.0
 
 
 class RunIndex:
@@ -31,19 +40,20 @@ class RunIndex:
     def __init__(self, run_dirs: list[str | Path], snr_dirs: list[str | Path] = ()) -> None:
         self.runs = data.run_names(run_dirs)
         self.snr = data.run_names(list(snr_dirs))
-        self._cache: dict[tuple[str, str], tuple[str, Any]] = {}
+        self._cache: dict[tuple[str, str], tuple[str, Any, float, float]] = {}  # version, value, at, cost
         self._lock = threading.Lock()
 
     def cached(self, name: str, what: str, compute: Callable[[Path], Any]) -> Any:
         run_dir = self.runs[name]
         v = data.version(run_dir)
+        now = time.monotonic()
         with self._lock:
             hit = self._cache.get((name, what))
-            if hit is not None and hit[0] == v:
+            if hit is not None and (hit[0] == v or now - hit[2] < max(MIN_REFRESH_S, SHARE * hit[3])):
                 return hit[1]
         value = compute(run_dir)
         with self._lock:
-            self._cache[(name, what)] = (v, value)
+            self._cache[(name, what)] = (v, value, now, time.monotonic() - now)
         return value
 
 

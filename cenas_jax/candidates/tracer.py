@@ -171,8 +171,18 @@ def _zygote_setup(spec: dict, plan: isolation.IsolationPlan, work_dir: str) -> N
     os.environ["CENAS_TRACER_DATA_HIDDEN"] = "1" if hidden else "0"
 
 
+# A tracer runs with the zygote's uid, so candidate code can signal its parent (os.getppid()). The zygote ignores
+# every signal a candidate could use to end it (SIGKILL and SIGSTOP cannot be ignored: the worker then replaces
+# it); each tracer gets the handlers back before candidate code runs (SIGXCPU must still end it on its CPU limit).
+_ZYGOTE_IGNORES = tuple(getattr(signal, n) for n in ("SIGHUP", "SIGINT", "SIGQUIT", "SIGTERM", "SIGUSR1", "SIGUSR2",
+                                                      "SIGALRM", "SIGVTALRM", "SIGPROF", "SIGTSTP", "SIGTTIN",
+                                                      "SIGTTOU", "SIGPIPE", "SIGWINCH", "SIGURG", "SIGIO")
+                        if hasattr(signal, n))
+
+
 def _zygote_loop(ctl: socket.socket, plan: isolation.IsolationPlan) -> None:
     # Only the exit statuses of tracers are reaped here; SIGCHLD stays at its default.
+    saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in _ZYGOTE_IGNORES}
     while True:
         try:
             _, fds, _, _ = socket.recv_fds(ctl, 16, 1)
@@ -186,6 +196,8 @@ def _zygote_loop(ctl: socket.socket, plan: isolation.IsolationPlan) -> None:
             ctl.close()
             code = 0
             try:
+                for sig, handler in saved.items():
+                    signal.signal(sig, handler)
                 _own_output()
                 os.setpgid(0, 0)
                 isolation.set_parent_death_signal()

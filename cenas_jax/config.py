@@ -97,6 +97,9 @@ class SandboxConfig:
     startup_timeout_s: float = 240.0  # a worker must be ready (jax imported, isolated) within this
     tmpfs_mb: int = 256  # size of the worker's private /tmp and /dev/shm (full isolation)
     file_size_mb: int = 64  # RLIMIT_FSIZE per worker
+    workers_per_device: int = 1  # GPU: workers sharing one device (memory split evenly among them)
+    device_memory_fraction: float = 0.0  # GPU/TPU: share of a device for all its workers; 0: 0.75
+    tpu_worker_per_chip: bool = True  # TPU: one single-chip worker per chip; false: one worker owns them all
 
     def __post_init__(self) -> None:
         _check(self.workers >= 0, "sandbox.workers", "must be >= 0")
@@ -110,6 +113,9 @@ class SandboxConfig:
         _check(self.memory_mb >= 256, "sandbox.memory_mb", "must be >= 256")
         _check(self.max_params >= 1, "sandbox.max_params", "must be >= 1")
         _check(self.max_tasks_per_worker >= 1, "sandbox.max_tasks_per_worker", "must be >= 1")
+        _check(self.workers_per_device >= 1, "sandbox.workers_per_device", "must be >= 1")
+        _check(0.0 <= self.device_memory_fraction <= 1.0, "sandbox.device_memory_fraction",
+               "must be in [0, 1] (0: the default, 0.75)")
 
 
 @dataclasses.dataclass(frozen=True)

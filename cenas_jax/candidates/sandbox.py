@@ -60,7 +60,7 @@ import weakref
 from collections import deque
 from typing import Any, Iterable, Iterator
 
-from cenas_jax.candidates import isolation
+from cenas_jax.candidates import isolation, placement
 from cenas_jax.candidates.errors import ALL_KINDS
 from cenas_jax.candidates.worker import MAX_MESSAGE_CHARS, FrameBuffer, encode_frame
 from cenas_jax.config import DataConfig, SandboxConfig, TrainConfig, to_dict
@@ -213,39 +213,13 @@ def _flags(v: Any) -> tuple[str, ...] | None:
 # ---------------------------------------------------------------------------
 
 
-def _platform() -> str:
-    env = os.environ.get("JAX_PLATFORMS", "").strip().lower()
-    if env:
-        first = env.split(",")[0]
-        return "gpu" if first in ("cuda", "rocm", "gpu") else first
-    import importlib.util
-
-    if os.path.exists("/dev/nvidia0") and any(
-        importlib.util.find_spec(p) for p in ("jax_cuda12_plugin", "jax_cuda13_plugin")
-    ):
-        return "gpu"
-    return "cpu"
-
-
-def _accelerators() -> int:
-    if not os.path.isdir("/dev"):
-        return 0
-    return len([d for d in os.listdir("/dev") if d.startswith("nvidia") and d[6:].isdigit()])
-
-
-def default_workers(cfg: SandboxConfig, platform: str) -> int:
-    """Pool size: ``cfg.workers``, else one per core on CPU (per device on accelerators)."""
-    if cfg.workers:
-        return cfg.workers
-    if platform == "gpu":
-        return max(1, _accelerators())
-    if platform != "cpu":  # a TPU host: one process owns the chips
-        return 1
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
-    return max(1, cores // max(1, cfg.threads_per_worker))
+def default_workers(cfg: SandboxConfig, platform: str | None = None) -> int:
+    """Pool size on this host (``placement.pool_size``); ``platform`` overrides the detected one, with
+    the detected devices."""
+    inv = placement.detect_inventory()
+    if platform is not None and platform != inv.platform:
+        inv = placement.Inventory(platform, inv.devices if platform != "cpu" else (), inv.cores)
+    return placement.pool_size(inv, cfg)
 
 
 # ---------------------------------------------------------------------------
@@ -450,6 +424,7 @@ class Evaluator:
         *,
         seed: int = 0,
         eval_split: str = "val",
+        inventory: placement.Inventory | None = None,
         _allow_bypass_for_tests: bool = False,
     ) -> None:
         if eval_split not in ("val", "test"):
@@ -459,9 +434,11 @@ class Evaluator:
         self.train_cfg = train_cfg
         self.cfg = sandbox_cfg
         self.seed = int(seed)
-        self.platform = _platform()
+        self.inventory = placement.detect_inventory() if inventory is None else inventory
+        self.platform = self.inventory.platform
         self.mode = isolation.detect_mode(sandbox_cfg.isolation)
-        self.pool_size = default_workers(sandbox_cfg, self.platform)
+        self.placements = placement.plan_workers(self.inventory, sandbox_cfg)
+        self.pool_size = len(self.placements)
         if self.mode == "rlimits" and sandbox_cfg.isolation == "auto":
             print(
                 f"cenas sandbox: WARNING: no namespaces on {sys.platform}; candidates are held by the static policy, "
@@ -530,9 +507,6 @@ class Evaluator:
             flags = "--xla_cpu_multi_thread_eigen=false" if self.cfg.threads_per_worker == 1 else ""
             env["XLA_FLAGS"] = f"{flags} intra_op_parallelism_threads={threads}".strip()
             env["JAX_PLATFORMS"] = "cpu"
-        else:
-            env["JAX_PLATFORMS"] = os.environ.get("JAX_PLATFORMS", "")
-            env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
         if self.mode == "rlimits":
             env["HOME"] = env["TMPDIR"] = self._work_root
         return env
@@ -540,8 +514,7 @@ class Evaluator:
     def _spawn(self, slot: int) -> _Worker:
         self._serial += 1
         env = dict(self._env)
-        if self.platform == "gpu" and _accelerators():
-            env["CUDA_VISIBLE_DEVICES"] = str(slot % _accelerators())
+        env.update(self.placements[slot].env)  # the device pinning (empty on CPU)
         w = _Worker(slot, self._serial, self._spec, env, self._log_dir, self._work_root)
         self._workers.append(w)
         return w

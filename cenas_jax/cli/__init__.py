@@ -45,6 +45,9 @@ def entry() -> None:
     """The ``cenas`` executable (and ``python -m cenas_jax``)."""
     import os
 
+    # On a GPU the search process (the LLM) shares devices with the sandbox workers: JAX's default of
+    # preallocating 75% of a device would leave them nothing (see candidates/placement.py).
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     rc = main()
     if HARD_EXIT:
         sys.stdout.flush()

@@ -53,6 +53,11 @@ bench-eval: install
 bench-llm: install
 	$(PY) experiments/bench_llm.py
 
+# Every accelerator path (bf16 sampler, vmapped seeds, workers sharing a GPU, sharded LoRA, proxy step vs
+# PyTorch), PASS/FAIL with figures, within ~8 minutes on one GPU; results in runs/check-accelerator/.
+check-accelerator: install
+	$(PY) experiments/check_accelerator.py --out runs/check-accelerator
+
 # Every figure and table of the paper at 2-core-CPU scale (SmolLM2, digits), within 2 hours:
 # runs/reproduce-small/SUMMARY.md. Restartable: finished steps are skipped, interrupted runs resumed.
 reproduce-small: install

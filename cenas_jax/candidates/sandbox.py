@@ -939,7 +939,11 @@ class Evaluator:
             "active": not leaked,
             "detail": "no probe file appeared outside the sandbox" if not leaked else f"created {leaked}",
         }
-        return {"mode": w.mode or self.mode, "notes": report.get("notes", []), "layers": layers}
+        raw = report.get("report", {})
+        devices = raw.get("jax_devices") if isinstance(raw.get("jax_devices"), list) else []
+        return {"mode": w.mode or self.mode, "notes": report.get("notes", []), "layers": layers,
+                "backend": (_text(raw.get("jax_backend")) or "")[:40],  # the worker's JAX, as it reported it
+                "devices": [(_text(d) or "")[:120] for d in devices[:16]]}
 
     # -- lifetime -------------------------------------------------------------------------
 

@@ -273,6 +273,8 @@ def _worker_main(spec: dict, plan: isolation.IsolationPlan) -> None:
             report["threads_unprivileged"] = _threads_unprivileged()
             report["no_signal_parent"] = _signal_probe(int(task["parent_pid"]))
             report.update(runtime.probe_tracer(plan))
+            report["jax_backend"] = runtime.platform  # plain strings: not layers (the parent filters dicts)
+            report["jax_devices"] = [str(d) for d in runtime.jax.devices()][:16]
             write_frame(results, {"type": "probe", "report": report, "notes": spec["notes"]})
             continue
         if task.get("bypass") and not spec.get("allow_bypass"):  # test-only switch, off unless the parent set it

@@ -40,6 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_check(args) -> int:
+    from cenas_jax.candidates import placement
     from cenas_jax.candidates.sandbox import Evaluator
     from cenas_jax.config import load_config, replace
 
@@ -53,6 +54,8 @@ def cmd_check(args) -> int:
         print(json.dumps({**report, "missing": missing}, indent=2))
         return 1 if missing else 0
     print(f"isolation mode: {report['mode']}")
+    print(f"worker's JAX: {report.get('backend') or '?'} ({', '.join(report.get('devices') or []) or 'no devices'}); "
+          f"a run's pool here: {placement.pool_size(ev.inventory, cfg.sandbox)} worker(s) on {ev.inventory.describe()}")
     for note in report.get("notes", []):
         print(f"note: {note}")
     width = max(len(n) for n in layers)

@@ -157,3 +157,20 @@ def test_evaluator_starts_each_worker_with_its_placement(monkeypatch):
 def test_detected_inventory_on_this_host():
     inv = placement.detect_inventory()
     assert inv.platform in ("cpu", "gpu", "tpu") and inv.cores == len(os.sched_getaffinity(0))
+
+
+def test_workers_that_cannot_reach_their_device_fail_with_the_reason():
+    """A worker pinned to a GPU this host does not have dies at start-up: start() and the isolation probe
+    raise SandboxError naming JAX's reason (found on a GPU host, where the probe wrote to a closed pipe and
+    start() returned with no worker at all)."""
+    from cenas_jax.candidates import sandbox
+    from cenas_jax.config import DataConfig, TrainConfig
+
+    inv = Inventory("gpu", ("0",), 2)
+    with sandbox.Evaluator(DataConfig(name="digits"), TrainConfig(), SandboxConfig(workers=1), inventory=inv) as ev:
+        with pytest.raises(sandbox.SandboxError, match="JAX_PLATFORMS=cuda, CUDA_VISIBLE_DEVICES=0"):
+            ev.start(wait=True)
+        assert ev._start_failures == sandbox._START_FAILURES_BEFORE_GIVING_UP
+    with sandbox.Evaluator(DataConfig(name="digits"), TrainConfig(), SandboxConfig(workers=1), inventory=inv) as ev:
+        with pytest.raises(sandbox.SandboxError, match="probe worker failed to start: .*JAX_PLATFORMS=cuda"):
+            ev.probe_isolation()

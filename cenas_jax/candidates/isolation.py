@@ -111,7 +111,18 @@ class _MountAttr(ctypes.Structure):
     ]
 
 
-def make_tree_readonly(path: str = "/") -> None:
+ACCELERATOR_WRITABLE = ("/dev", "/proc", "/sys")
+
+
+def _clear_readonly(path: str) -> None:
+    attr = _MountAttr(0, MOUNT_ATTR_RDONLY, 0, 0)
+    ret = _lib().syscall(ctypes.c_long(SYS_MOUNT_SETATTR), ctypes.c_int(AT_FDCWD), ctypes.c_char_p(path.encode()),
+                         ctypes.c_uint(AT_RECURSIVE), ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)))
+    if ret != 0:
+        mount(None, path, None, MS_BIND | MS_REMOUNT)
+
+
+def make_tree_readonly(path: str = "/", keep: tuple[str, ...] = ()) -> None:
     """Mark every mount at or below ``path`` read-only in this mount namespace only.
 
     ``mount_setattr(AT_RECURSIVE, MOUNT_ATTR_RDONLY)`` changes the per-mount
@@ -129,6 +140,9 @@ def make_tree_readonly(path: str = "/") -> None:
         ctypes.c_size_t(ctypes.sizeof(attr)),
     )
     if ret == 0:
+        for k in keep:
+            if os.path.ismount(k):
+                _clear_readonly(k)
         return
     err = ctypes.get_errno()
     if err not in (errno.ENOSYS, errno.EINVAL):
@@ -137,6 +151,8 @@ def make_tree_readonly(path: str = "/") -> None:
     # (a remount that drops a locked flag is refused in a user namespace).
     for point, options in _mount_points():
         if point != path and not point.startswith(path.rstrip("/") + "/"):
+            continue
+        if any(point == k or point.startswith(k + "/") for k in keep):
             continue
         flags = MS_BIND | MS_REMOUNT | MS_RDONLY
         flags |= MS_NOSUID if "nosuid" in options else 0
@@ -193,6 +209,10 @@ class IsolationPlan:
     gid: int = 65534
     tmpfs_mb: int = 256
     expose: tuple[str, ...] = ()  # host paths the worker must read (interpreter, site-packages, package)
+    # On a GPU host CUDA's cuInit fails (CUDA_ERROR_OPERATING_SYSTEM, measured on an H200 host) inside a
+    # new pid namespace and under a read-only /dev, /proc or /sys: such a worker gets no pid namespace and
+    # keeps those three mounts as they are; the uid drop still keeps it from writing anything root's.
+    accelerator: bool = False
 
 
 def sandbox_uid(launcher_pid: int) -> int:
@@ -311,7 +331,7 @@ def enter_namespaces(plan: IsolationPlan) -> str:
     mounts ``/proc`` and forks the worker proper. Nothing here touches the
     host: mount propagation is made private before any mount.
     """
-    flags = CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
+    flags = CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | (0 if plan.accelerator else CLONE_NEWPID)
     if plan.mode == "userns":
         uid, gid = os.getuid(), os.getgid()
         unshare(flags | CLONE_NEWUSER)
@@ -329,7 +349,7 @@ def enter_namespaces(plan: IsolationPlan) -> str:
     try:
         if plan.mode == "full":
             _expose_through_blocked_dirs(plan.expose)
-        make_tree_readonly("/")
+        make_tree_readonly("/", keep=ACCELERATOR_WRITABLE if plan.accelerator else ())
         size = f"size={plan.tmpfs_mb}m,nr_inodes=65536"
         mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,{size}")
         if os.path.isdir("/dev/shm"):

@@ -459,6 +459,7 @@ class Evaluator:
         self._workers: list[_Worker] = []
         self._serial = 0
         self._start_failures = 0
+        self.last_start_failure: str | None = None  # why the last worker that failed to start failed
         self._datasets: dict[str, Any] = {}  # name -> Dataset (parent copy, for metadata)
         self._written: dict[str, str] = {}  # name -> key of its directory under data/
         self._closed = False
@@ -480,6 +481,7 @@ class Evaluator:
             "train_cfg": train_dict,
             "allow_bypass": bool(_allow_bypass_for_tests),
             "eval_split": eval_split,
+            "accelerator": self.platform != "cpu",
         }
         self._env = self._worker_env()
         self._finalizer = weakref.finalize(self, _cleanup, self._workers, self._root)
@@ -572,6 +574,7 @@ class Evaluator:
     def _start_failed(self, w: _Worker, why: str) -> None:
         self._start_failures += 1
         tail = w.stderr_tail()
+        self.last_start_failure = why
         self._retire(w)
         if self._start_failures >= _START_FAILURES_BEFORE_GIVING_UP:
             raise SandboxError(f"sandbox workers fail to start ({self._start_failures} times): {why}\n{tail}")
@@ -584,7 +587,12 @@ class Evaluator:
         if self._closed:
             raise RuntimeError("this Evaluator is closed")
         self._ensure_pool(self.pool_size)
-        while wait and any(w.state == "starting" for w in self._workers):
+        while wait:
+            if not any(w.state == "starting" for w in self._workers):
+                if len(self._live()) >= self.pool_size:
+                    break
+                self._ensure_pool(self.pool_size)  # replace those that died starting (bounded: _start_failed)
+                continue
             self._wait_and_collect()
 
     def worker_pids(self) -> list[int]:
@@ -748,6 +756,8 @@ class Evaluator:
             for msg in messages:
                 try:
                     out = self._handle(w, msg)
+                except SandboxError:
+                    raise  # the pool gives up (workers keep failing to start): not this worker's fault alone
                 except Exception as e:  # noqa: BLE001 - a well-framed message with values of the wrong types
                     out = None
                     self._violation(w, f"{type(e).__name__} in a message: {e}")
@@ -912,6 +922,8 @@ class Evaluator:
                 tail = w.stderr_tail()
                 self._retire(w)
                 raise SandboxError(f"the probe worker died at start-up:\n{tail}")
+        if w.state != "idle":  # it died starting: say why rather than write to a closed pipe
+            raise SandboxError(f"the probe worker failed to start: {self.last_start_failure or 'no reason given'}")
         w.state = "busy"
         w.send({"type": "probe", "host_ns": isolation.host_namespaces(), "paths": paths, "parent_pid": os.getpid()})
         report = None

@@ -165,7 +165,7 @@ def _zygote_setup(spec: dict, plan: isolation.IsolationPlan, work_dir: str) -> N
             file_size=spec["file_size"],
         )
     )
-    tplan = isolation.IsolationPlan(plan.mode, plan.data_dir, uid, uid, plan.tmpfs_mb, plan.expose)
+    tplan = isolation.IsolationPlan(plan.mode, plan.data_dir, uid, uid, plan.tmpfs_mb, plan.expose, plan.accelerator)
     isolation.drop_privileges(tplan)
     isolation.set_dumpable(False)
     os.environ["CENAS_TRACER_DATA_HIDDEN"] = "1" if hidden else "0"
@@ -323,7 +323,9 @@ def _tracer_main(conn: socket.socket) -> None:
         return
     import jax
 
-    # A tracer never touches an accelerator: it lowers for the trainer's platform on the CPU.
+    # A tracer never touches an accelerator: it lowers for the trainer's platform on the CPU. No device is
+    # visible to it either, so that JAX's CUDA plugin, which initialises CUDA when JAX starts, finds none.
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
     jax.config.update("jax_platforms", "cpu")
     nonce = task.get("nonce")
     me = os.getpid()

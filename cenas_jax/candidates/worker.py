@@ -151,9 +151,13 @@ def main() -> None:
         gid=isolation.sandbox_uid(os.getpid()),
         tmpfs_mb=spec["tmpfs_mb"],
         expose=tuple(spec["expose"]),
+        accelerator=bool(spec.get("accelerator")),
     )
     notes: list[str] = []
     data_dir = plan.data_dir
+    if plan.accelerator:
+        notes.append("accelerator worker: no pid namespace, /dev /proc /sys left writable (CUDA's cuInit fails "
+                     "otherwise); the uid drop still guards them")
     if plan.mode in ("full", "userns"):
         try:
             data_dir = isolation.enter_namespaces(plan)
@@ -162,12 +166,13 @@ def main() -> None:
                 write_frame(results, {"type": "fatal", "message": f"full isolation failed: {e}"})
                 os._exit(3)
             notes.append(f"namespaces unavailable ({e}); running with rlimits + policy only")
-            plan = isolation.IsolationPlan("rlimits", plan.data_dir, plan.uid, plan.gid, plan.tmpfs_mb, plan.expose)
+            plan = isolation.IsolationPlan("rlimits", plan.data_dir, plan.uid, plan.gid, plan.tmpfs_mb, plan.expose,
+                                           plan.accelerator)
     spec = dict(spec, mode=plan.mode, notes=notes, in_data_dir=data_dir)
 
     child = os.fork()
     if child == 0:
-        if plan.mode in ("full", "userns"):
+        if plan.mode in ("full", "userns") and not plan.accelerator:
             _init_main(spec, plan)
         else:
             _worker_main(spec, plan)
@@ -260,7 +265,9 @@ def _worker_main(spec: dict, plan: isolation.IsolationPlan) -> None:
         isolation.drop_privileges(plan)
         isolation.set_dumpable(False)  # a tracer of the same uid (userns, rlimits) can neither read nor trace it
     except BaseException as e:  # noqa: BLE001 - report any start-up failure to the parent
-        write_frame(results, {"type": "fatal", "message": f"worker start-up failed: {type(e).__name__}: {e}",
+        where = ", ".join(f"{k}={os.environ[k]}" for k in ("JAX_PLATFORMS", "CUDA_VISIBLE_DEVICES", "TPU_VISIBLE_CHIPS")
+                          if k in os.environ)  # the device pinning, for a worker that cannot reach its device
+        write_frame(results, {"type": "fatal", "message": f"worker start-up failed ({where}): {type(e).__name__}: {e}",
                               "traceback": traceback.format_exc()[-4000:]})  # fmt: skip
         os._exit(3)
     write_frame(results, {"type": "ready", "mode": plan.mode, "notes": spec["notes"], "import_s": import_s})
@@ -288,6 +295,15 @@ def _worker_main(spec: dict, plan: isolation.IsolationPlan) -> None:
         write_frame(results, dict(record, type="result", nonce=task.get("nonce")))  # binds it to its task
         if record.get("error_kind") == "memory" or runtime.broken:
             os._exit(0)  # let the parent start a fresh worker
+
+
+def export_platform(jax: Any) -> str:
+    """The platform name ``jax.export`` lowers for: the backend's, with "gpu" made "cuda" or "rocm"."""
+    backend = jax.default_backend()
+    if backend != "gpu":
+        return backend
+    version = str(getattr(jax.devices()[0].client, "platform_version", "")).lower()
+    return "rocm" if "rocm" in version else "cuda"
 
 
 def _threads_unprivileged() -> dict:
@@ -454,7 +470,7 @@ class _Runtime:
         self.broken = False
         self.datasets: dict[str, Any] = {}
         self.train_cfg = from_dict(TrainConfig, spec["train_cfg"])
-        self.platform = jax.default_backend()
+        self.platform = export_platform(jax)
         # Warm-up: every lazily imported piece the trainer uses, while files are readable.
         jax.jit(lambda x: jnp.tanh(x) * 2)(jnp.ones((2, 2))).block_until_ready()
         self._warm_up()

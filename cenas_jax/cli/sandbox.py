@@ -11,6 +11,8 @@ ESSENTIAL = (
     "no_new_privs", "no_network", "no_remount", "rlimit_cpu", "rlimit_nproc", "rlimit_fsize",
     "threads_unprivileged", "no_signal_parent", "host_files_unchanged", "tracer_own_uid", "tracer_no_data",
 )  # fmt: skip
+# A worker on a GPU runs without a pid namespace: CUDA's cuInit fails inside one (isolation.IsolationPlan).
+ACCELERATOR_ESSENTIAL = tuple(n for n in ESSENTIAL if n != "pid_namespace")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -49,7 +51,8 @@ def cmd_check(args) -> int:
     with Evaluator(cfg.data, cfg.train, sandbox_cfg) as ev:
         report = ev.probe_isolation()
     layers = report["layers"]
-    missing = [name for name in ESSENTIAL if not layers.get(name, {}).get("active")]
+    essential = ESSENTIAL if report.get("backend") in ("cpu", "", None) else ACCELERATOR_ESSENTIAL
+    missing = [name for name in essential if not layers.get(name, {}).get("active")]
     if args.json:
         print(json.dumps({**report, "missing": missing}, indent=2))
         return 1 if missing else 0
@@ -60,7 +63,7 @@ def cmd_check(args) -> int:
         print(f"note: {note}")
     width = max(len(n) for n in layers)
     for name, layer in layers.items():
-        state = "active" if layer["active"] else ("MISSING" if name in ESSENTIAL else "off")
+        state = "active" if layer["active"] else ("MISSING" if name in essential else "off")
         print(f"  {name.ljust(width)}  {state:<7}  {layer['detail']}")
     if missing:
         print(

@@ -107,7 +107,7 @@ def test_elite_mass_figure_with_a_zero_mass_cycle(tmp_path):
 
     from cenas_jax.report import figures
 
-    ec = theory.elite_bound_check([[0.1, 0.2], [0.3]], 0.5, [4, 4])  # C_t = 0: Wilson low is ~1e-17, not 0
+    ec = theory.elite_bound_check([[0.1, 0.2], [0.3]], 0.5, [4, 4])  # C_t = 0: a zero-width lower error bar
     assert figures._save(figures._elite_mass(SimpleNamespace(elite_check=ec)), tmp_path / "e.png")
     assert (tmp_path / "e.png").stat().st_size > 5000
 

@@ -586,6 +586,8 @@ def monotonic_trend_test(values, times=None) -> MannKendallResult:
     if n < 3:
         raise ValueError(f"values: need at least 3 non-NaN points for a trend test, got {n}")
 
+    # scipy has no Mann-Kendall test: kendalltau(times, values) is S / (n(n-1)/2) without ties, but
+    # its p-value has no continuity correction (and is exact below n = 50), so S, Var(S) and Z stay ours.
     norm = _stats().norm
     i, j = np.triu_indices(n, k=1)
     diff = x[j] - x[i]

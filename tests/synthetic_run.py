@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from cenas_jax.config import RunConfig, from_dict, to_dict
-from cenas_jax.search.rundir import LoopState, RunDir
+from cenas_jax.rundir import LoopState, RunDir
 from cenas_jax.store import CandidateRow, RunStore
 
 ACTS = ("relu", "gelu", "tanh", "silu", "elu")

@@ -240,7 +240,7 @@ def test_a_search_with_a_forging_generation_completes_and_does_not_make_it_an_el
     from cenas_jax.config import load_config
     from cenas_jax.search.generator import ScriptedGenerator
     from cenas_jax.search.loop import SearchLoop
-    from cenas_jax.search.rundir import RunDir
+    from cenas_jax.rundir import RunDir
     from cenas_jax.store import RunStore
 
     @dataclasses.dataclass(frozen=True)

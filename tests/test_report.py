@@ -9,7 +9,7 @@ from cenas_jax import theory
 from cenas_jax.report.analysis import analyse, lineage_chain
 from cenas_jax.report.export import export_csv
 from cenas_jax.report.markdown import write_report
-from cenas_jax.search.rundir import LoopState, RunDir
+from cenas_jax.rundir import LoopState, RunDir
 from cenas_jax.config import RunConfig
 from cenas_jax.store import CandidateRow, RunStore
 

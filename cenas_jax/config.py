@@ -16,9 +16,7 @@ from typing import Any, Literal, Sequence, TypeVar, Union, get_args, get_origin,
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A configuration problem; the message names the offending key."""
+from cenas_jax.errors import ConfigError  # defined with UserError at the bottom layer; re-exported here
 
 
 def _check(ok: bool, key: str, message: str) -> None:

@@ -35,6 +35,8 @@ import numpy as np
 from cenas_jax import theory
 from cenas_jax.config import DataConfig, RunConfig, SandboxConfig, TrainConfig, to_dict
 from cenas_jax.errors import UserError
+from cenas_jax.report import fmt
+from cenas_jax.report.plotting import pyplot
 
 TRUTH_SEED_OFFSET = 1
 RESULT_JSON = "proxy_snr.json"
@@ -681,15 +683,6 @@ _SNR_FLOOR = 1e-3  # where an SNR of 0 (clipped σ²_arch) is drawn on the log a
 _SNR_CEIL = 1e3
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _x(snr: float) -> float:
     return float(min(max(snr, _SNR_FLOOR), _SNR_CEIL))
 
@@ -717,7 +710,7 @@ def plot_rho_vs_snr(a: ProxySNRAnalysis, path: str | Path, ceiling: CeilingResul
     Spearman's. An SNR of 0 is drawn at 1e-3. Ceiling-effect cycles, if given,
     are added as retest points labelled by cycle.
     """
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.6, 4.4))
     grid = np.logspace(np.log10(_SNR_FLOOR), np.log10(_SNR_CEIL), 300)
     ax.plot(grid, theory.predicted_spearman_from_snr(grid, kind="truth"), "-", color="C0",
@@ -770,7 +763,7 @@ def plot_ceiling(c: CeilingResult, path: str | Path) -> bool:
     rows = [r for r in c.rows if r.analysis is not None]
     if not rows:
         return False
-    plt = _plt()
+    plt = pyplot()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
     for ds in sorted({r.dataset for r in rows}, key=str):
         rs = [r for r in rows if r.dataset == ds]
@@ -822,14 +815,12 @@ def plot_ceiling(c: CeilingResult, path: str | Path) -> bool:
 # ---------------------------------------------------------------------------
 
 
-def _f(v: float | None, fmt: str = ".3f") -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "n/a"
-    return format(v, fmt)
+def _f(v: float | None, spec: str = ".3f") -> str:
+    return fmt.num(v, spec, missing="n/a")
 
 
-def _ci(ci: tuple[float, float] | None, fmt: str = ".3f") -> str:
-    return f"[{_f(ci[0], fmt)}, {_f(ci[1], fmt)}]" if ci is not None else ""
+def _ci(ci: tuple[float, float] | None, spec: str = ".3f") -> str:
+    return fmt.interval(*ci, spec, missing="n/a") if ci is not None else ""
 
 
 def format_analysis(a: ProxySNRAnalysis) -> str:

@@ -22,15 +22,18 @@ mathematics needed to check them on a run:
 
 Conventions: vectorised functions take scalars or arrays and return a Python
 ``float`` for scalar input, an ``ndarray`` otherwise. Bad input raises
-``ValueError`` naming the argument. Random resampling uses
-``numpy.random.default_rng(seed)``, so the same seed gives the same CI.
+``ValueError`` naming the argument. Bootstrap resamples are drawn by
+``scipy.stats.bootstrap`` from ``numpy.random.default_rng(seed)``, so the same
+seed gives the same CI. Wilson and t intervals and Sen's slope are scipy's too.
 Importing this module loads numpy only; scipy.stats is imported on first use.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
+import warnings
 from typing import Sequence
 
 import numpy as np
@@ -111,6 +114,30 @@ def _stats():
 def _z(ci: float) -> float:
     """Two-sided standard-normal quantile for confidence level ``ci``."""
     return float(_stats().norm.ppf(0.5 + ci / 2.0))
+
+
+def _bootstrap_distribution(data, statistic, n_boot: int, seed: int, batch: int | None = None) -> np.ndarray:
+    """Replicates of ``statistic`` over ``n_boot`` paired resamples of the samples in ``data``.
+
+    ``scipy.stats.bootstrap`` draws the resamples, ``batch`` at a time, from
+    ``numpy.random.default_rng(seed)``; the draws do not depend on ``batch``.
+    ``statistic`` takes the resampled samples and ``axis`` (vectorised) and may
+    return NaN where it is undefined. Only scipy's bootstrap distribution is used:
+    its interval is propagated NaN as soon as one replicate is NaN, while ours
+    (:func:`_percentile_ci`) ignores undefined replicates and counts them.
+    """
+    st = _stats()
+    rng_kw = "rng" if "rng" in inspect.signature(st.bootstrap).parameters else "random_state"  # scipy < 1.15
+    with warnings.catch_warnings():
+        # scipy's own interval (unused) warns when a replicate is NaN, and its standard
+        # error when there is a single replicate.
+        warnings.simplefilter("ignore", st.DegenerateDataWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = st.bootstrap(
+            data, statistic, n_resamples=n_boot, batch=batch, vectorized=True, paired=True,
+            method="percentile", **{rng_kw: np.random.default_rng(seed)},
+        )
+    return np.asarray(res.bootstrap_distribution, dtype=np.float64)
 
 
 def _percentile_ci(reps: np.ndarray, ci: float) -> tuple[float, float]:
@@ -348,17 +375,15 @@ def estimate_snr(scores, n_boot: int = 1000, ci: float = 0.95, seed: int = 0) ->
 
     cis: dict[str, tuple[float, float] | None] = dict.fromkeys(("a", "n", "snr", "snr_mean"))
     if n_boot > 0:
-        rng = np.random.default_rng(seed)
-        chunk = max(1, _BOOT_BLOCK_ELEMENTS // (K * S))
-        s2a_reps, s2n_reps = [], []
-        for start in range(0, n_boot, chunk):
-            b = min(chunk, n_boot - start)
-            idx_BxK = rng.integers(0, K, size=(b, K))
-            _, msb_b, msw_b = _anova_parts(x[idx_BxK])
-            s2a_reps.append(np.maximum((msb_b - msw_b) / S, 0.0))
-            s2n_reps.append(msw_b)
-        s2a_b = np.concatenate(s2a_reps)
-        s2n_b = np.concatenate(s2n_reps)
+
+        def variances(*seeds_BxK, axis):
+            # The S seed columns, resampled together (paired) by architecture.
+            _, msb_b, msw_b = _anova_parts(np.stack(seeds_BxK, axis=-1))
+            return np.stack([np.maximum((msb_b - msw_b) / S, 0.0), msw_b])
+
+        columns = tuple(x[:, s] for s in range(S))
+        batch = max(1, _BOOT_BLOCK_ELEMENTS // (K * S))
+        s2a_b, s2n_b = _bootstrap_distribution(columns, variances, n_boot, seed, batch)
         snr_b = _snr_of(s2a_b, s2n_b)
         cis["a"] = _percentile_ci(s2a_b, ci)
         cis["n"] = _percentile_ci(s2n_b, ci)
@@ -467,19 +492,13 @@ def spearman(x, y, n_boot: int = 1000, ci: float = 0.95, seed: int = 0) -> Corre
     lo = hi = math.nan
     undefined = 0
     if n_boot > 0:
-        rng = np.random.default_rng(seed)
-        n = xa.size
-        chunk = max(1, _BOOT_BLOCK_ELEMENTS // n)
-        reps = []
-        for start in range(0, n_boot, chunk):
-            idx_BxN = rng.integers(0, n, size=(min(chunk, n_boot - start), n))
+
+        def rho_s(x_BxN, y_BxN, axis):
             # Spearman = Pearson of average ranks, exactly scipy's definition.
-            reps.append(
-                _rowwise_pearson(
-                    st.rankdata(xa[idx_BxN], axis=1), st.rankdata(ya[idx_BxN], axis=1)
-                )
-            )
-        reps_b = np.concatenate(reps)
+            return _rowwise_pearson(st.rankdata(x_BxN, axis=-1), st.rankdata(y_BxN, axis=-1))
+
+        batch = max(1, _BOOT_BLOCK_ELEMENTS // xa.size)
+        reps_b = _bootstrap_distribution((xa, ya), rho_s, n_boot, seed, batch)
         undefined = int(np.sum(np.isnan(reps_b)))
         lo, hi = _percentile_ci(reps_b, ci)
     return _correlation_result("spearman", res, xa.size, dropped, ci, n_boot, lo, hi, undefined)
@@ -499,16 +518,16 @@ def kendall(x, y, n_boot: int = 1000, ci: float = 0.95, seed: int = 0) -> Correl
     lo = hi = math.nan
     undefined = 0
     if n_boot > 0:
-        rng = np.random.default_rng(seed)
-        n = xa.size
-        reps_b = np.empty(n_boot)
-        for b in range(n_boot):
-            idx = rng.integers(0, n, size=n)
-            xb, yb = xa[idx], ya[idx]
-            if np.all(xb == xb[0]) or np.all(yb == yb[0]):
-                reps_b[b] = np.nan
-            else:
-                reps_b[b] = st.kendalltau(xb, yb).statistic
+
+        def tau_b(x_BxN, y_BxN, axis):
+            # kendalltau takes one pair of 1-D samples; a constant side leaves tau undefined.
+            out = np.full(x_BxN.shape[0], np.nan)
+            for b, (xb, yb) in enumerate(zip(x_BxN, y_BxN)):
+                if not (np.all(xb == xb[0]) or np.all(yb == yb[0])):
+                    out[b] = st.kendalltau(xb, yb).statistic
+            return out
+
+        reps_b = _bootstrap_distribution((xa, ya), tau_b, n_boot, seed)
         undefined = int(np.sum(np.isnan(reps_b)))
         lo, hi = _percentile_ci(reps_b, ci)
     return _correlation_result("kendall", res, xa.size, dropped, ci, n_boot, lo, hi, undefined)
@@ -567,6 +586,8 @@ def monotonic_trend_test(values, times=None) -> MannKendallResult:
     if n < 3:
         raise ValueError(f"values: need at least 3 non-NaN points for a trend test, got {n}")
 
+    # scipy has no Mann-Kendall test: kendalltau(times, values) is S / (n(n-1)/2) without ties, but
+    # its p-value has no continuity correction (and is exact below n = 50), so S, Var(S) and Z stay ours.
     norm = _stats().norm
     i, j = np.triu_indices(n, k=1)
     diff = x[j] - x[i]
@@ -588,7 +609,7 @@ def monotonic_trend_test(values, times=None) -> MannKendallResult:
         p_two_sided=float(2.0 * norm.sf(abs(z))),
         p_increasing=float(norm.sf(z)),
         tau=s / (n * (n - 1) / 2.0),
-        sen_slope=float(np.median(diff / (t[j] - t[i]))),
+        sen_slope=float(_stats().theilslopes(x, t).slope),
     )
 
 
@@ -621,8 +642,8 @@ def mean_ci(values, ci: float = 0.95) -> MeanCI:
     if n == 1:
         return MeanCI(mean=m, low=math.nan, high=math.nan, n=1, sem=math.nan, ci=ci)
     sem = float(np.std(x, ddof=1) / math.sqrt(n))
-    half = float(_stats().t.ppf(0.5 + ci / 2.0, df=n - 1)) * sem
-    return MeanCI(mean=m, low=m - half, high=m + half, n=n, sem=sem, ci=ci)
+    low, high = _stats().t.interval(ci, df=n - 1, loc=m, scale=sem)
+    return MeanCI(mean=m, low=float(low), high=float(high), n=n, sem=sem, ci=ci)
 
 
 # ---------------------------------------------------------------------------
@@ -841,21 +862,20 @@ def _check_counts(k, n) -> tuple[np.ndarray, np.ndarray]:
 def wilson_interval(successes, n, ci: float = 0.95):
     """Wilson score interval for a binomial rate k/n; returns (low, high).
 
-    ``successes``, ``n``: integer counts (broadcast), 0 ≤ k ≤ n, n > 0.
-    With z the two-sided normal quantile and p = k/n:
+    ``successes``, ``n``: integer counts (broadcast), 0 ≤ k ≤ n, n > 0. Each
+    element is ``scipy.stats.binomtest(k, n).proportion_ci(ci, method="wilson")``:
+    with z the two-sided normal quantile and p = k/n,
     centre = (p + z²/2n) / (1 + z²/n),
-    half-width = z·sqrt(p(1−p)/n + z²/4n²) / (1 + z²/n).
+    half-width = z·sqrt(p(1−p)/n + z²/4n²) / (1 + z²/n);
+    k = 0 gives a low of exactly 0, k = n a high of exactly 1.
     """
     ci = _check_ci(ci)
     k, n_ = _check_counts(successes, n)
-    z = _z(ci)
-    p = k / n_
-    den = 1.0 + z * z / n_
-    centre = (p + z * z / (2.0 * n_)) / den
-    half = z * np.sqrt(p * (1.0 - p) / n_ + z * z / (4.0 * n_ * n_)) / den
-    # Clip rounding noise at the boundaries (k = 0 or k = n give exactly 0 / 1).
-    low = np.clip(centre - half, 0.0, 1.0)
-    high = np.clip(centre + half, 0.0, 1.0)
+    k_b, n_b = np.broadcast_arrays(k, n_)
+    low, high = np.empty(k_b.shape), np.empty(k_b.shape)
+    binomtest = _stats().binomtest
+    for i in np.ndindex(k_b.shape):
+        low[i], high[i] = binomtest(int(k_b[i]), int(n_b[i])).proportion_ci(ci, method="wilson")
     scalar = k.ndim == 0 and n_.ndim == 0
     return _ret(low, scalar), _ret(high, scalar)
 

@@ -53,6 +53,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from cenas_jax.report import fmt  # noqa: E402 -- after the path set-up above, which makes the checkout importable
+from cenas_jax.report.plotting import pyplot  # noqa: E402 -- (the same)
+
 CONFIGS = ROOT / "experiments" / "configs"
 RUNS = ("fig2_delta_vs_full", "fig1_convergence", "ablation_novelty", "controls_frozen", "controls_mutation")
 LLAMA_FAMILY = ("llama", "mistral", "qwen2", "smollm", "smollm2")  # what cenas_jax.llm.model loads
@@ -469,15 +472,12 @@ def _walltime_section(plan: Plan) -> list[str]:
 
 
 def _fmt(x: Any, nd: int = 3) -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "–"
-    if isinstance(x, (int,)) and not isinstance(x, bool):
-        return f"{x:,}"
-    return f"{float(x):.{nd}f}"
+    """A count with thousands separators, any other number with ``nd`` decimals; – for None, NaN, ±inf."""
+    return fmt.num(x, "," if isinstance(x, int) and not isinstance(x, bool) else f".{nd}f", finite=True)
 
 
 def _ci(lo: Any, hi: Any, nd: int = 3) -> str:
-    return f"[{_fmt(lo, nd)}, {_fmt(hi, nd)}]"
+    return fmt.interval(lo, hi, f".{nd}f", finite=True)
 
 
 def _analyse(rd: Path):
@@ -495,7 +495,7 @@ def _analyse(rd: Path):
 def _planned_config(step: Step) -> Any:
     """The config a run step has (its directory's) or will have (its YAML + overrides)."""
     from cenas_jax.config import load_config
-    from cenas_jax.search.rundir import RunDir
+    from cenas_jax.rundir import RunDir
 
     if (step.out / "config.yaml").is_file():
         return RunDir(step.out).load_config()
@@ -556,15 +556,6 @@ def _fig1_section(a: Any, figdir: Path, run: str = "fig1_convergence", heading: 
     return out
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _int_ticks(*axes: Any) -> None:
     from matplotlib.ticker import MaxNLocator
 
@@ -573,7 +564,7 @@ def _int_ticks(*axes: Any) -> None:
 
 
 def _fig1_plot(a: Any, path: Path) -> str:
-    plt = _plt()
+    plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
     cyc = [c.cycle for c in a.cycles]
     m = [c.mean_q if c.mean_q is not None else math.nan for c in a.cycles]
@@ -657,7 +648,7 @@ def _fig2_section(a: Any, figdir: Path) -> list[str]:
 def _fig2_plot(a: Any, path: Path) -> str:
     from cenas_jax.report.analysis import PAPER
 
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
     for mode, mk, off in (("delta", "o-", -0.06), ("full", "s-", 0.06)):
         pc = a.modes[mode]["per_cycle"]
@@ -678,7 +669,7 @@ def _fig2_plot(a: Any, path: Path) -> str:
 
 
 def _per_cycle_plot(series: dict[str, list[tuple[int, float | None]]], ylabel: str, path: Path) -> str:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
     for label, pts in series.items():
         pts = [(t, v) for t, v in pts if v is not None]

@@ -5,22 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from programs import mlp
 
 from cenas_jax.config import RunConfig, from_dict, to_dict
-from cenas_jax.search.rundir import LoopState, RunDir
+from cenas_jax.rundir import LoopState, RunDir
 from cenas_jax.store import CandidateRow, RunStore
 
 ACTS = ("relu", "gelu", "tanh", "silu", "elu")
-
-
-def mlp(width: int, act: str = "relu", depth: int = 1) -> str:
-    """A valid digits MLP; (width, act, depth) make programs distinct."""
-    hidden = "".join(f"        x = nn.{act}(nn.Dense({width})(x))\n" for _ in range(depth))
-    return (
-        "import flax.linen as nn\n\n\nclass Net(nn.Module):\n    num_classes: int = 10\n\n    @nn.compact\n"
-        "    def __call__(self, x, train: bool = False):\n        x = x.reshape((x.shape[0], -1))\n"
-        f"{hidden}        return nn.Dense(self.num_classes)(x)\n"
-    )
 
 
 def make_run(

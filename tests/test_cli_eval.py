@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from programs import mlp
 
 from cenas_jax.candidates.contract import build_net, shape_check
 from cenas_jax.candidates.corpus import CorpusError, parse_entry
@@ -18,9 +19,7 @@ from cenas_jax.candidates.naming import NetNameError, select_net
 
 ROOT = Path(__file__).resolve().parents[1]
 ZOO = ROOT / "tests" / "data" / "zoo_resnet.py"
-MLP = ("import flax.linen as nn\n\n\nclass Net(nn.Module):\n    num_classes: int = 10\n\n    @nn.compact\n"
-       "    def __call__(self, x, train: bool = False):\n        x = x.reshape((x.shape[0], -1))\n"
-       "        return nn.Dense(self.num_classes)(nn.relu(nn.Dense(16)(x)))\n")
+MLP = mlp(16)
 CHEAP = ["--no-train", "--no-progress", "--set", "sandbox.workers=1", "--set", "sandbox.check_timeout_s=60"]
 
 

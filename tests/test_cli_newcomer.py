@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from cenas_jax.config import load_config
-from cenas_jax.search.rundir import LoopState, RunDir
+from cenas_jax.rundir import LoopState, RunDir
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "experiments" / "configs" / "quickstart.yaml"
@@ -65,7 +65,7 @@ def test_force_refuses_a_running_run_and_keeps_it(tmp_path):
     """A live run holds the run directory's lock: --force never replaces it (a run marked running that
     nobody holds was killed, and is replaceable as interrupted: tests/test_runlock.py)."""
     rd = fake_run(tmp_path / "r", "running", cycle=1, phase="train")
-    hold = "import sys, time\nfrom cenas_jax.search.rundir import lock_run_dir\n" \
+    hold = "import sys, time\nfrom cenas_jax.rundir import lock_run_dir\n" \
            "lock_run_dir(sys.argv[1], 'cenas run')\nprint('HELD', flush=True)\ntime.sleep(600)\n"
     holder = subprocess.Popen([sys.executable, "-c", hold, str(rd.path)], stdout=subprocess.PIPE, text=True)
     try:

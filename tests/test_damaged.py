@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from cenas_jax.config import load_config
-from cenas_jax.search.rundir import LoopState, RunDir
+from cenas_jax.rundir import LoopState, RunDir
 from cenas_jax.store import CandidateRow, RunStore
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cenas_jax.search.rundir import RunDir
+from cenas_jax.rundir import RunDir
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = """

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
+from programs import mlp
 
 from cenas_jax.candidates.sandbox import Candidate, Evaluator
 from cenas_jax.config import DataConfig, SandboxConfig, TrainConfig
@@ -33,19 +34,7 @@ pytestmark = pytest.mark.skipif(
     not FULL_ISOLATION, reason="the boundary tests need full isolation (Linux, run as root, as in DESIGN.md §3)"
 )
 
-NORMAL = """
-import flax.linen as nn
-
-
-class Net(nn.Module):
-    num_classes: int = 10
-
-    @nn.compact
-    def __call__(self, x, train: bool = False):
-        x = x.reshape((x.shape[0], -1))
-        x = nn.relu(nn.Dense(32)(x))
-        return nn.Dense(self.num_classes)(x)
-"""
+NORMAL = mlp(32)
 
 
 @dataclasses.dataclass(frozen=True)

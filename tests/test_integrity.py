@@ -16,6 +16,7 @@ import sys
 
 import numpy as np
 import pytest
+from programs import mlp
 
 from cenas_jax.candidates.sandbox import Candidate, Evaluator
 from cenas_jax.config import DataConfig, SandboxConfig, TrainConfig
@@ -23,19 +24,7 @@ from cenas_jax.data import load_dataset
 
 FULL_ISOLATION = sys.platform.startswith("linux") and os.geteuid() == 0
 
-GOOD = """
-import flax.linen as nn
-
-
-class Net(nn.Module):
-    num_classes: int = 10
-
-    @nn.compact
-    def __call__(self, x, train: bool = False):
-        x = x.reshape((x.shape[0], -1))
-        x = nn.relu(nn.Dense(32)(x))
-        return nn.Dense(self.num_classes)(x)
-"""
+GOOD = mlp(32)
 
 # Always-zero logits: argmax is class 0, whatever the weights.
 ZERO_NET = """
@@ -240,7 +229,7 @@ def test_a_search_with_a_forging_generation_completes_and_does_not_make_it_an_el
     from cenas_jax.config import load_config
     from cenas_jax.search.generator import ScriptedGenerator
     from cenas_jax.search.loop import SearchLoop
-    from cenas_jax.search.rundir import RunDir
+    from cenas_jax.rundir import RunDir
     from cenas_jax.store import RunStore
 
     @dataclasses.dataclass(frozen=True)

@@ -4,6 +4,7 @@ per-mode token limits, and the (prompt, completion) token split the CE update tr
 from __future__ import annotations
 
 import pytest
+from programs import mlp
 
 from cenas_jax.config import LLMConfig, LoRAConfig, SamplingConfig
 from cenas_jax.search import prompts
@@ -11,18 +12,7 @@ from cenas_jax.search.llm_generator import LLMGenerator
 
 pytestmark = pytest.mark.llm
 
-PROG = '''import flax.linen as nn
-
-
-class Net(nn.Module):
-    num_classes: int = 10
-
-    @nn.compact
-    def __call__(self, x, train: bool = False):
-        x = x.reshape((x.shape[0], -1))
-        x = nn.relu(nn.Dense(64)(x))
-        return nn.Dense(self.num_classes)(x)
-'''
+PROG = mlp(64)
 CHILD = PROG.replace("nn.Dense(64)", "nn.Dense(128)")
 
 

@@ -27,7 +27,7 @@ from cenas_jax.search.generator import ScriptedGenerator
 from cenas_jax.search.loop import SearchLoop
 from cenas_jax.search.mutation import MutationGenerator
 from cenas_jax.errors import UserError
-from cenas_jax.search.rundir import LoopState, RunDir
+from cenas_jax.rundir import LoopState, RunDir
 from cenas_jax.store import RunStore
 
 MLP = """import flax.linen as nn

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from cenas_jax.search.rundir import RunDir
+from cenas_jax.rundir import RunDir
 from cenas_jax.store import RunStore
 
 pytestmark = pytest.mark.llm

@@ -4,16 +4,16 @@ import csv
 
 import numpy as np
 import pytest
+from programs import mlp
 
 from cenas_jax import theory
 from cenas_jax.report.analysis import analyse, lineage_chain
 from cenas_jax.report.export import export_csv
 from cenas_jax.report.markdown import write_report
-from cenas_jax.search.rundir import LoopState, RunDir
+from cenas_jax.rundir import LoopState, RunDir
 from cenas_jax.config import RunConfig
 from cenas_jax.store import CandidateRow, RunStore
 
-SRC = "import flax.linen as nn\n\nclass Net(nn.Module):\n    num_classes: int = 10\n\n    @nn.compact\n    def __call__(self, x, train: bool = False):\n        x = x.reshape((x.shape[0], -1))\n        return nn.Dense(self.num_classes)(nn.relu(nn.Dense({w})(x)))\n"
 
 
 def _fill(path):
@@ -21,7 +21,7 @@ def _fill(path):
     RunDir(path).create(RunConfig(), {})
     s = RunStore(path)
     rid = s.create_run("main", {"search": {"cycles": 2, "candidates_per_cycle": 8}})
-    s.add_candidate(CandidateRow(id="L-a", source=SRC.format(w=1), run_id=rid, cycle=-1, idx=0, mode="corpus", dataset="digits"))
+    s.add_candidate(CandidateRow(id="L-a", source=mlp(1), run_id=rid, cycle=-1, idx=0, mode="corpus", dataset="digits"))
     s.add_evaluation("L-a", {"status": "ok", "accuracy": 0.5, "params": 10})
     s.set_cycle(rid, -1, reference={"digits": 0.5})
     plan = {
@@ -34,7 +34,7 @@ def _fill(path):
         for i, (mode, verdict, q, ntok) in enumerate(items):
             cid = f"s0-c{t:03d}-{i:03d}-a0"
             parent = "L-a" if t == 0 else "s0-c000-005-a0"
-            s.add_candidate(CandidateRow(id=cid, source=SRC.format(w=8 + 4 * i + 50 * t), run_id=rid, cycle=t, idx=i,
+            s.add_candidate(CandidateRow(id=cid, source=mlp(8 + 4 * i + 50 * t), run_id=rid, cycle=t, idx=i,
                                          mode=mode, parent_id=parent if mode == "delta" else None, dataset="digits",
                                          token_count=ntok))
             kind = {"invalid": "delta_apply" if mode == "delta" else "shape", "duplicate": "duplicate"}.get(verdict)
@@ -107,7 +107,7 @@ def test_elite_mass_figure_with_a_zero_mass_cycle(tmp_path):
 
     from cenas_jax.report import figures
 
-    ec = theory.elite_bound_check([[0.1, 0.2], [0.3]], 0.5, [4, 4])  # C_t = 0: Wilson low is ~1e-17, not 0
+    ec = theory.elite_bound_check([[0.1, 0.2], [0.3]], 0.5, [4, 4])  # C_t = 0: a zero-width lower error bar
     assert figures._save(figures._elite_mass(SimpleNamespace(elite_check=ec)), tmp_path / "e.png")
     assert (tmp_path / "e.png").stat().st_size > 5000
 
@@ -148,7 +148,7 @@ def _baseline_run(path, *, seeds=None, state=LoopState(cycle=1, phase="done", st
     corpus = {"mlp_small": 0.8, "lenet5": 0.6}
     for i, (name, acc) in enumerate(corpus.items()):
         cid = f"L-digits-{name}"
-        s.add_candidate(CandidateRow(id=cid, source=SRC.format(w=i + 1), run_id=rid, cycle=-1, idx=i, mode="corpus",
+        s.add_candidate(CandidateRow(id=cid, source=mlp(i + 1), run_id=rid, cycle=-1, idx=i, mode="corpus",
                                      dataset="digits"))
         s.add_evaluation(cid, {"status": "ok", "accuracy": acc, "params": 10, "seed_accuracies": (seeds or {}).get(name, [acc]),
                                "degenerate": []}, dataset="digits")
@@ -156,7 +156,7 @@ def _baseline_run(path, *, seeds=None, state=LoopState(cycle=1, phase="done", st
     cands = {"lin": (0.8 + 1 / n, ["linear: the logits are an affine function of the input"]), "good": (0.95, [])}
     for i, (name, (acc, flags)) in enumerate(cands.items()):
         cid = f"s0-c000-{i:03d}-a0"
-        s.add_candidate(CandidateRow(id=cid, source=SRC.format(w=10 + i), run_id=rid, cycle=0, idx=i, mode="full", dataset="digits"))
+        s.add_candidate(CandidateRow(id=cid, source=mlp(10 + i), run_id=rid, cycle=0, idx=i, mode="full", dataset="digits"))
         s.update_candidate(cid, verdict="accepted", quality=acc / 0.7)
         s.add_evaluation(cid, {"status": "ok", "accuracy": acc, "params": 20, "degenerate": flags,
                                "seed_accuracies": (seeds or {}).get(name, [acc])}, dataset="digits")

@@ -228,7 +228,7 @@ def test_makefile_targets_call_the_entry_point():
 
 
 def test_execute_skips_finished_steps_resumes_interrupted_runs_and_runs_the_rest(tmp_path, monkeypatch):
-    from cenas_jax.search.rundir import LoopState, RunDir
+    from cenas_jax.rundir import LoopState, RunDir
 
     out = tmp_path / "rs"
     plan = rp.small_plan(out)

@@ -5,23 +5,12 @@ from __future__ import annotations
 import zlib
 
 import pytest
+from programs import mlp
 
 from cenas_jax.candidates.sandbox import Candidate, Evaluator
 from cenas_jax.config import DataConfig, SandboxConfig, TrainConfig
 
-MLP = """
-import flax.linen as nn
-
-
-class Net(nn.Module):
-    num_classes: int = 10
-
-    @nn.compact
-    def __call__(self, x, train: bool = False):
-        x = x.reshape((x.shape[0], -1))
-        x = nn.relu(nn.Dense(32)(x))
-        return nn.Dense(self.num_classes)(x)
-"""
+MLP = mlp(32)
 
 
 def _sandbox() -> SandboxConfig:

@@ -17,12 +17,12 @@ import pytest
 
 from cenas_jax.errors import UserError
 from cenas_jax.search.loop import EXIT_INTERRUPTED
-from cenas_jax.search.rundir import LoopState, RunDir, lock_holder, lock_run_dir
+from cenas_jax.rundir import LoopState, RunDir, lock_holder, lock_run_dir
 from cenas_jax.store import RunStore
 
 HOLD = """
 import sys, time
-from cenas_jax.search.rundir import lock_run_dir
+from cenas_jax.rundir import lock_run_dir
 lock_run_dir(sys.argv[1], "test holder")
 print("HELD", flush=True)
 time.sleep(600)

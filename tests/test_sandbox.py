@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from programs import mlp
 
 from cenas_jax.candidates import sandbox
 from cenas_jax.candidates.sandbox import Candidate, EvalRecord, Evaluator
@@ -21,19 +22,7 @@ from cenas_jax.config import DataConfig, SandboxConfig, TrainConfig
 
 LINUX_ROOT = sys.platform.startswith("linux") and os.geteuid() == 0
 
-MLP = """
-import flax.linen as nn
-
-
-class Net(nn.Module):
-    num_classes: int = 10
-
-    @nn.compact
-    def __call__(self, x, train: bool = False):
-        x = x.reshape((x.shape[0], -1))
-        x = nn.relu(nn.Dense(32)(x))
-        return nn.Dense(self.num_classes)(x)
-"""
+MLP = mlp(32)
 MLP_PARAMS = 64 * 32 + 32 + 32 * 10 + 10  # digits: 8x8x1 inputs
 
 LOOP = "import flax.linen as nn\nwhile True:\n    pass\n"

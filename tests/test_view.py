@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 
 import pytest
-from synthetic_run import make_run, mlp
+from programs import mlp
+from synthetic_run import make_run
 
 from cenas_jax.store import CandidateRow, RunStore
 from cenas_jax.view import data

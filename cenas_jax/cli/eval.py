@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from cenas_jax.report import fmt
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -74,7 +76,7 @@ def _read(paths: list[str]) -> list[tuple[str, str | None, str | None]]:
 
 
 def _fmt(value, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
+    return fmt.num(value, spec, missing="-")
 
 
 MESSAGE_COLUMN = 100

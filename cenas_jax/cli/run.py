@@ -71,7 +71,7 @@ def _build(cfg, run_dir: Path, new: bool, progress: bool, redo_update: bool = Fa
     from cenas_jax.candidates.sandbox import Evaluator
     from cenas_jax.search.llm_generator import LLMGenerator
     from cenas_jax.search.loop import SearchLoop, select_corpus
-    from cenas_jax.search.rundir import build_manifest
+    from cenas_jax.rundir import build_manifest
 
     corpus = select_corpus(cfg.search)
     if cfg.search.generator == "mutation":
@@ -142,7 +142,7 @@ def _guarded(fn):
 def cmd_run(args: argparse.Namespace) -> int:
     from cenas_jax.config import load_config
     from cenas_jax.search import preflight
-    from cenas_jax.search.rundir import RunDir, lock_run_dir
+    from cenas_jax.rundir import RunDir, lock_run_dir
 
     overrides = list(args.overrides) + ([f"data.data_dir={args.data_dir}"] if args.data_dir else [])
     cfg = load_config(args.config, overrides)
@@ -161,7 +161,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from cenas_jax.search import preflight
-    from cenas_jax.search.rundir import LoopState, RunDir, lock_run_dir
+    from cenas_jax.rundir import LoopState, RunDir, lock_run_dir
 
     rd = RunDir(args.run_dir)
     rd.load_state()  # a missing or unreadable run directory is an error before anything is created
@@ -208,7 +208,7 @@ def _check_store(rd, state) -> None:
 
 def cmd_runs(args: argparse.Namespace) -> int:
     from cenas_jax.errors import UserError
-    from cenas_jax.search.rundir import RunDir, lock_holder
+    from cenas_jax.rundir import RunDir, lock_holder
 
     root = Path(args.directory)
     if not root.is_dir():

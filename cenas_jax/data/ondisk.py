@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from cenas_jax.data import formats, images
-from cenas_jax.data.catalog import Probe, Shipped, Spec
+from cenas_jax.data.spec import Probe, Shipped, Spec
 from cenas_jax.errors import UserError
 
 # ---------------------------------------------------------------------------

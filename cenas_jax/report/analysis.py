@@ -24,7 +24,11 @@ from typing import Any
 import numpy as np
 
 from cenas_jax import theory
-from cenas_jax.search.rundir import PHASE_ORDER
+from cenas_jax.config import DataConfig, from_dict
+from cenas_jax.data import load_dataset
+from cenas_jax.errors import UserError
+from cenas_jax.programs import mean_pairwise_jaccard
+from cenas_jax.rundir import PHASE_ORDER, RunDir
 from cenas_jax.store import RunStore
 
 VALID_VERDICTS = ("valid", "accepted", "duplicate")
@@ -146,8 +150,6 @@ def analyse(run_dir: str | Path, migrate: bool = True) -> RunAnalysis:
     with RunStore(run_dir, create=False, migrate=migrate) as store:
         run = store.get_run("main")
         if run is None:
-            from cenas_jax.errors import UserError
-
             raise UserError(f"{run_dir}: the store holds no run named 'main'")
         rid = run["id"]
         rows = store.candidates(run_id=rid)
@@ -219,8 +221,6 @@ def analyse(run_dir: str | Path, migrate: bool = True) -> RunAnalysis:
         st.distinct_structures = len({structure[r["id"]] for r in rs if r["verdict"] == "accepted" and r["id"] in structure})
         accepted_src = [r["source"] for r in rs if r["verdict"] == "accepted"]
         if len(accepted_src) >= 2:
-            from cenas_jax.search.novelty import mean_pairwise_jaccard
-
             st.diversity = float(mean_pairwise_jaccard(accepted_src))
         cycles.append(st)
 
@@ -282,9 +282,6 @@ def analyse(run_dir: str | Path, migrate: bool = True) -> RunAnalysis:
 
 def _run_status(run_dir: Path, store_status: str | None) -> tuple[str, tuple[int, str] | None]:
     """The run's status and the (cycle, phase) it would continue at (None when finished), from state.json."""
-    from cenas_jax.errors import UserError
-    from cenas_jax.search.rundir import RunDir
-
     try:
         st = RunDir(run_dir).load_state()
     except UserError:
@@ -335,9 +332,6 @@ def _noise(dataset: str, evaluations: list[dict[str, Any]], config: dict[str, An
 
 def _validation_size(dataset: str, config: dict[str, Any]) -> int | None:
     """Images in the run's validation split of ``dataset`` (None when it cannot be read here)."""
-    from cenas_jax.config import DataConfig, from_dict
-    from cenas_jax.data import load_dataset
-
     try:
         cfg = from_dict(DataConfig, {**(config.get("data") or {}), "name": dataset})
         return int(len(load_dataset(cfg).y_val))

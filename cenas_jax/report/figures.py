@@ -7,15 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from cenas_jax.report.analysis import RunAnalysis, lineage_chain
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from cenas_jax.report.plotting import pyplot
 
 
 def cycle_axis(ax, cycles) -> None:
@@ -50,7 +42,7 @@ def legend_outside(fig, ax, handles=None, labels=None, fontsize: int = 7) -> Non
 def _save(fig, path: Path) -> bool:
     """Tight bounding box (legends outside the axes included), write the PNG, free the figure."""
     fig.savefig(path, dpi=110, bbox_inches="tight")
-    _plt().close(fig)
+    pyplot().close(fig)
     return True
 
 
@@ -94,7 +86,7 @@ def _quality(a: RunAnalysis):
     cs = [c for c in a.cycles if c.qualities]
     if not cs:
         return None
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4))
     t = np.array([c.cycle for c in cs])
     m = np.array([c.mean_q for c in cs], dtype=float)
@@ -130,7 +122,7 @@ def _elite_mass(a: RunAnalysis):
     ec = a.elite_check
     if ec is None:
         return None
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4))
     t = np.arange(len(ec.mass))
     yerr = np.clip([ec.mass - ec.low, ec.high - ec.mass], 0, None)  # Wilson limits can sit 1e-17 past the rate
@@ -148,7 +140,7 @@ def _elite_mass(a: RunAnalysis):
 def _valid_rate(a: RunAnalysis):
     if not a.modes:
         return None
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4))
     for i, (mode, d) in enumerate(sorted(a.modes.items())):
         pts = [(t, v) for t, v in d["per_cycle"].items() if v is not None]
@@ -175,7 +167,7 @@ def _errors(a: RunAnalysis):
     kinds = sorted({k for c in a.cycles for k in c.error_kinds})
     if not kinds:
         return None
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4))
     t = np.array([c.cycle for c in a.cycles])
     bottom = np.zeros(len(t))
@@ -195,7 +187,7 @@ def _errors(a: RunAnalysis):
 def _novelty(a: RunAnalysis):
     if not a.cycles:
         return None
-    plt = _plt()
+    plt = pyplot()
     fig, ax1 = plt.subplots(figsize=(6.4, 4))
     t = np.array([c.cycle for c in a.cycles])
     ax1.bar(t, [c.duplicates for c in a.cycles], color="C1", alpha=0.6, label="novelty rejections")
@@ -225,7 +217,7 @@ LINEAGE_SHIFT = 0.07
 def _lineage(a: RunAnalysis):
     if not a.best:
         return None
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4))
     n = min(len(a.best), 5)
     roots: dict[str, tuple[float, float]] = {}

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from cenas_jax.report.analysis import BEATS_Z, PAPER, RunAnalysis, analyse, lineage_chain
 from cenas_jax.report.figures import write_figures
-
-
-def _f(x: float | None, nd: int = 3) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "–"
-    return f"{x:.{nd}f}"
+from cenas_jax.report.fmt import num
 
 
 def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
@@ -43,18 +37,18 @@ def render(a: RunAnalysis, figs: dict[str, str]) -> str:
     L += _corpus_lines(a)
 
     L.append("## Per cycle\n")
-    cq = _f(a.corpus_best_q)
+    cq = num(a.corpus_best_q)
     L.append("| cycle | generated | unchecked | valid | accepted | dup. rejected | trained | mean Q [95% CI] | median Q | "
              "best Q (cycle) | best so far | best corpus Q | beat corpus | degenerate | γ_t | elites | "
              "diversity (mean Jaccard) | distinct structures | s |")
     L.append("|" + "---|" * 19)
     for c in a.cycles:
-        ci = f"{_f(c.mean_q)} [{_f(c.q_low)}, {_f(c.q_high)}]" if c.mean_q is not None else "–"
-        med = _f(c.quantiles[1]) if c.quantiles else "–"
+        ci = f"{num(c.mean_q)} [{num(c.q_low)}, {num(c.q_high)}]" if c.mean_q is not None else "–"
+        med = num(c.quantiles[1]) if c.quantiles else "–"
         name = f"{c.cycle}" + ("" if c.complete else " (incomplete)")
         L.append(f"| {name} | {c.generated} | {c.unchecked} | {c.valid} | {c.accepted} | {c.duplicates} | {c.trained} | {ci} | "
-                 f"{med} | {_f(c.best_q)} | {_f(c.best_so_far)} | {cq} | {c.beats_corpus} | {c.degenerate} | {_f(c.gamma)} | "
-                 f"{len(c.elites)} | {_f(c.diversity, 2)} | {c.distinct_structures} | {_f(c.seconds, 0)} |")
+                 f"{med} | {num(c.best_q)} | {num(c.best_so_far)} | {cq} | {c.beats_corpus} | {c.degenerate} | {num(c.gamma)} | "
+                 f"{len(c.elites)} | {num(c.diversity, '.2f')} | {c.distinct_structures} | {num(c.seconds, '.0f')} |")
     L.append("")
     L.append(f"*beat corpus*: trained candidates whose accuracy exceeds the best corpus program's on the same dataset "
              f"by more than {BEATS_Z:g} standard errors of the difference (the proxy's noise, below). *unchecked*: "
@@ -78,7 +72,7 @@ def render(a: RunAnalysis, figs: dict[str, str]) -> str:
         for t, ls in sorted(a.finetune_losses.items()):
             name = "warm start" if t == -1 else f"cycle {t}"
             if ls:
-                L.append(f"| {name} | {len(ls)} | {_f(ls[0], 2)} | {_f(ls[-1], 2)} |")
+                L.append(f"| {name} | {len(ls)} | {num(ls[0], '.2f')} | {num(ls[-1], '.2f')} |")
         L.append("")
 
     L.append("## Best architectures\n")
@@ -86,7 +80,7 @@ def render(a: RunAnalysis, figs: dict[str, str]) -> str:
         L.append("No candidate was trained successfully.\n")
     for i, b in enumerate(a.best, 1):
         chain = " ← ".join(lineage_chain(a, b["id"]))
-        L.append(f"### {i}. `{b['id']}` — Q {_f(b['quality'])}, accuracy {_f(b['accuracy'])}, "
+        L.append(f"### {i}. `{b['id']}` — Q {num(b['quality'])}, accuracy {num(b['accuracy'])}, "
                  f"{b['params'] or 0:,} params, dataset {b['dataset']}, {b['mode']}\n")
         L.append(_vs_corpus_line(a, b) + "\n")
         if b.get("degenerate"):
@@ -118,7 +112,7 @@ def theory_rows(a: RunAnalysis) -> list[tuple[str, str, str]]:
         unchecked = f" ({d['unchecked']} unchecked left out)" if d.get("unchecked") else ""
         rows.append((f"valid rate, {mode}",
                      f"{d['rate']:.3f} [{d['low']:.3f}, {d['high']:.3f}] of {d['generated']} checked{unchecked}, "
-                     f"n̄ = {_f(d['mean_tokens'], 0)} tokens", f"{PAPER['r_' + mode]:.3f}"))
+                     f"n̄ = {num(d['mean_tokens'], '.0f')} tokens", f"{PAPER['r_' + mode]:.3f}"))
     m = a.markov
     if m.get("measured_ratio") is not None:
         pred = f"; Markov prediction {m['predicted_ratio']:.2f} (ε̂ = {m['eps_hat']:.2e})" if "predicted_ratio" in m else ""
@@ -182,13 +176,13 @@ def _corpus_lines(a: RunAnalysis) -> list[str]:
          "| program | dataset | accuracy | Q | params | flags |", "|---|---|---|---|---|---|"]
     for c in a.corpus:
         flags = ", ".join(f.split(":", 1)[0] for f in c.get("degenerate") or []) or ("failed: " + c["error_kind"] if c.get("error_kind") else "")
-        L.append(f"| {c['name']} | {c['dataset']} | {_f(c['accuracy'])} | {_f(c['quality'])} | "
+        L.append(f"| {c['name']} | {c['dataset']} | {num(c['accuracy'])} | {num(c['quality'])} | "
                  f"{(c['params'] or 0):,} | {flags} |")
     L.append("")
     for ds, b in sorted(a.corpus_best.items()):
         nz = a.noise.get(ds)
         se = nz.se(b["accuracy"], len(b.get("seed_accuracies") or []) or 1) if nz else None
-        L.append(f"Best corpus program on {ds}: `{b['name']}`, accuracy {_f(b['accuracy'])}, Q {_f(b['quality'])}; "
+        L.append(f"Best corpus program on {ds}: `{b['name']}`, accuracy {num(b['accuracy'])}, Q {num(b['quality'])}; "
                  f"proxy noise: {nz.describe() if nz else 'unknown'}"
                  + (f" (standard error of its accuracy {se:.4f})" if se is not None else "") + ".\n")
     return L

@@ -62,110 +62,20 @@ evaluator, not this filter, catches such renamed duplicates.
 
 from __future__ import annotations
 
-import io
-import itertools
 import math
-import re
-import tokenize
 from dataclasses import dataclass
-from typing import Iterable, Literal, Sequence
+from typing import Iterable, Literal
 
 from datasketch import MinHash, MinHashLSH
 
 from cenas_jax.config import NoveltyConfig
 
-TOKEN_RE = re.compile(r"[A-Za-z_]\w*|[^\s]")
+# The shingles and exact Jaccard live with the other pure functions of program text (the report uses them too).
+from cenas_jax.programs import TOKEN_RE, code_tokens, exact_jaccard, mean_pairwise_jaccard, normalize_code, shingles
+
 SCHEME = "affine32"  # datasketch's hashing scheme, pinned so that a library default change cannot alter signatures
-_SEP = "\x1f"  # joins the tokens of a shingle; never inside a token
 
 Mode = Literal["full", "delta"]
-
-_SKIP = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.ENCODING, tokenize.ENDMARKER}
-_STATEMENT_START = {tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.NL, tokenize.ENCODING}
-
-
-def _strip_with_tokenize(source: str) -> str:
-    """Code without comments and docstrings (bare string statements), via ``tokenize``."""
-    toks = list(tokenize.generate_tokens(io.StringIO(source).readline))
-    kept: list[str] = []
-    i = 0
-    prev_type = tokenize.NEWLINE
-    while i < len(toks):
-        tok = toks[i]
-        if tok.type == tokenize.STRING and prev_type in _STATEMENT_START:
-            # A statement made only of (implicitly concatenated) strings is a docstring / comment string.
-            j = i
-            while j < len(toks) and toks[j].type in (tokenize.STRING, tokenize.NL, tokenize.COMMENT):
-                j += 1
-            if j >= len(toks) or toks[j].type in (tokenize.NEWLINE, tokenize.ENDMARKER, tokenize.DEDENT):
-                i = j
-                continue
-        if tok.type not in _SKIP:
-            kept.append(tok.string)
-        if tok.type not in (tokenize.COMMENT,):
-            prev_type = tok.type
-        i += 1
-    return "\n".join(kept)
-
-
-_REGEX_STRIP = re.compile(r'"""[\s\S]*?(?:"""|$)|\'\'\'[\s\S]*?(?:\'\'\'|$)|#[^\n]*')
-
-
-def normalize_code(source: str) -> str:
-    """``source`` without comments and docstrings; whitespace is irrelevant to what follows.
-
-    Uses ``tokenize``; code it cannot tokenize (unterminated strings, bad
-    dedents) falls back to a regex strip of triple-quoted strings and ``#``
-    comments.
-    """
-    source = source.replace("\r\n", "\n").replace("\r", "\n")
-    try:
-        return _strip_with_tokenize(source)
-    except (tokenize.TokenError, IndentationError, SyntaxError):
-        return _REGEX_STRIP.sub(" ", source)
-
-
-def code_tokens(source: str) -> list[str]:
-    """The tokens of the normalised code, matched by ``[A-Za-z_]\\w*|[^\\s]``."""
-    return TOKEN_RE.findall(normalize_code(source))
-
-
-def shingles(source: str, k: int = 7) -> set[str]:
-    """The set of k-token shingles of ``source`` (one shingle of all tokens when there are fewer than k)."""
-    toks = code_tokens(source)
-    if not toks:
-        return set()
-    if len(toks) < k:
-        return {_SEP.join(toks)}
-    return {_SEP.join(toks[i : i + k]) for i in range(len(toks) - k + 1)}
-
-
-def exact_jaccard(a: str, b: str, k: int = 7) -> float:
-    """Exact Jaccard similarity of the shingle sets of two programs (1.0 for two empty programs)."""
-    sa, sb = shingles(a, k), shingles(b, k)
-    if not sa and not sb:
-        return 1.0
-    return len(sa & sb) / len(sa | sb)
-
-
-def _set_jaccard(sa: set[str], sb: set[str]) -> float:
-    if not sa and not sb:
-        return 1.0
-    return len(sa & sb) / len(sa | sb)
-
-
-def mean_pairwise_jaccard(sources: Sequence[str], k: int = 7) -> float:
-    """Mean exact Jaccard similarity over all pairs (diversity of a cycle); NaN with fewer than 2 programs.
-
-    Exact on shingle sets, not the MinHash estimate: a cycle holds tens of
-    programs, so the O(n²) set operations are cheap and the figure has no
-    estimation noise.
-    """
-    sets = [shingles(s, k) for s in sources]
-    if len(sets) < 2:
-        return math.nan
-    sims = [_set_jaccard(a, b) for a, b in itertools.combinations(sets, 2)]
-    return sum(sims) / len(sims)
 
 
 def resample_temperatures(base: float, bump: float, k: int) -> list[float]:

@@ -8,12 +8,16 @@ written, instead of after the LLM has loaded and left a failed run behind.
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
+import time
 from pathlib import Path
 
-from cenas_jax.config import RunConfig
+import yaml
+
+from cenas_jax.config import RunConfig, apply_overrides, from_dict, to_dict
 from cenas_jax.errors import UserError
-from cenas_jax.search.rundir import RunDir, lock_holder
+from cenas_jax.rundir import RunDir, lock_holder, write_atomic
 
 
 def check_inputs(cfg: RunConfig) -> None:
@@ -105,8 +109,6 @@ def _count_candidates(rd: RunDir) -> int | None:
 
 def resume_overrides(rd: RunDir, overrides: list[str]) -> tuple[RunConfig, list[dict]]:
     """The stored config with ``--set`` overrides applied, and the changes (key, old, new) they make."""
-    from cenas_jax.config import apply_overrides, from_dict, to_dict
-
     old = rd.load_config()
     if not overrides:
         return old, []
@@ -147,14 +149,6 @@ def check_resume_changes(state, changes: list[dict]) -> None:
 
 def record_changes(rd: RunDir, cfg: RunConfig, changes: list[dict]) -> None:
     """Write the changed config to config.yaml and append the change to manifest.json's ``config_changes``."""
-    import json
-    import time
-
-    import yaml
-
-    from cenas_jax.config import to_dict
-    from cenas_jax.search.rundir import write_atomic
-
     manifest = rd.manifest()
     manifest.setdefault("config_changes", []).append(
         {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "changes": changes})

@@ -29,16 +29,14 @@ the model produced).
 
 from __future__ import annotations
 
-import ast
 import hashlib
-import io
 import string
-import tokenize
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
+from cenas_jax.programs import clean_program  # shown and trained code-only; defined with the report's helpers
 from cenas_jax.search.delta import EDIT_FORMATS, REPLACE_MARK, SEARCH_MARK, make_edit
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
@@ -136,55 +134,6 @@ def _task_text(dataset: str | None, input_shape: Sequence[int] | None, num_class
     if num_classes is not None:
         parts.append(f"{int(num_classes)} classes")
     return ", ".join(parts) + "."
-
-
-@lru_cache(maxsize=4096)
-def clean_program(source: str) -> str:
-    """``source`` as the LLM sees and writes programs: without docstrings, comments and blank-line runs.
-
-    Measured on SmolLM2-135M after a warm start on the commented corpus: half of its full
-    programs opened with a docstring and ran on in prose or repeated lines until the token
-    limit. Shown and trained code-only, it starts with the imports. Delta edits are made
-    and applied against the cleaned parent. Source that does not parse (or would not after
-    cleaning) comes back with only its line ends normalised.
-    """
-    source = source.replace("\r\n", "\n").replace("\r", "\n")
-    try:
-        tree = ast.parse(source)
-        toks = list(tokenize.generate_tokens(io.StringIO(source).readline))
-    except (SyntaxError, ValueError, tokenize.TokenError, IndentationError):
-        return source.strip("\n") + "\n"
-    drop: set[int] = set()
-    for node in ast.walk(tree):
-        body = getattr(node, "body", None)
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body:
-            first = body[0]
-            if (len(body) > 1 and isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
-                    and isinstance(first.value.value, str)):
-                drop.update(range(first.lineno, (first.end_lineno or first.lineno) + 1))
-    lines = source.split("\n")
-    cut: dict[int, int] = {}  # line -> column where a comment starts
-    for t in toks:
-        if t.type == tokenize.COMMENT:
-            cut[t.start[0]] = t.start[1]
-    out: list[str] = []
-    for i, line in enumerate(lines, 1):
-        if i in drop:
-            continue
-        if i in cut:
-            line = line[: cut[i]].rstrip()
-            if not line.strip():
-                continue  # a comment line
-        line = line.rstrip()
-        if not line and (not out or not out[-1]):
-            continue  # one blank line at most, none at the start
-        out.append(line)
-    cleaned = "\n".join(out).strip("\n") + "\n"
-    try:
-        ast.parse(cleaned)
-    except SyntaxError:
-        return source.strip("\n") + "\n"
-    return cleaned
 
 
 def _program_text(source: str) -> str:

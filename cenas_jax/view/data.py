@@ -8,12 +8,15 @@ messages) is passed through as data; the page puts it into the DOM as text, neve
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import os
 from pathlib import Path
 from typing import Any
 
 from cenas_jax.errors import UserError
+from cenas_jax.programs import clean_program
+from cenas_jax.proxy_snr import RESULT_JSON
 from cenas_jax.report.analysis import RunAnalysis, analyse, beats_corpus, lineage_chain
 from cenas_jax.report.markdown import theory_rows
 from cenas_jax.store import STORE_FILENAME, RunStore
@@ -188,8 +191,6 @@ def candidate(run_dir: Path, candidate_id: str, analysis: RunAnalysis | None = N
     diff = None
     if parent is not None:
         # Against the parent as the prompt showed it (no docstrings or comments): the edit the LLM made.
-        from cenas_jax.search.prompts import clean_program
-
         shown = clean_program(parent["source"])
         diff = "".join(difflib.unified_diff(shown.splitlines(keepends=True),
                                             (r["source"] or "").splitlines(keepends=True),
@@ -211,10 +212,6 @@ def candidate(run_dir: Path, candidate_id: str, analysis: RunAnalysis | None = N
 
 def proxy_snr(name: str, out_dir: Path) -> dict[str, Any]:
     """A ``cenas proxy-snr`` result (its ``proxy_snr.json``): the SNR and each predicted against measured ρ_S."""
-    import json
-
-    from cenas_jax.proxy_snr import RESULT_JSON
-
     base: dict[str, Any] = {"name": name, "path": str(out_dir)}
     try:
         doc = json.loads((out_dir / RESULT_JSON).read_text())

@@ -17,6 +17,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
 
+from cenas_jax.errors import UserError
+
 # Plotly sets element styles through the CSSOM (allowed); 'unsafe-inline' for styles only, never scripts.
 CSP_SERVED = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
               "connect-src 'self'; font-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
@@ -32,8 +34,6 @@ def plotly_js() -> bytes:
     try:
         return resources.files("plotly").joinpath("package_data", "plotly.min.js").read_bytes()
     except (ModuleNotFoundError, FileNotFoundError) as e:
-        from cenas_jax.errors import UserError
-
         raise UserError(f"the live view needs the plotly package (`make install` installs it): {e}") from None
 
 

@@ -10,6 +10,11 @@ evaluations' degeneracy flags):
 - ``seed_scores``: the per-seed accuracies of an evaluation.
 - ``errors``: the error of a failed evaluation (kind from the fixed taxonomy, stage, message).
 
+The phases ask their questions through named queries that return frozen dataclasses, each question defined
+here once: ``latest_evaluation(s)`` (a candidate's latest ok evaluation for a budget), ``trained_candidates``,
+``cycle_elites`` / ``elites_before``, ``reference_accuracies`` / ``corpus_reference``. Verdicts and evaluation
+statuses are ``StrEnum``s stored as their readable strings.
+
 Every public write is one transaction, so a kill leaves either the whole record or
 none of it. The schema is versioned (``PRAGMA user_version``); ``MIGRATIONS`` takes
 an older store forward, and a store from a newer version is refused with a clear error.
@@ -610,9 +615,9 @@ class RunStore:
         compile_s, train_s, wall_s, structure_hash, seed_accuracies. Returns the evaluation id.
         """
         status = record.get("status")
-        if status not in ("ok", "error"):
+        if status not in (EvalStatus.OK, EvalStatus.ERROR):
             raise ValueError(f"evaluation record for {candidate_id}: status must be 'ok' or 'error', got {status!r}")
-        if status == "error" and not record.get("error_kind"):
+        if status == EvalStatus.ERROR and not record.get("error_kind"):
             raise ValueError(f"evaluation record for {candidate_id}: an error record needs an error_kind")
         with self.transaction() as c:
             if not c.execute("SELECT 1 FROM candidates WHERE id = ?", (candidate_id,)).fetchone():
@@ -632,7 +637,7 @@ class RunStore:
             eval_id = int(c.lastrowid)
             for seed, acc in enumerate(record.get("seed_accuracies") or ()):
                 c.execute("INSERT INTO seed_scores(evaluation_id, seed, accuracy) VALUES (?,?,?)", (eval_id, seed, _num(acc)))
-            if status == "error":
+            if status == EvalStatus.ERROR:
                 c.execute(
                     "INSERT INTO errors(evaluation_id, candidate_id, kind, stage, message) VALUES (?,?,?,?,?)",
                     (eval_id, candidate_id, record["error_kind"], record.get("stage"), record.get("error_message")),

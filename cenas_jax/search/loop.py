@@ -46,7 +46,7 @@ from cenas_jax.search.novelty import NoveltyFilter
 from cenas_jax.errors import UserError
 from cenas_jax.search.rundir import PHASE_ORDER, LoopState, RunDir, lock_run_dir
 from cenas_jax.search.update import WARM_START_RECIPE  # noqa: F401 - re-exported: where it used to live
-from cenas_jax.store import CHECK, PROXY, VALID_VERDICTS, CandidateRow, References, RunStore, Verdict
+from cenas_jax.store import CHECK, PROXY, VALID_VERDICTS, CandidateRow, EvalStatus, References, RunStore, Verdict
 
 
 
@@ -457,7 +457,7 @@ class SearchLoop:
                     todo.append(Candidate(id=cid, source=entry.source, dataset=ds))
         if todo:
             self.echo(f"reference: training the {len(self.corpus)}-program corpus on {', '.join(self._datasets())}")
-            self._evaluate_and_store(todo, train=True, budget="proxy", desc="reference")
+            self._evaluate_and_store(todo, train=True, budget=PROXY, desc="reference")
         refs = self.store.corpus_reference(self.run_id)
         self.store.set_cycle(self.run_id, -1, reference=dict(refs))
         self._refs = None  # read back from the record from now on
@@ -679,7 +679,7 @@ class SearchLoop:
             att.stored[sl.index] = self.store.get_candidate(att.stored[sl.index]["id"])
 
     def _set_check_verdict(self, rec: dict[str, Any]) -> None:
-        if rec["status"] != "ok":
+        if rec["status"] != EvalStatus.OK:
             self.store.update_candidate(rec["candidate_id"], verdict=Verdict.INVALID, error_kind=rec["error_kind"],
                                         error_message=rec.get("error_message"))
         else:

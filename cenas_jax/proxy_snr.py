@@ -404,11 +404,12 @@ def _open_run(run_dir: Path):
 
 def _stored_seed_scores(store, run_id: int) -> dict[str, tuple[float, ...]]:
     """Candidate id -> per-seed accuracies of its latest successful proxy evaluation."""
+    from cenas_jax.store import PROXY
+
     out: dict[str, tuple[float, ...]] = {}
-    for e in store.evaluations(budget="proxy", run_id=run_id):
-        if e["status"] == "ok":
-            seeds = tuple(float(x) for x in e["seed_accuracies"] if x is not None)
-            out[e["candidate_id"]] = seeds if seeds else ((float(e["accuracy"]),) if e["accuracy"] is not None else ())
+    for cid, e in store.latest_evaluations(run_id, PROXY).items():
+        seeds = tuple(float(x) for x in e.seed_accuracies if x is not None)
+        out[cid] = seeds if seeds else ((float(e.accuracy),) if e.accuracy is not None else ())
     return out
 
 

@@ -97,37 +97,32 @@ def _finite(v: Any) -> Any:
 
 def select_top(store: Any, run_id: int, top: int, include_corpus: bool = False) -> list[dict[str, Any]]:
     """The ``top`` trained candidates of a run by proxy Q (report order), identical sources once, + corpus rows."""
-    proxy = {}
-    for e in store.evaluations(run_id=run_id, budget="proxy"):
-        if e["status"] == "ok":
-            proxy[e["candidate_id"]] = e
-    rows = [r for r in store.candidates(run_id=run_id)
-            if r["cycle"] is not None and r["cycle"] >= 0 and r["quality"] is not None and r["id"] in proxy]
-    rows.sort(key=lambda r: (-r["quality"], proxy[r["id"]].get("params") or 0, r["cycle"], r["idx"] or 0))
+    from cenas_jax.store import PROXY
+
+    trained = store.trained_candidates(run_id)
+    trained.sort(key=lambda c: (-c.quality, c.params or 0, c.candidate.cycle, c.candidate.idx or 0))
     out, seen = [], set()
-    for r in rows:
-        if r["source_hash"] in seen:
+    for c in trained:
+        if c.candidate.source_hash in seen:
             continue
-        seen.add(r["source_hash"])
-        out.append({**r, "proxy_accuracy": proxy[r["id"]]["accuracy"], "params": proxy[r["id"]].get("params")})
+        seen.add(c.candidate.source_hash)
+        out.append({**dataclasses.asdict(c.candidate), "proxy_accuracy": c.accuracy, "params": c.params})
         if len(out) >= top:
             break
     if include_corpus:
+        proxy = store.latest_evaluations(run_id, PROXY)
         for r in store.candidates(run_id=run_id, cycle=-1):
             e = proxy.get(r["id"])
             if e is None or r["source_hash"] in seen:
                 continue
             seen.add(r["source_hash"])
             q = r["quality"]
-            out.append({**r, "quality": q, "proxy_accuracy": e["accuracy"], "params": e.get("params")})
+            out.append({**r, "quality": q, "proxy_accuracy": e.accuracy, "params": e.params})
     return out
 
 
 def _reference(store: Any, run_id: int) -> dict[str, float]:
-    for c in store.cycles(run_id):
-        if c["cycle"] == -1 and c.get("reference"):
-            return dict(c["reference"])
-    return {}
+    return dict(store.reference_accuracies(run_id))
 
 
 EvaluatorFactory = Callable[[Any, Any, Any, int], Any]
@@ -184,8 +179,7 @@ def retrain(
         from cenas_jax.candidates.sandbox import Candidate
 
         for r in chosen:
-            done = [e for e in store.evaluations(r["id"], budget=label) if e["split"] == "test"]
-            if not done:
+            if store.latest_evaluation(r["id"], label, ok=False, split="test") is None:
                 todo.append(Candidate(id=r["id"], source=r["source"], dataset=r["dataset"] or cfg.data.name))
         if todo:
             echo(f"retraining {len(todo)} candidate(s) for {epochs:g} epochs x {seeds} seed(s) "
@@ -208,20 +202,19 @@ def retrain(
                     ev.close()
         rows = []
         for r in chosen:
-            evs = [e for e in store.evaluations(r["id"], budget=label) if e["split"] == "test"]
-            e = evs[-1] if evs else None
+            e = store.latest_evaluation(r["id"], label, ok=False, split="test")
             ds = r["dataset"] or cfg.data.name
-            ok = e is not None and e["status"] == "ok"
-            acc = e["accuracy"] if ok else None
+            ok = e is not None and e.ok
+            acc = e.accuracy if ok else None
             ref = refs.get(ds)
             rows.append(RetrainRow(
                 candidate_id=r["id"], cycle=int(r["cycle"]), mode=r["mode"], dataset=ds,
                 proxy_quality=float(r["quality"]) if r["quality"] is not None else (
                     float(r["proxy_accuracy"]) / ref if ref else float(r["proxy_accuracy"])),
                 proxy_accuracy=r["proxy_accuracy"], params=r["params"], status="ok" if ok else "error",
-                test_accuracy=acc, seed_accuracies=tuple(e["seed_accuracies"]) if ok else (),
+                test_accuracy=acc, seed_accuracies=tuple(e.seed_accuracies) if ok else (),
                 test_quality=(acc / ref if ref else acc) if acc is not None else None,
-                error=None if ok else (f"{e['error_kind']}: {e['error_message']}" if e else "not evaluated"),
+                error=None if ok else (f"{e.error_kind}: {e.error_message}" if e else "not evaluated"),
             ))
     sp = kd = None
     note = None

@@ -10,6 +10,11 @@ evaluations' degeneracy flags):
 - ``seed_scores``: the per-seed accuracies of an evaluation.
 - ``errors``: the error of a failed evaluation (kind from the fixed taxonomy, stage, message).
 
+The phases ask their questions through named queries that return frozen dataclasses, each question defined
+here once: ``latest_evaluation(s)`` (a candidate's latest ok evaluation for a budget), ``trained_candidates``,
+``cycle_elites`` / ``elites_before``, ``reference_accuracies`` / ``corpus_reference``. Verdicts and evaluation
+statuses are ``StrEnum``s stored as their readable strings.
+
 Every public write is one transaction, so a kill leaves either the whole record or
 none of it. The schema is versioned (``PRAGMA user_version``); ``MIGRATIONS`` takes
 an older store forward, and a store from a newer version is refused with a clear error.
@@ -17,6 +22,7 @@ an older store forward, and a store from a newer version is refused with a clear
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
 import os
@@ -24,10 +30,13 @@ import signal
 import sqlite3
 import sys
 import time
+from collections.abc import Mapping as MappingABC
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
 
 from cenas_jax.errors import UserError
 
@@ -166,6 +175,175 @@ class CandidateRow:
     finish_reason: str | None = None
     attempt: int = 0
     temperature: float | None = None
+
+
+class Verdict(enum.StrEnum):
+    """A generation's verdict (the ``candidates.verdict`` column; NULL: not checked yet).
+
+    Stored as the member's value, the same readable string as before the enum existed, so older runs open
+    unchanged. ``INVALID``: failed before training (an edit that does not apply, a cheap check);
+    ``VALID``: passed the cheap checks, novelty not decided yet; ``ACCEPTED``: valid and novel, sent to
+    training; ``DUPLICATE``: valid but a near-copy of an earlier program (rejected, resampled)."""
+
+    INVALID = "invalid"
+    VALID = "valid"
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+
+
+# The verdicts of a generation that passed the cheap checks (the valid rate's numerator).
+VALID_VERDICTS = frozenset({Verdict.VALID, Verdict.ACCEPTED, Verdict.DUPLICATE})
+
+
+class EvalStatus(enum.StrEnum):
+    """An evaluation's outcome (``evaluations.status``)."""
+
+    OK = "ok"
+    ERROR = "error"
+
+
+# The budget label of the evaluations the search trains with (``retrain-...`` labels are the long budgets).
+PROXY = "proxy"
+CHECK = "check"
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One stored evaluation of a candidate (``RunStore.evaluations`` as a typed record).
+
+    ``seed_accuracies`` in seed order; ``degenerate``: the degeneracy flags, None when not analysed;
+    ``error_message`` joined in from the errors table (None for an ok evaluation)."""
+
+    id: int
+    candidate_id: str
+    budget: str
+    split: str
+    dataset: str | None
+    status: str
+    stage: str | None
+    error_kind: str | None
+    error_message: str | None
+    accuracy: float | None
+    loss: float | None
+    params: int | None
+    flops: float | None
+    compile_s: float | None
+    train_s: float | None
+    wall_s: float | None
+    structure_hash: str | None
+    created: float
+    seed_accuracies: tuple[float | None, ...] = ()
+    degenerate: tuple[str, ...] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == EvalStatus.OK
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Evaluation":
+        """From the dict ``RunStore.evaluations`` returns."""
+        deg = d.get("degenerate")
+        return cls(**{f.name: d.get(f.name) for f in fields(cls) if f.name not in ("seed_accuracies", "degenerate")},
+                   seed_accuracies=tuple(d.get("seed_accuracies") or ()),
+                   degenerate=None if deg is None else tuple(deg))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The dict shape of ``RunStore.evaluations`` (lists for the sequences)."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["seed_accuracies"] = list(self.seed_accuracies)
+        d["degenerate"] = None if self.degenerate is None else list(self.degenerate)
+        return d
+
+
+@dataclass(frozen=True)
+class StoredCandidate:
+    """A candidate row as stored (``RunStore.candidates`` as a typed record); ``verdict`` is a ``Verdict``
+    (None: not checked yet; corpus rows never are)."""
+
+    id: str
+    run_id: int | None
+    cycle: int | None
+    idx: int | None
+    mode: str | None
+    parent_id: str | None
+    dataset: str | None
+    source: str
+    source_hash: str
+    created: float
+    prompt: str | None = None
+    raw_text: str | None = None
+    token_count: int | None = None
+    finish_reason: str | None = None
+    attempt: int = 0
+    temperature: float | None = None
+    verdict: Verdict | None = None
+    error_kind: str | None = None
+    error_message: str | None = None
+    nearest_id: str | None = None
+    similarity: float | None = None
+    quality: float | None = None
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "StoredCandidate":
+        v = d.get("verdict")
+        return cls(**{f.name: d.get(f.name) for f in fields(cls) if f.name != "verdict"},
+                   verdict=None if v is None else Verdict(v))
+
+
+@dataclass(frozen=True)
+class TrainedCandidate:
+    """A generated candidate that trained: its row and its latest ok proxy evaluation."""
+
+    candidate: StoredCandidate
+    evaluation: Evaluation
+
+    @property
+    def id(self) -> str:
+        return self.candidate.id
+
+    @property
+    def quality(self) -> float:
+        return self.candidate.quality  # type: ignore[return-value]  # set for every trained candidate
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.evaluation.accuracy
+
+    @property
+    def params(self) -> int | None:
+        return self.evaluation.params
+
+
+@dataclass(frozen=True)
+class EliteSet:
+    """The elite set S_t a cycle recorded: its cycle, the ids (best first), whether it reused S_{t-1}."""
+
+    cycle: int
+    ids: tuple[str, ...]
+    reused: bool = False
+
+
+@dataclass(frozen=True)
+class References(MappingABC):
+    """The reference accuracy per dataset: the median proxy accuracy of the seed corpus on it (DESIGN.md §6).
+
+    A read-only mapping dataset -> accuracy. ``recorded``: read from the reference phase's record (cycle -1),
+    which every phase after it uses; False: computed from the corpus's evaluations (before it is recorded)."""
+
+    accuracies: tuple[tuple[str, float], ...] = ()
+    recorded: bool = False
+
+    def __getitem__(self, dataset: str) -> float:
+        for ds, acc in self.accuracies:
+            if ds == dataset:
+                return acc
+        raise KeyError(dataset)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(ds for ds, _ in self.accuracies)
+
+    def __len__(self) -> int:
+        return len(self.accuracies)
 
 
 # Columns a caller may set after insertion (verdicts arrive after the cheap checks, quality after training).
@@ -352,8 +530,8 @@ class RunStore:
             for cand in cands:
                 if self._insert_candidate(c, cand) and cand.id in invalid:
                     kind, message = invalid[cand.id]
-                    c.execute("UPDATE candidates SET verdict = 'invalid', error_kind = ?, error_message = ? WHERE id = ?",
-                              (kind, message, cand.id))  # fmt: skip
+                    c.execute("UPDATE candidates SET verdict = ?, error_kind = ?, error_message = ? WHERE id = ?",
+                              (Verdict.INVALID.value, kind, message, cand.id))  # fmt: skip
 
     @staticmethod
     def _insert_candidate(c: sqlite3.Cursor, cand: CandidateRow) -> bool:
@@ -377,8 +555,9 @@ class RunStore:
         if not fields:
             return
         cols = ", ".join(f"{k} = ?" for k in fields)
+        values = [v.value if isinstance(v, enum.Enum) else v for v in fields.values()]  # a Verdict as its string
         with self.transaction() as c:
-            n = c.execute(f"UPDATE candidates SET {cols} WHERE id = ?", (*fields.values(), candidate_id)).rowcount
+            n = c.execute(f"UPDATE candidates SET {cols} WHERE id = ?", (*values, candidate_id)).rowcount
             if n != 1:
                 raise ValueError(f"unknown candidate {candidate_id!r}")
 
@@ -436,9 +615,9 @@ class RunStore:
         compile_s, train_s, wall_s, structure_hash, seed_accuracies. Returns the evaluation id.
         """
         status = record.get("status")
-        if status not in ("ok", "error"):
+        if status not in (EvalStatus.OK, EvalStatus.ERROR):
             raise ValueError(f"evaluation record for {candidate_id}: status must be 'ok' or 'error', got {status!r}")
-        if status == "error" and not record.get("error_kind"):
+        if status == EvalStatus.ERROR and not record.get("error_kind"):
             raise ValueError(f"evaluation record for {candidate_id}: an error record needs an error_kind")
         with self.transaction() as c:
             if not c.execute("SELECT 1 FROM candidates WHERE id = ?", (candidate_id,)).fetchone():
@@ -458,7 +637,7 @@ class RunStore:
             eval_id = int(c.lastrowid)
             for seed, acc in enumerate(record.get("seed_accuracies") or ()):
                 c.execute("INSERT INTO seed_scores(evaluation_id, seed, accuracy) VALUES (?,?,?)", (eval_id, seed, _num(acc)))
-            if status == "error":
+            if status == EvalStatus.ERROR:
                 c.execute(
                     "INSERT INTO errors(evaluation_id, candidate_id, kind, stage, message) VALUES (?,?,?,?,?)",
                     (eval_id, candidate_id, record["error_kind"], record.get("stage"), record.get("error_message")),
@@ -467,15 +646,19 @@ class RunStore:
 
     def evaluations(self, candidate_id: str | None = None, *, budget: str | None = None, run_id: int | None = None) -> list[dict[str, Any]]:
         """Evaluations (with ``seed_accuracies`` and ``error_message`` joined in), oldest first."""
+        cond, args = _filters(("e.candidate_id", candidate_id), ("e.budget", budget), ("c.run_id", run_id))
+        return self._evaluation_rows(cond, args)
+
+    def _evaluation_rows(self, cond: str, args: Sequence[Any], *, newest_first: bool = False,
+                         limit: int | None = None) -> list[dict[str, Any]]:
         q = (
             "SELECT e.*, er.message AS error_message FROM evaluations e"
             " LEFT JOIN errors er ON er.evaluation_id = e.id"
             " LEFT JOIN candidates c ON c.id = e.candidate_id WHERE 1=1"
         )
-        cond, args = _filters(("e.candidate_id", candidate_id), ("e.budget", budget), ("c.run_id", run_id))
-        q += cond + " ORDER BY e.id"
+        q += cond + " ORDER BY e.id" + (" DESC" if newest_first else "") + (f" LIMIT {int(limit)}" if limit else "")
         out = []
-        for r in self._conn.execute(q, args).fetchall():
+        for r in self._conn.execute(q, list(args)).fetchall():
             d = dict(r)
             seeds = self._conn.execute(
                 "SELECT accuracy FROM seed_scores WHERE evaluation_id = ? ORDER BY seed", (d["id"],)
@@ -485,6 +668,82 @@ class RunStore:
             d["degenerate"] = json.loads(raw) if raw is not None else None
             out.append(d)
         return out
+
+    # -- the phases' questions, each answered here once --------------------------------------------------------
+
+    def latest_evaluation(self, candidate_id: str, budget: str = PROXY, *, ok: bool = True,
+                          split: str | None = None) -> Evaluation | None:
+        """A candidate's latest evaluation for ``budget`` (``ok``: the latest *successful* one; else the latest
+        whatever its status), optionally of one ``split``; None when there is none. "Latest" is the last
+        stored (the highest evaluation id)."""
+        cond, args = _filters(("e.candidate_id", candidate_id), ("e.budget", budget), ("e.split", split),
+                              ("e.status", EvalStatus.OK.value if ok else None))
+        rows = self._evaluation_rows(cond, args, newest_first=True, limit=1)
+        return Evaluation.from_dict(rows[0]) if rows else None
+
+    def latest_evaluations(self, run_id: int, budget: str = PROXY, *, ok: bool = True) -> dict[str, Evaluation]:
+        """``latest_evaluation`` of every candidate of a run that has one, by candidate id (in the order of
+        each candidate's first evaluation of the kind)."""
+        cond, args = _filters(("c.run_id", run_id), ("e.budget", budget), ("e.status", EvalStatus.OK.value if ok else None))
+        out: dict[str, Evaluation] = {}
+        for d in self._evaluation_rows(cond, args):
+            out[d["candidate_id"]] = Evaluation.from_dict(d)
+        return out
+
+    def trained_candidates(self, run_id: int, cycle: int | None = None) -> list[TrainedCandidate]:
+        """The generated candidates (cycle >= 0; ``cycle``: of that cycle only) that trained: those with a
+        quality Q and a successful proxy evaluation (the latest one rides along), in store order (cycle,
+        slot, creation). The loop sets Q from the latest proxy evaluation only when it succeeded, so these
+        are exactly the candidates with a Q."""
+        out = []
+        for d in self.candidates(run_id=run_id, cycle=cycle):
+            if d["cycle"] is None or d["cycle"] < 0 or d["quality"] is None:
+                continue
+            ev = self.latest_evaluation(d["id"], PROXY)
+            if ev is not None:
+                out.append(TrainedCandidate(StoredCandidate.from_dict(d), ev))
+        return out
+
+    def cycle_elites(self, run_id: int, cycle: int) -> EliteSet | None:
+        """The elite set cycle ``cycle``'s select phase recorded (possibly empty), None before it ran."""
+        row = self._conn.execute("SELECT data_json FROM cycles WHERE run_id = ? AND cycle = ?", (run_id, cycle)).fetchone()
+        data = json.loads(row[0]) if row else {}
+        if "elites" not in data:
+            return None
+        return EliteSet(cycle=cycle, ids=tuple(data["elites"] or ()), reused=bool(data.get("elites_reused", False)))
+
+    def elites_before(self, run_id: int, cycle: int) -> EliteSet | None:
+        """The latest non-empty elite set of a search cycle before ``cycle``: S_{t-1} for t = ``cycle``, or
+        the one before it when that cycle selected none; None when no cycle has selected any (then the parents
+        are the corpus's best, ``loop._anchors``). Only cycles 0 <= s < ``cycle`` count: cycle -1's record is
+        the reference phase's (the corpus on each dataset, the warm start), which selects no elites."""
+        rows = self._conn.execute(
+            "SELECT cycle, data_json FROM cycles WHERE run_id = ? AND cycle >= 0 AND cycle < ? ORDER BY cycle DESC",
+            (run_id, cycle))
+        for r in rows:
+            data = json.loads(r["data_json"])
+            if data.get("elites"):
+                return EliteSet(cycle=r["cycle"], ids=tuple(data["elites"]), reused=bool(data.get("elites_reused", False)))
+        return None
+
+    def reference_accuracies(self, run_id: int) -> References:
+        """The reference accuracy per dataset as the reference phase recorded it (cycle -1's ``reference``),
+        which Q is normalised by; empty (``recorded`` False) before the phase recorded it."""
+        row = self._conn.execute("SELECT data_json FROM cycles WHERE run_id = ? AND cycle = -1", (run_id,)).fetchone()
+        data = json.loads(row[0]) if row else {}
+        if "reference" not in data:
+            return References()
+        return References(tuple((str(k), float(v)) for k, v in (data["reference"] or {}).items()), recorded=True)
+
+    def corpus_reference(self, run_id: int) -> References:
+        """The reference accuracy per dataset computed from the store: the median over the corpus rows
+        (cycle -1) of each one's latest successful proxy accuracy. What the reference phase records."""
+        accs: dict[str, list[float]] = {}
+        for d in self.candidates(run_id=run_id, cycle=-1):
+            ev = self.latest_evaluation(d["id"], PROXY)
+            if ev is not None:
+                accs.setdefault(d["dataset"], []).append(ev.accuracy)  # type: ignore[arg-type]
+        return References(tuple((ds, float(np.median(v))) for ds, v in accs.items()))
 
     def error_counts(self, run_id: int | None = None) -> dict[str, int]:
         q = "SELECT er.kind, count(*) FROM errors er LEFT JOIN candidates c ON c.id = er.candidate_id"

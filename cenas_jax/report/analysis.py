@@ -29,9 +29,7 @@ from cenas_jax.data import load_dataset
 from cenas_jax.errors import UserError
 from cenas_jax.programs import mean_pairwise_jaccard
 from cenas_jax.rundir import PHASE_ORDER, RunDir
-from cenas_jax.store import RunStore
-
-VALID_VERDICTS = ("valid", "accepted", "duplicate")
+from cenas_jax.store import PROXY, VALID_VERDICTS, RunStore, Verdict  # noqa: F401 - VALID_VERDICTS re-exported
 BEATS_Z = 2.0  # standard errors of the accuracy difference a candidate must clear to beat the corpus
 
 # The paper's own figures (arXiv 2605.30103 and the delta paper 2605.04903), put beside ours.
@@ -71,6 +69,7 @@ class CycleStats:
     complete: bool = True  # every phase of the cycle ran
     beats_corpus: int = 0  # trained candidates that beat the best corpus program beyond the proxy's noise
     degenerate: int = 0  # trained candidates flagged degenerate
+    elites_as_full: int = 0  # delta elites whose edit could not be written: the CE update trained their program
 
     @property
     def checked(self) -> int:
@@ -155,9 +154,9 @@ def analyse(run_dir: str | Path, migrate: bool = True) -> RunAnalysis:
         rows = store.candidates(run_id=rid)
         cyc_data = {c["cycle"]: c for c in store.cycles(rid)}
         timings = store.timings(rid)
-        proxy = {}
-        for e in store.evaluations(run_id=rid, budget="proxy"):
-            proxy[e["candidate_id"]] = e
+        # The latest proxy evaluation of each candidate, failed ones included (their error kinds and flags).
+        proxy = {cid: e.to_dict() for cid, e in store.latest_evaluations(rid, PROXY, ok=False).items()}
+        reference = dict(store.reference_accuracies(rid))
         structure = {e["candidate_id"]: e["structure_hash"] for e in store.evaluations(run_id=rid, budget="check")
                      if e["structure_hash"]}
         structure.update({k: e["structure_hash"] for k, e in proxy.items() if e["structure_hash"]})
@@ -168,7 +167,6 @@ def analyse(run_dir: str | Path, migrate: bool = True) -> RunAnalysis:
         losses = store.finetune_losses(rid)
         store_status = run.get("status")
     status, position = _run_status(run_dir, store_status)
-    reference = cyc_data.get(-1, {}).get("reference", {})
     corpus = _corpus_baseline(rows, proxy, reference, degenerate)
     corpus_best: dict[str, dict[str, Any]] = {}
     for c in corpus:
@@ -199,12 +197,13 @@ def analyse(run_dir: str | Path, migrate: bool = True) -> RunAnalysis:
             beats_corpus=sum(verdicts.get(r["id"], {}).get("beats") is True for r in rs),
             degenerate=sum(bool(degenerate.get(r["id"])) for r in rs if r["quality"] is not None),
             valid=sum(r["verdict"] in VALID_VERDICTS for r in rs),
-            accepted=sum(r["verdict"] == "accepted" for r in rs),
-            duplicates=sum(r["verdict"] == "duplicate" for r in rs),
+            accepted=sum(r["verdict"] == Verdict.ACCEPTED for r in rs),
+            duplicates=sum(r["verdict"] == Verdict.DUPLICATE for r in rs),
             trained=len(qs),
             qualities=qs,
             gamma=cd.get("gamma"),
             elites=list(cd.get("elites") or []),
+            elites_as_full=len((cd.get("update") or {}).get("elites_as_full") or ()),
             error_kinds=dict(Counter(r["error_kind"] for r in rs if r["error_kind"])),
             # The loop's phases ("sample" is a part of "generate", not added again).
             seconds=sum(v for k, v in timings.get(t, {}).items() if k in PHASE_ORDER) or None,
@@ -218,8 +217,8 @@ def analyse(run_dir: str | Path, migrate: bool = True) -> RunAnalysis:
             st.quantiles = tuple(float(x) for x in np.quantile(qs, [0.25, 0.5, 0.75]))  # type: ignore[assignment]
             best = max(best, max(qs))
         st.best_so_far = best if best > -math.inf else None
-        st.distinct_structures = len({structure[r["id"]] for r in rs if r["verdict"] == "accepted" and r["id"] in structure})
-        accepted_src = [r["source"] for r in rs if r["verdict"] == "accepted"]
+        st.distinct_structures = len({structure[r["id"]] for r in rs if r["verdict"] == Verdict.ACCEPTED and r["id"] in structure})
+        accepted_src = [r["source"] for r in rs if r["verdict"] == Verdict.ACCEPTED]
         if len(accepted_src) >= 2:
             st.diversity = float(mean_pairwise_jaccard(accepted_src))
         cycles.append(st)
@@ -234,7 +233,7 @@ def analyse(run_dir: str | Path, migrate: bool = True) -> RunAnalysis:
         k = sum(r["verdict"] in VALID_VERDICTS for r in rs)
         lo, hi = theory.wilson_interval(k, len(rs))
         toks = [r["token_count"] for r in rs if r["token_count"]]
-        fails = [r for r in rs if r["verdict"] == "invalid"]
+        fails = [r for r in rs if r["verdict"] == Verdict.INVALID]
         modes[mode] = {
             "generated": len(rs), "valid": k, "rate": k / len(rs), "low": float(lo), "high": float(hi),
             "mean_tokens": float(np.mean(toks)) if toks else None,

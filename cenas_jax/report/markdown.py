@@ -53,6 +53,11 @@ def render(a: RunAnalysis, figs: dict[str, str]) -> str:
     L.append(f"*beat corpus*: trained candidates whose accuracy exceeds the best corpus program's on the same dataset "
              f"by more than {BEATS_Z:g} standard errors of the difference (the proxy's noise, below). *unchecked*: "
              "sampled but never checked (the run stopped first); not counted as invalid.\n")
+    as_full = [(c.cycle, c.elites_as_full) for c in a.cycles if c.elites_as_full]
+    if as_full:
+        L.append(f"*elites trained as full programs*: {sum(n for _, n in as_full)} delta elite(s) whose edit from the "
+                 "parent could not be written; the CE update trained each on the full-mode prompt showing its parent "
+                 "(cycle " + ", ".join(f"{t}: {n}" for t, n in as_full) + ").\n")
     for key, caption in (("quality", "Quality per cycle"), ("elite_mass", "Elite mass against Theorem 3's bound"),
                          ("valid_rate", "Valid-generation rate per mode"), ("errors", "Error kinds per cycle"),
                          ("novelty", "Novelty rejections and diversity"), ("lineage", "Lineage of the best candidates")):

@@ -59,6 +59,8 @@ class Generator(Protocol):
     raise to stop the call, and what it recorded stays recorded.
 
     A generator may set ``learns = False`` (its ``update`` changes nothing): the loop then skips the warm start.
+    A generator with a tokenizer has ``count_tokens(prompt, completion) -> int``, the tokens ``update`` trains on
+    for that pair: the loop's update budget counts with it (without it, an estimate from characters).
     """
 
     fingerprint: str

@@ -113,6 +113,12 @@ class LLMGenerator:
         eos = self.tokenizer.eos_token_id
         return [int(i) for i in p_ids], [int(i) for i in c_ids] + [int(eos)]
 
+    def count_tokens(self, prompt: PromptLike, completion: str) -> int:
+        """Tokens the CE update trains on for one pair (``encode_pair``: prompt, completion and EOS), what the
+        loop's token budget counts (``search/update.within_budget``)."""
+        p_ids, c_ids = self.encode_pair(prompt, completion)
+        return len(p_ids) + len(c_ids)
+
     def update(self, examples: Sequence[tuple[PromptLike, str]], seed: int,
                epochs: float | None = None, learning_rate: float | None = None) -> UpdateResult:
         """The CE update on (prompt, completion) pairs: ``finetune`` from a fresh optimiser.

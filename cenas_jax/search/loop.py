@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import signal
 import time
 from contextlib import contextmanager
@@ -41,14 +40,13 @@ from cenas_jax.config import RunConfig, to_dict
 from cenas_jax.search import delta as delta_mod
 from cenas_jax.search import elites as elites_mod
 from cenas_jax.search import prompts as prompts_mod
+from cenas_jax.search import update as update_mod
 from cenas_jax.search.generator import Generator, Stopwatch
 from cenas_jax.search.novelty import NoveltyFilter
 from cenas_jax.errors import UserError
 from cenas_jax.search.rundir import PHASE_ORDER, LoopState, RunDir, lock_run_dir
-from cenas_jax.store import CandidateRow, RunStore
-
-# Bumped when the warm start's recipe changes in a way the cache key cannot see (how pairs become tokens).
-WARM_START_RECIPE = 2
+from cenas_jax.search.update import WARM_START_RECIPE  # noqa: F401 - re-exported: where it used to live
+from cenas_jax.store import CHECK, PROXY, VALID_VERDICTS, CandidateRow, EvalStatus, References, RunStore, Verdict
 
 
 
@@ -131,6 +129,30 @@ class _Slot:
     anchor_id: str  # the parent (delta) or the reference elite (full)
 
 
+@dataclass
+class _Attempt:
+    """One sampling attempt of a cycle over the slots still open. ``stored``: slot index -> the store row of
+    the slot's generation in this attempt; the stages fill and refresh it as they record."""
+
+    cycle: int
+    attempt: int
+    slots: list[_Slot]
+    stored: dict[int, dict[str, Any]]
+
+    def recorded_positions(self) -> set[int]:
+        """Positions in ``slots`` whose generation is already recorded (a resumed attempt skips them)."""
+        return {k for k, sl in enumerate(self.slots) if sl.index in self.stored}
+
+
+@dataclass(frozen=True)
+class _Requests:
+    """What the generator is asked for, one entry per open slot of an attempt (in slot order)."""
+
+    prompts: list[Any]
+    temperatures: list[float]
+    seeds: list[int]
+
+
 def select_corpus(search: Any) -> list[Any]:
     """The seed corpus L of a run: the packaged corpus (or ``search.corpus_dir``), filtered by ``search.corpus``."""
     from cenas_jax.candidates.corpus import CorpusError, load_corpus
@@ -187,6 +209,7 @@ class SearchLoop:
     stopped_by_signal: bool = False  # set when Ctrl-C or SIGTERM stopped this run (exit EXIT_INTERRUPTED)
     _t_start: float = field(default_factory=time.time)
     _tokens_used: int = 0
+    _refs: References | None = None  # the recorded reference accuracies, once read (``_refs_cache``)
 
     # ------------------------------------------------------------------ set-up
 
@@ -430,27 +453,20 @@ class SearchLoop:
                 cid = f"L-{ds}-{entry.name}"
                 self.store.add_candidate(CandidateRow(id=cid, source=entry.source, run_id=self.run_id, cycle=-1, idx=i,
                                                       mode="corpus", dataset=ds))
-                if not self.store.evaluations(cid, budget="proxy"):
+                if self.store.latest_evaluation(cid, PROXY, ok=False) is None:
                     todo.append(Candidate(id=cid, source=entry.source, dataset=ds))
         if todo:
             self.echo(f"reference: training the {len(self.corpus)}-program corpus on {', '.join(self._datasets())}")
-            self._evaluate_and_store(todo, train=True, budget="proxy", desc="reference")
-        refs = self._reference_accuracies()
-        self.store.set_cycle(self.run_id, -1, reference=refs)
+            self._evaluate_and_store(todo, train=True, budget=PROXY, desc="reference")
+        refs = self.store.corpus_reference(self.run_id)
+        self.store.set_cycle(self.run_id, -1, reference=dict(refs))
+        self._refs = None  # read back from the record from now on
         # The corpus's own Q: the baseline the report and the lineage put beside every candidate.
         for row in self.store.candidates(run_id=self.run_id, cycle=-1):
-            ev = [e for e in self.store.evaluations(row["id"], budget="proxy") if e["status"] == "ok"]
-            if ev and row["quality"] is None and refs.get(row["dataset"]):
-                self.store.update_candidate(row["id"], quality=ev[-1]["accuracy"] / refs[row["dataset"]])
+            ev = self.store.latest_evaluation(row["id"], PROXY)
+            if ev is not None and row["quality"] is None and refs.get(row["dataset"]):
+                self.store.update_candidate(row["id"], quality=ev.accuracy / refs[row["dataset"]])
         self._warm_start()
-
-    def _reference_accuracies(self) -> dict[str, float]:
-        refs: dict[str, list[float]] = {}
-        for row in self.store.candidates(run_id=self.run_id, cycle=-1):
-            ev = [e for e in self.store.evaluations(row["id"], budget="proxy") if e["status"] == "ok"]
-            if ev:
-                refs.setdefault(row["dataset"], []).append(ev[-1]["accuracy"])
-        return {ds: float(np.median(v)) for ds, v in refs.items()}
 
     def _warm_start(self) -> None:
         dest = self.rundir.checkpoints / "warm"
@@ -458,22 +474,10 @@ class SearchLoop:
             self._save_generator(dest)  # a generator that learns nothing (the mutation control) has no warm start
             return
         examples = self._replay_examples(n=len(self.corpus) * self.cfg.search.warm_start_epochs, seed_offset=0)
-        # Keyed by everything the adapter depends on: the model, the adapter and update settings,
-        # the exact training pairs (which cover the corpus, the templates, the modes and the seed),
-        # and how pairs become tokens (the answer prefix convention).
-        pairs = hashlib.sha256()
-        for p, c in examples:
-            for part in (p.system, p.user, getattr(p, "answer_prefix", ""), c):
-                pairs.update(part.encode() + b"\0")
-        key = hashlib.sha256(json.dumps({
-            "model": self.generator.fingerprint,
-            "lora": to_dict(self.cfg.llm.lora),
-            "finetune": to_dict(self.cfg.llm.finetune),
-            "passes": self.cfg.search.warm_start_passes,
-            "learning_rate": self.cfg.search.warm_start_learning_rate,
-            "pairs": pairs.hexdigest(),
-            "recipe": WARM_START_RECIPE,
-        }, sort_keys=True).encode()).hexdigest()[:16]
+        key = update_mod.warm_start_key(examples, model=self.generator.fingerprint, lora=to_dict(self.cfg.llm.lora),
+                                        finetune=to_dict(self.cfg.llm.finetune),
+                                        passes=self.cfg.search.warm_start_passes,
+                                        learning_rate=self.cfg.search.warm_start_learning_rate)
         cache = (self.warm_cache_dir / key) if self.warm_cache_dir else None
         reused = False
         if cache is not None and (cache / "COMPLETE").exists():
@@ -535,27 +539,21 @@ class SearchLoop:
 
     def _anchors(self, t: int) -> list[dict[str, Any]]:
         """The elites parents are drawn from: S_{t-1}, or the corpus's top fraction before cycle 0."""
-        ids: list[str] = []
-        for c in reversed(self.store.cycles(self.run_id)):
-            if c["cycle"] < t and c.get("elites"):
-                ids = list(c["elites"])
-                break
-        rows = [self.store.get_candidate(i) for i in ids]
+        prev = self.store.elites_before(self.run_id, t)
+        rows = [self.store.get_candidate(i) for i in (prev.ids if prev else ())]
         if not rows:
-            refs = []
+            pool = []
             for row in self.store.candidates(run_id=self.run_id, cycle=-1):
-                ev = [e for e in self.store.evaluations(row["id"], budget="proxy") if e["status"] == "ok"]
-                if ev:
-                    refs.append({**row, "quality": self._quality(ev[-1]["accuracy"], row["dataset"]),
-                                 "params": ev[-1]["params"]})
-            pool = [r for r in refs]
+                ev = self.store.latest_evaluation(row["id"], PROXY)
+                if ev is not None:
+                    pool.append({**row, "quality": self._quality(ev.accuracy, row["dataset"]), "params": ev.params})
             sel = elites_mod.select_elites(self._elite_inputs(pool), rho=self.cfg.search.elite_rho)
             keep = {e.id for e in sel.elites}
             rows = [r for r in pool if r["id"] in keep]
         out = []
         for r in rows:
-            ev = [e for e in self.store.evaluations(r["id"], budget="proxy") if e["status"] == "ok"]
-            acc = ev[-1]["accuracy"] if ev else None
+            ev = self.store.latest_evaluation(r["id"], PROXY)
+            acc = ev.accuracy if ev is not None else None
             out.append({"id": r["id"], "source": r["source"], "dataset": r["dataset"], "accuracy": acc,
                         "quality": self._quality(acc, r["dataset"]) if acc is not None else None})
         if not out:
@@ -570,112 +568,148 @@ class SearchLoop:
                                        reference_dataset=anchor["dataset"])
 
     def _phase_generate(self, t: int) -> None:
-        from cenas_jax.candidates.sandbox import Candidate
+        """Fill the cycle's N slots: each is sampled until it holds an accepted program, an invalid one, or a
+        near-duplicate at the last attempt (``novelty.max_resamples``, the temperature raised each time).
 
-        s = self.cfg.search
+        Per attempt, over the slots still open, the stages run in order: ``_stage_prompt`` →
+        ``_stage_sample`` (each finished batch goes through ``_stage_to_source`` and is recorded in one
+        transaction) → ``_stage_check`` (the sandbox's cheap stages) → ``_stage_novelty``. Each stage starts
+        from what the one before recorded, so a resumed cycle re-enters anywhere: recorded generations are not
+        sampled again (the generator is asked for the same list, those skipped), recorded checks not run again.
+        """
         nov = self._novelty_filter(upto_cycle=t)
         slots = self._slots(t)
         anchors = {a["id"]: a for a in self._anchors(t)}
         done: dict[int, str] = {}
-        sampling = self.cfg.llm.sampling
-
-        def base_t(mode: str) -> float:  # delta edits may sample cooler: SEARCH must copy the parent exactly
-            return sampling.temperature_delta if mode == "delta" and sampling.temperature_delta is not None \
-                else sampling.temperature
-        for attempt in range(s.novelty.max_resamples + 1):
+        for attempt in range(self.cfg.search.novelty.max_resamples + 1):
             pending = [sl for sl in slots if sl.index not in done]
             if not pending:
                 break
-            # Resume: reuse generations already stored for this attempt; the generator is asked for the same
-            # list as the uninterrupted run, with the stored ones skipped (its batches do not move).
-            stored = {r["idx"]: r for r in self.store.candidates(run_id=self.run_id, cycle=t) if r["attempt"] == attempt}
-            skip = {k for k, sl in enumerate(pending) if sl.index in stored}
-            if len(skip) < len(pending):
+            att = _Attempt(cycle=t, attempt=attempt, slots=pending, stored=self._stored_generations(t, attempt))
+            if len(att.recorded_positions()) < len(pending):
                 self._check_stop()
-                prompts = [self._prompt(sl, anchors[sl.anchor_id]) for sl in pending]
-                temps = [base_t(sl.mode) + attempt * s.novelty.temperature_bump for sl in pending]
-                seeds = [self._gen_seed(t, sl.index, attempt) for sl in pending]
-                if self.progress:
-                    what = "resampling" if attempt else "sampling"
-                    shown = "/".join(f"{x:.2f}" for x in sorted({temps[k] for k in range(len(pending)) if k not in skip}))
-                    self.echo(f"cycle {t}: {what} {len(pending) - len(skip)} completions (temperature {shown})")
+                self._stage_sample(att, self._stage_prompt(att, anchors), anchors)
+            self._stage_check(att)
+            done.update(self._stage_novelty(att, nov))
 
-                def record(ks: list[int], gens: list[Any]) -> None:
-                    """One finished batch, recorded in one transaction: a kill leaves all of it or none."""
-                    with self._finishing():
-                        _record(ks, gens)
-                    self._check_stop()  # Ctrl-C / SIGTERM / a budget: stop after this batch, keeping it
+    def _stored_generations(self, t: int, attempt: int) -> dict[int, dict[str, Any]]:
+        """Slot index -> the stored generation of cycle ``t``'s attempt ``attempt`` (a resume reuses them)."""
+        return {r["idx"]: r for r in self.store.candidates(run_id=self.run_id, cycle=t) if r["attempt"] == attempt}
 
-                def _record(ks: list[int], gens: list[Any]) -> None:
-                    rows, invalid = [], {}
-                    for k, g in zip(ks, gens):
-                        sl = pending[k]
-                        self._tokens_used += g.num_tokens
-                        source, err = self._to_source(sl, anchors[sl.anchor_id], g.text)
-                        cid = self._cid(t, sl.index, attempt)
-                        rows.append(CandidateRow(
-                            id=cid, source=source or "", run_id=self.run_id, cycle=t, idx=sl.index, mode=sl.mode,
-                            parent_id=sl.anchor_id if sl.mode == "delta" else None, dataset=sl.dataset,
-                            prompt=prompts[k].user, raw_text=g.text, token_count=g.num_tokens,
-                            finish_reason=g.finish_reason, attempt=attempt, temperature=temps[k]))
-                        if err is not None:
-                            invalid[cid] = ("delta_apply", err)
-                    self.store.add_candidates(rows, invalid)
-                    for k, row in zip(ks, rows):
-                        stored[pending[k].index] = self.store.get_candidate(row.id)
+    def _base_temperature(self, mode: str) -> float:
+        """Delta edits may sample cooler (``sampling.temperature_delta``): SEARCH must copy the parent exactly."""
+        sampling = self.cfg.llm.sampling
+        return sampling.temperature_delta if mode == "delta" and sampling.temperature_delta is not None \
+            else sampling.temperature
 
-                with Stopwatch() as sw:
-                    with self._abandonable():
-                        self.generator.generate(prompts, temps, seeds, skip=skip, on_batch=record)
-                self.store.add_timing(self.run_id, t, "sample", sw.seconds)
-            # Cheap checks for generations without a verdict yet.
-            unchecked = [stored[sl.index] for sl in pending if stored[sl.index]["verdict"] is None]
-            if unchecked:
-                def set_verdict(rec: dict[str, Any]) -> None:
-                    if rec["status"] != "ok":
-                        self.store.update_candidate(rec["candidate_id"], verdict="invalid", error_kind=rec["error_kind"],
-                                                    error_message=rec.get("error_message"))
-                    else:
-                        self.store.update_candidate(rec["candidate_id"], verdict="valid")
+    def _stage_prompt(self, att: "_Attempt", anchors: dict[str, dict[str, Any]]) -> "_Requests":
+        """Stage 1: each open slot's prompt, temperature (raised per attempt) and generation key."""
+        bump = self.cfg.search.novelty.temperature_bump
+        return _Requests(
+            prompts=[self._prompt(sl, anchors[sl.anchor_id]) for sl in att.slots],
+            temperatures=[self._base_temperature(sl.mode) + att.attempt * bump for sl in att.slots],
+            seeds=[self._gen_seed(att.cycle, sl.index, att.attempt) for sl in att.slots])
 
-                # A kill between a check's record and its verdict: the verdict follows from the record, which is
-                # never made twice.
-                todo = []
-                for r in unchecked:
-                    done_checks = self.store.evaluations(r["id"], budget="check")
-                    if done_checks:
-                        set_verdict(done_checks[-1])
-                    else:
-                        todo.append(r)
-                cands = [Candidate(id=r["id"], source=r["source"], dataset=r["dataset"]) for r in todo]
-                for rec in self._evaluate_and_store(cands, train=False, budget="check", desc=f"check c{t}") if cands else []:
-                    set_verdict(rec)
-                for sl in pending:
-                    stored[sl.index] = self.store.get_candidate(stored[sl.index]["id"])
-            # Novelty, in slot order, so two copies in one batch are caught too.
-            for sl in pending:
-                r = stored[sl.index]
-                if r["verdict"] == "invalid":
-                    done[sl.index] = r["id"]
-                elif r["verdict"] == "accepted":
-                    done[sl.index] = r["id"]
-                elif r["verdict"] == "duplicate":
+    def _stage_sample(self, att: "_Attempt", req: "_Requests", anchors: dict[str, dict[str, Any]]) -> None:
+        """Stage 2: sample the slots not recorded yet; each finished batch is recorded in one transaction (a kill
+        leaves all of it or none), then a stop request is honoured. The sampling itself is abandonable."""
+        skip = att.recorded_positions()
+        if self.progress:
+            what = "resampling" if att.attempt else "sampling"
+            shown = "/".join(f"{x:.2f}" for x in sorted({req.temperatures[k] for k in range(len(att.slots)) if k not in skip}))
+            self.echo(f"cycle {att.cycle}: {what} {len(att.slots) - len(skip)} completions (temperature {shown})")
+
+        def record(ks: list[int], gens: list[Any]) -> None:
+            """One finished batch, recorded in one transaction: a kill leaves all of it or none."""
+            with self._finishing():
+                self._record_batch(att, req, anchors, ks, gens)
+            self._check_stop()  # Ctrl-C / SIGTERM / a budget: stop after this batch, keeping it
+
+        with Stopwatch() as sw:
+            with self._abandonable():
+                self.generator.generate(req.prompts, req.temperatures, req.seeds, skip=skip, on_batch=record)
+        self.store.add_timing(self.run_id, att.cycle, "sample", sw.seconds)
+
+    def _record_batch(self, att: "_Attempt", req: "_Requests", anchors: dict[str, dict[str, Any]],
+                      ks: list[int], gens: list[Any]) -> None:
+        rows, invalid = [], {}
+        for k, g in zip(ks, gens):
+            self._tokens_used += g.num_tokens
+            row, err = self._stage_to_source(att, req, anchors, k, g)
+            rows.append(row)
+            if err is not None:
+                invalid[row.id] = ("delta_apply", err)
+        self.store.add_candidates(rows, invalid)
+        for k, row in zip(ks, rows):
+            att.stored[att.slots[k].index] = self.store.get_candidate(row.id)
+
+    def _stage_to_source(self, att: "_Attempt", req: "_Requests", anchors: dict[str, dict[str, Any]], k: int,
+                         g: Any) -> tuple[CandidateRow, str | None]:
+        """Stage 3: generation ``g`` of open slot ``k`` as the candidate row to store (the edit applied to the
+        parent, or the program extracted), and why it has no program (an edit that does not apply) or None."""
+        sl = att.slots[k]
+        source, err = self._to_source(sl, anchors[sl.anchor_id], g.text)
+        row = CandidateRow(
+            id=self._cid(att.cycle, sl.index, att.attempt), source=source or "", run_id=self.run_id, cycle=att.cycle,
+            idx=sl.index, mode=sl.mode, parent_id=sl.anchor_id if sl.mode == "delta" else None, dataset=sl.dataset,
+            prompt=req.prompts[k].user, raw_text=g.text, token_count=g.num_tokens, finish_reason=g.finish_reason,
+            attempt=att.attempt, temperature=req.temperatures[k])
+        return row, err
+
+    def _stage_check(self, att: "_Attempt") -> None:
+        """Stage 4: the sandbox's cheap checks (syntax … budget) for the generations without a verdict."""
+        from cenas_jax.candidates.sandbox import Candidate
+
+        unchecked = [att.stored[sl.index] for sl in att.slots if att.stored[sl.index]["verdict"] is None]
+        if not unchecked:
+            return
+        # A kill between a check's record and its verdict: the verdict follows from the record, which is
+        # never made twice.
+        todo = []
+        for r in unchecked:
+            done_check = self.store.latest_evaluation(r["id"], CHECK, ok=False)
+            if done_check is not None:
+                self._set_check_verdict(done_check.to_dict())
+            else:
+                todo.append(r)
+        cands = [Candidate(id=r["id"], source=r["source"], dataset=r["dataset"]) for r in todo]
+        for rec in self._evaluate_and_store(cands, train=False, budget=CHECK, desc=f"check c{att.cycle}") if cands else []:
+            self._set_check_verdict(rec)
+        for sl in att.slots:
+            att.stored[sl.index] = self.store.get_candidate(att.stored[sl.index]["id"])
+
+    def _set_check_verdict(self, rec: dict[str, Any]) -> None:
+        if rec["status"] != EvalStatus.OK:
+            self.store.update_candidate(rec["candidate_id"], verdict=Verdict.INVALID, error_kind=rec["error_kind"],
+                                        error_message=rec.get("error_message"))
+        else:
+            self.store.update_candidate(rec["candidate_id"], verdict=Verdict.VALID)
+
+    def _stage_novelty(self, att: "_Attempt", nov: NoveltyFilter) -> dict[int, str]:
+        """Stage 5: the novelty verdict of the valid generations, in slot order (so two copies in one batch are
+        caught too). Returns the slots this attempt settled (accepted or invalid) -> candidate id; a duplicate's
+        slot stays open for the next attempt."""
+        settled: dict[int, str] = {}
+        for sl in att.slots:
+            r = att.stored[sl.index]
+            if r["verdict"] in (Verdict.INVALID, Verdict.ACCEPTED):
+                settled[sl.index] = r["id"]
+            elif r["verdict"] == Verdict.VALID:
+                if not self.cfg.search.novelty.enabled:
+                    self.store.update_candidate(r["id"], verdict=Verdict.ACCEPTED)
+                    settled[sl.index] = r["id"]
                     continue
-                elif r["verdict"] == "valid":
-                    if not s.novelty.enabled:
-                        self.store.update_candidate(r["id"], verdict="accepted")
-                        done[sl.index] = r["id"]
-                        continue
-                    v = nov.check(r["source"], mode=sl.mode, parent_key=r["parent_id"])
-                    if v.accepted:
-                        nov.accept(r["id"], r["source"])
-                        self.store.update_candidate(r["id"], verdict="accepted", nearest_id=v.nearest_key,
-                                                    similarity=v.similarity)
-                        done[sl.index] = r["id"]
-                    else:
-                        self.store.update_candidate(r["id"], verdict="duplicate", error_kind="duplicate",
-                                                    error_message=f"Jaccard {v.similarity:.3f} to {v.nearest_key}",
-                                                    nearest_id=v.nearest_key, similarity=v.similarity)
+                v = nov.check(r["source"], mode=sl.mode, parent_key=r["parent_id"])
+                if v.accepted:
+                    nov.accept(r["id"], r["source"])
+                    self.store.update_candidate(r["id"], verdict=Verdict.ACCEPTED, nearest_id=v.nearest_key,
+                                                similarity=v.similarity)
+                    settled[sl.index] = r["id"]
+                else:
+                    self.store.update_candidate(r["id"], verdict=Verdict.DUPLICATE, error_kind="duplicate",
+                                                error_message=f"Jaccard {v.similarity:.3f} to {v.nearest_key}",
+                                                nearest_id=v.nearest_key, similarity=v.similarity)
+        return settled
 
     def _cid(self, t: int, i: int, attempt: int) -> str:
         return f"s{self.cfg.seed}-c{t:03d}-{i:03d}-a{attempt}"
@@ -704,7 +738,7 @@ class SearchLoop:
         nov = NoveltyFilter(self.cfg.search.novelty)
         for r in self.store.candidates(run_id=self.run_id):
             # The corpus (under its store ids, which delta parents point at) and every program accepted so far.
-            if r["cycle"] == -1 or (r["cycle"] is not None and 0 <= r["cycle"] <= upto_cycle and r["verdict"] == "accepted"):
+            if r["cycle"] == -1 or (r["cycle"] is not None and 0 <= r["cycle"] <= upto_cycle and r["verdict"] == Verdict.ACCEPTED):
                 nov.add(r["id"], r["source"])
         return nov
 
@@ -739,16 +773,16 @@ class SearchLoop:
 
         todo = []
         for r in self.store.candidates(run_id=self.run_id, cycle=t):
-            if r["verdict"] == "accepted" and not self.store.evaluations(r["id"], budget="proxy"):
+            if r["verdict"] == Verdict.ACCEPTED and self.store.latest_evaluation(r["id"], PROXY, ok=False) is None:
                 todo.append(Candidate(id=r["id"], source=r["source"], dataset=r["dataset"]))
         if todo:
-            self._evaluate_and_store(todo, train=True, budget="proxy", desc=f"train c{t}")
+            self._evaluate_and_store(todo, train=True, budget=PROXY, desc=f"train c{t}")
         for r in self.store.candidates(run_id=self.run_id, cycle=t):
-            ev = self.store.evaluations(r["id"], budget="proxy")
-            if ev and ev[-1]["status"] == "ok" and r["quality"] is None:
-                self.store.update_candidate(r["id"], quality=self._quality(ev[-1]["accuracy"], r["dataset"]))
-            elif ev and ev[-1]["status"] != "ok" and r["verdict"] == "accepted":
-                self.store.update_candidate(r["id"], error_kind=ev[-1]["error_kind"], error_message=ev[-1]["error_message"])
+            ev = self.store.latest_evaluation(r["id"], PROXY, ok=False)
+            if ev is not None and ev.ok and r["quality"] is None:
+                self.store.update_candidate(r["id"], quality=self._quality(ev.accuracy, r["dataset"]))
+            elif ev is not None and not ev.ok and r["verdict"] == Verdict.ACCEPTED:
+                self.store.update_candidate(r["id"], error_kind=ev.error_kind, error_message=ev.error_message)
 
     def _quality(self, accuracy: float | None, dataset: str) -> float | None:
         if accuracy is None:
@@ -756,37 +790,36 @@ class SearchLoop:
         refs = self._refs_cache()
         return elites_mod.normalize_quality(accuracy, dataset, refs)
 
-    def _refs_cache(self) -> dict[str, float]:
-        for c in self.store.cycles(self.run_id):
-            if c["cycle"] == -1 and "reference" in c:
-                return c["reference"]
-        return self._reference_accuracies()
+    def _refs_cache(self) -> References:
+        """The reference accuracies Q is normalised by: the reference phase's record, read once (it never
+        changes after the phase; the phase resets the cache when it records it); before the record, computed
+        from the corpus's evaluations on every call."""
+        if self._refs is not None:
+            return self._refs
+        refs = self.store.reference_accuracies(self.run_id)
+        if refs.recorded:
+            self._refs = refs
+            return refs
+        return self.store.corpus_reference(self.run_id)
 
     def _elite_inputs(self, rows: Sequence[dict[str, Any]]) -> list[Any]:
         return [elites_mod.EliteCandidate(id=r["id"], quality=r["quality"], params=r.get("params") or 0, order=i)
                 for i, r in enumerate(rows) if r.get("quality") is not None]
 
     def _phase_select(self, t: int) -> None:
-        rows = []
-        for r in self.store.candidates(run_id=self.run_id, cycle=t):
-            if r["quality"] is None:
-                continue
-            ev = self.store.evaluations(r["id"], budget="proxy")
-            rows.append({**r, "params": ev[-1]["params"] if ev else 0})
-        prev_ids: list[str] = []
-        for c in reversed(self.store.cycles(self.run_id)):
-            if 0 <= c["cycle"] < t and c.get("elites"):
-                prev_ids = list(c["elites"])
-                break
+        trained = [elites_mod.EliteCandidate(id=c.id, quality=c.quality, params=c.params or 0, order=i)
+                   for i, c in enumerate(self.store.trained_candidates(self.run_id, t))]
+        before = self.store.elites_before(self.run_id, t)
+        prev_ids = list(before.ids) if before else []
         prev_rows = []
-        for i, pid in enumerate(prev_ids):
+        for pid in prev_ids:
             r = self.store.get_candidate(pid)
             if r is not None and r["quality"] is not None:
-                ev = self.store.evaluations(pid, budget="proxy")
-                prev_rows.append({**r, "params": ev[-1]["params"] if ev else 0})
-        prev = [elites_mod.EliteCandidate(id=r["id"], quality=r["quality"], params=r["params"], order=-len(prev_rows) + i)
-                for i, r in enumerate(prev_rows)]
-        sel = elites_mod.select_elites(self._elite_inputs(rows), rho=self.cfg.search.elite_rho,
+                ev = self.store.latest_evaluation(pid, PROXY)
+                prev_rows.append((pid, r["quality"], ev.params if ev is not None else 0))
+        prev = [elites_mod.EliteCandidate(id=pid, quality=q, params=params, order=-len(prev_rows) + i)
+                for i, (pid, q, params) in enumerate(prev_rows)]
+        sel = elites_mod.select_elites(trained, rho=self.cfg.search.elite_rho,
                                        floor=self.cfg.search.elite_floor, previous=prev,
                                        memory=self.cfg.search.elite_memory, max_elites=self.cfg.search.max_elites)
         ids = [e.id for e in sel.elites]
@@ -798,68 +831,48 @@ class SearchLoop:
     # ------------------------------------------------------------------ CE update
 
     def _replay_examples(self, n: int, seed_offset: int) -> list[tuple[Any, str]]:
-        """n training pairs from the corpus L, in the modes the run samples.
-
-        Full mode: a prompt showing another corpus program → the program. Delta mode (the
-        corpus holds no edits): the program's delta prompt → the canonical edit to a random
-        mutation of it, so θ_0 knows the edit format before cycle 0.
-        """
-        if not self.corpus or n <= 0:
-            return []
-        from cenas_jax.search.mutation import mutate
-
-        rng = np.random.default_rng([self.cfg.seed, 99, seed_offset])
+        """n training pairs from the corpus L, in the modes the run samples (``update.replay_pairs``)."""
         s = self.cfg.search
-        delta_share = {"full": 0.0, "delta": 1.0, "mixed": s.delta_share}[s.mode]
-        ds = self.cfg.data.name
-        out = []
-        order = rng.permutation(len(self.corpus))
-        for k in range(n):
-            target = self.corpus[int(order[k % len(order)])]
-            if rng.random() < delta_share:
-                child, _ = mutate(target.source, rng, n_mutations=1)  # one edit block, as sampled answers have
-                if child.strip() != target.source.strip():
-                    try:
-                        out.append(prompts_mod.delta_training_pair(target.source, child, None, ds, s.edit_format))
-                        continue
-                    except (ValueError, delta_mod.DeltaError):
-                        pass  # no canonical edit between the two: fall back to a full-mode pair
-            ref = self.corpus[int(rng.integers(len(self.corpus)))]
-            out.append((prompts_mod.full_prompt(ref.source, score=None, dataset=ds), prompts_mod.full_completion(target.source)))
-        return out
+        return update_mod.replay_pairs(self.corpus, n, seed=self.cfg.seed, seed_offset=seed_offset, mode=s.mode,
+                                       delta_share=s.delta_share, dataset=self.cfg.data.name,
+                                       edit_format=s.edit_format)
 
-    def _elite_examples(self, ids: Sequence[str]) -> list[tuple[Any, str]]:
-        """CE-update pairs of the elites: the exact prompt each was sampled from → its canonical answer."""
-        system = prompts_mod.load_template("system").template
+    def _elite_inputs_for_update(self, ids: Sequence[str]) -> list[update_mod.EliteInput]:
+        """What ``update.elite_pairs`` needs of each elite, read from the store (unknown ids are left out)."""
         out = []
         for cid in ids:
             r = self.store.get_candidate(cid)
-            if r is None or r["prompt"] is None:
+            if r is None:
                 continue
-            prompt = prompts_mod.Prompt(system=system, user=r["prompt"], mode=r["mode"], dataset=r["dataset"],
-                                        edit_format=self.cfg.search.edit_format if r["mode"] == "delta" else None)
             parent = self.store.get_candidate(r["parent_id"]) if r["mode"] == "delta" and r["parent_id"] else None
-            if parent is not None:
-                try:
-                    completion = prompts_mod.delta_completion(parent["source"], r["source"], self.cfg.search.edit_format)
-                except Exception:  # a canonical edit that cannot be written: train on the program instead
-                    continue
-            else:
-                completion = prompts_mod.full_completion(r["source"])
-            out.append((prompt, completion))
+            parent_ev = self.store.latest_evaluation(parent["id"], PROXY) if parent is not None else None
+            out.append(update_mod.EliteInput(
+                id=r["id"], mode=r["mode"], dataset=r["dataset"], prompt=r["prompt"], source=r["source"],
+                parent_source=parent["source"] if parent is not None else None,
+                parent_dataset=parent["dataset"] if parent is not None else None,
+                parent_accuracy=parent_ev.accuracy if parent_ev is not None else None))
         return out
+
+    def _count_tokens(self) -> update_mod.CountTokens:
+        """How the update's token budget counts a pair: the generator's tokenizer (``count_tokens``), or, for a
+        generator without one (the scripted double, the mutation control), an estimate from characters."""
+        return getattr(self.generator, "count_tokens", None) or update_mod.chars_estimate
 
     def _phase_update(self, t: int) -> None:
         if not self.cfg.search.ce_update:  # the frozen-LLM control: keep θ_0, still checkpoint the position
             self._save_generator(self.rundir.checkpoints / f"cycle_{t:03d}")
             self.store.set_cycle(self.run_id, t, update={"examples": 0, "steps": 0, "tokens": 0, "seconds": 0.0})
             return
-        cyc = {c["cycle"]: c for c in self.store.cycles(self.run_id)}.get(t, {})
-        ids = cyc.get("elites") or []
-        examples = self._elite_examples(ids)
-        n_replay = int(math.ceil(self.cfg.search.replay_weight * max(len(examples), 1)))
-        examples += self._replay_examples(n_replay, seed_offset=t + 1)
-        examples = self._within_budget(examples)
+        elites = self.store.cycle_elites(self.run_id, t)
+        ids = list(elites.ids) if elites else []
+        built = update_mod.elite_pairs(self._elite_inputs_for_update(ids), self.cfg.search.edit_format)
+        for f in built.as_full:
+            self.echo(f"cycle {t}: elite {f.id}'s edit from its parent cannot be written ({f.reason}); "
+                      f"trained as a full program")
+        examples = list(built.pairs)
+        examples += self._replay_examples(update_mod.replay_count(len(examples), self.cfg.search.replay_weight),
+                                          seed_offset=t + 1)
+        examples = update_mod.within_budget(examples, self.cfg.search.update_token_budget, self._count_tokens())
         if self.progress and getattr(self.generator, "learns", True):
             self.echo(f"cycle {t}: CE update on {len(examples)} examples ({len(ids)} elites, the rest replayed corpus)")
         with self._abandonable():
@@ -867,19 +880,8 @@ class SearchLoop:
         self.store.add_finetune_losses(self.run_id, t, res.losses)
         self._save_generator(self.rundir.checkpoints / f"cycle_{t:03d}")
         self.store.set_cycle(self.run_id, t, update={"examples": len(examples), "steps": res.steps, "tokens": res.tokens,
-                                                       "seconds": res.seconds})
-
-    def _within_budget(self, examples: list[tuple[Any, str]]) -> list[tuple[Any, str]]:
-        """Keep examples in order until the update's token budget (counted in characters) is spent."""
-        budget = self.cfg.search.update_token_budget * 3  # ≈2.9 characters per token of code (SmolLM2, measured)
-        out, used = [], 0
-        for p, c in examples:
-            n = len(p.user) + len(p.system) + len(c)
-            if out and used + n > budget:
-                break
-            out.append((p, c))
-            used += n
-        return out
+                                                       "seconds": res.seconds,
+                                                       "elites_as_full": [f.id for f in built.as_full]})
 
     # ------------------------------------------------------------------ summary
 
@@ -889,9 +891,9 @@ class SearchLoop:
         for r in rows:  # the last attempt of each slot is its generation's fate
             if r["idx"] not in final or r["attempt"] > final[r["idx"]]["attempt"]:
                 final[r["idx"]] = r
-        valid = sum(1 for r in rows if r["verdict"] in ("valid", "accepted", "duplicate"))
-        dups = sum(1 for r in rows if r["verdict"] == "duplicate")
-        accepted = sum(1 for r in rows if r["verdict"] == "accepted")
+        valid = sum(1 for r in rows if r["verdict"] in VALID_VERDICTS)
+        dups = sum(1 for r in rows if r["verdict"] == Verdict.DUPLICATE)
+        accepted = sum(1 for r in rows if r["verdict"] == Verdict.ACCEPTED)
         qs = [r["quality"] for r in rows if r["quality"] is not None]
         cyc = {c["cycle"]: c for c in self.store.cycles(self.run_id)}.get(t, {})
         # The phases' wall times ("sample" is part of "generate", not added again).

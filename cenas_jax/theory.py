@@ -642,6 +642,8 @@ def mean_ci(values, ci: float = 0.95) -> MeanCI:
     if n == 1:
         return MeanCI(mean=m, low=math.nan, high=math.nan, n=1, sem=math.nan, ci=ci)
     sem = float(np.std(x, ddof=1) / math.sqrt(n))
+    if sem == 0.0:  # identical values: scipy refuses a zero scale (NaN), the interval is the point
+        return MeanCI(mean=m, low=m, high=m, n=n, sem=0.0, ci=ci)
     low, high = _stats().t.interval(ci, df=n - 1, loc=m, scale=sem)
     return MeanCI(mean=m, low=float(low), high=float(high), n=n, sem=sem, ci=ci)
 

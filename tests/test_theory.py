@@ -464,3 +464,10 @@ def test_estimate_snr_chunked_bootstrap_equals_one_block(monkeypatch):
     monkeypatch.setattr(T, "_BOOT_BLOCK_ELEMENTS", 30 * 4 * 7)  # blocks of 7 resamples
     chunked = T.estimate_snr(x, n_boot=250, seed=5)
     assert chunked == whole
+
+
+def test_mean_ci_of_identical_values_is_the_point():
+    from cenas_jax.theory import mean_ci
+
+    r = mean_ci([0.5, 0.5, 0.5])
+    assert (r.mean, r.low, r.high, r.sem) == (0.5, 0.5, 0.5, 0.0)

@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 export PYTHONHASHSEED := 0
 
-.PHONY: install browser test test-all demo demo-fresh bench-eval bench-llm reproduce-small reproduce clean
+.PHONY: install browser lint test test-all demo demo-fresh bench-eval bench-llm reproduce-small reproduce clean
 
 install: $(VENV)/.installed
 
@@ -24,7 +24,11 @@ browser:
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; } || \
 	  echo "make browser: no chromium (install Debian's 'chromium' package for the live view's browser tests)"
 
-test: install
+# ruff, with the rule set in pyproject.toml ([tool.ruff]); `make test` runs it first.
+lint: install
+	$(VENV)/bin/ruff check .
+
+test: install lint
 	$(PY) -m pytest -m "not slow" -q
 
 test-all: install
@@ -70,4 +74,4 @@ reproduce: install
 	$(PY) experiments/reproduce.py paper --out runs/reproduce $(if $(CHECK),--check) $(if $(SMOKE),--smoke) --data-dir "$(DATA_DIR)" --llms "$(LLMS)"
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

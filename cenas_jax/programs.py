@@ -15,8 +15,8 @@ import itertools
 import math
 import re
 import tokenize
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Sequence
 
 TOKEN_RE = re.compile(r"[A-Za-z_]\w*|[^\s]")
 _SEP = "\x1f"  # joins the tokens of a shingle; never inside a token

@@ -27,8 +27,9 @@ import dataclasses
 import json
 import math
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -355,7 +356,7 @@ class ProxySNRResult:
     truth_seconds: float
     json_path: Path | None
     png_path: Path | None
-    ceiling: "CeilingResult | None" = None
+    ceiling: CeilingResult | None = None
 
 
 def select_architectures(cfg: RunConfig) -> tuple[list[Arch], str]:

@@ -16,8 +16,8 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import socket
 import platform
+import socket
 import subprocess
 import sys
 import time

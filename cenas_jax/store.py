@@ -30,11 +30,12 @@ import signal
 import sqlite3
 import sys
 import time
+from collections.abc import Iterator, Mapping, Sequence
 from collections.abc import Mapping as MappingABC
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -240,7 +241,7 @@ class Evaluation:
         return self.status == EvalStatus.OK
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Evaluation":
+    def from_dict(cls, d: Mapping[str, Any]) -> Evaluation:
         """From the dict ``RunStore.evaluations`` returns."""
         deg = d.get("degenerate")
         return cls(**{f.name: d.get(f.name) for f in fields(cls) if f.name not in ("seed_accuracies", "degenerate")},
@@ -284,7 +285,7 @@ class StoredCandidate:
     quality: float | None = None
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "StoredCandidate":
+    def from_dict(cls, d: Mapping[str, Any]) -> StoredCandidate:
         v = d.get("verdict")
         return cls(**{f.name: d.get(f.name) for f in fields(cls) if f.name != "verdict"},
                    verdict=None if v is None else Verdict(v))
@@ -462,7 +463,7 @@ class RunStore:
     def close(self) -> None:
         self._conn.close()
 
-    def __enter__(self) -> "RunStore":
+    def __enter__(self) -> RunStore:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -34,7 +34,7 @@ import dataclasses
 import inspect
 import math
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -461,7 +461,7 @@ def _rowwise_pearson(a_BxN: np.ndarray, b_BxN: np.ndarray) -> np.ndarray:
     return np.where(den > 0, r, np.nan)
 
 
-def _correlation_result(method, res, n, dropped, ci, n_boot, lo, hi, undefined) -> "CorrelationResult":
+def _correlation_result(method, res, n, dropped, ci, n_boot, lo, hi, undefined) -> CorrelationResult:
     """A ``CorrelationResult`` from scipy's result ``res`` and the bootstrap's interval."""
     return CorrelationResult(
         method=method,

@@ -88,9 +88,9 @@ def run_ours(kind: str, sources: dict[str, str], epochs: float, workers: int) ->
 
 def run_torch(epochs: int, threads: int) -> tuple[list[dict], float]:
     import torch
-
     from bench.torch_archs import TORCH_ARCHS
     from bench.torch_loop import to_tensors, train_torch
+
     from cenas_jax.config import DataConfig
     from cenas_jax.data import load_dataset
 
@@ -123,7 +123,7 @@ def main() -> None:
     kind = args.evaluator
     if kind == "auto":
         try:
-            import cenas_jax.candidates.sandbox  # noqa: F401
+            import cenas_jax.candidates.sandbox  # noqa: F401 - imported only to see whether the sandbox is available
 
             kind = "sandbox"
         except ImportError:

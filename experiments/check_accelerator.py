@@ -104,7 +104,6 @@ def _torch_train(name: str, ds, seeds: int, device) -> float:
     import numpy as np
     import torch
     import torch.nn.functional as F
-
     from bench.torch_archs import TORCH_ARCHS, init_like_flax
 
     x = (ds.x_train.astype(np.float32) - ds.mean) / ds.std
@@ -135,8 +134,8 @@ def _torch_train(name: str, ds, seeds: int, device) -> float:
 @check("proxy-step")
 def proxy_step(args):
     import jax
-
     from bench.cifar_shaped import cifar_shaped
+
     from cenas_jax.train import train_candidate
 
     ds = cifar_shaped(data_dir=args.data_dir, n_train=args.train_images)
@@ -268,8 +267,8 @@ def bf16_sampler(args):
     import jax
     import jax.numpy as jnp
     import numpy as np
-
     from bench_llm import PROMPTS
+
     from cenas_jax.llm.sampler import Sampler
 
     m32, tok, _ = _load("float32")
@@ -333,9 +332,9 @@ def bf16_sampler(args):
 def sharded_lora(args):
     import jax
     import numpy as np
+    from bench_llm import _finetune_pairs
     from flax import nnx
 
-    from bench_llm import _finetune_pairs
     from cenas_jax.config import FinetuneConfig, LoRAConfig
     from cenas_jax.llm.finetune import finetune
     from cenas_jax.llm.lora import apply_lora

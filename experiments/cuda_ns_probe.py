@@ -1,7 +1,11 @@
 """Which isolation layer stops cuInit (diagnosis for the GPU sandbox); run as root on a GPU host."""
-import ctypes, os, sys
+import ctypes
+import os
+import sys
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from cenas_jax.candidates import isolation as iso
+
 
 def cuinit():
     lib = ctypes.CDLL("libcuda.so.1")
@@ -17,23 +21,27 @@ def trial(name, fn):
             res = str(cuinit())
         except Exception as e:
             res = f"exc {type(e).__name__}: {e}"
-        os.write(w, res.encode()); os._exit(0)
+        os.write(w, res.encode())
+        os._exit(0)
     os.close(w)
-    out = os.read(r, 1000).decode(); os.waitpid(pid, 0)
+    out = os.read(r, 1000).decode()
+    os.waitpid(pid, 0)
     print(f"{name:<28} cuInit -> {out}", flush=True)
 
 def in_pid_ns():
     iso.unshare(iso.CLONE_NEWPID)
     pid = os.fork()
     if pid:
-        _, st = os.waitpid(pid, 0); os._exit(0)
+        _, st = os.waitpid(pid, 0)
+        os._exit(0)
 
 def fresh_proc():
     iso.unshare(iso.CLONE_NEWNS | iso.CLONE_NEWPID)
     iso.mount(None, "/", None, iso.MS_REC | iso.MS_PRIVATE)
     pid = os.fork()
     if pid:
-        os.waitpid(pid, 0); os._exit(0)
+        os.waitpid(pid, 0)
+        os._exit(0)
     iso.mount_fresh_proc()
 
 def shm():

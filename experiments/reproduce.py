@@ -46,8 +46,9 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -608,7 +609,7 @@ def _fig2_section(a: Any, figdir: Path) -> list[str]:
             "|---|---|---|---|---|"]
     for t in sorted(set(d["per_cycle"]) | set(f["per_cycle"])):
         dd, ff = d["per_cycle"].get(t), f["per_cycle"].get(t)
-        cell = lambda x: ("–", "–") if not x else (f"{x['valid']} / {x['n']}", f"{_fmt(x['rate'])} {_ci(x['low'], x['high'])}")  # noqa: E731
+        cell = lambda x: ("–", "–") if not x else (f"{x['valid']} / {x['n']}", f"{_fmt(x['rate'])} {_ci(x['low'], x['high'])}")  # noqa: E731 - a one-line local helper
         out.append(f"| {t} | {cell(dd)[0]} | {cell(dd)[1]} | {cell(ff)[0]} | {cell(ff)[1]} |")
     ratio = lo = hi = None
     if d["valid"] > 0 and f["valid"] > 0:
@@ -619,7 +620,7 @@ def _fig2_section(a: Any, figdir: Path) -> list[str]:
     late = cyc[len(cyc) // 2:] if len(cyc) >= 2 else []
     late_row = []
     if late:
-        pooled = lambda pc: (sum(pc[c]["valid"] for c in late if pc.get(c)), sum(pc[c]["n"] for c in late if pc.get(c)))  # noqa: E731
+        pooled = lambda pc: (sum(pc[c]["valid"] for c in late if pc.get(c)), sum(pc[c]["n"] for c in late if pc.get(c)))  # noqa: E731 - a one-line local helper
         (kd, nd), (kf, nf) = pooled(d["per_cycle"]), pooled(f["per_cycle"])
         if nd and nf:
             r = f"{_fmt(theory.rate_ratio_ci(kd, nd, kf, nf)[0], 2)}" if kd and kf else "–"
@@ -697,7 +698,7 @@ def _ablation_section(on: Any, off: Any, figdir: Path) -> list[str]:
         x, y = a_on.get(t), a_off.get(t)
         out.append(f"| {t} | {_fmt(x.diversity if x else None)} | {x.duplicates if x else '–'} "
                    f"| {_fmt(y.diversity if y else None)} | {y.accepted if y else '–'} |")
-    mean = lambda a: _mean([c.diversity for c in a.cycles])  # noqa: E731
+    mean = lambda a: _mean([c.diversity for c in a.cycles])  # noqa: E731 - a one-line local helper
     out += ["", f"Mean over cycles: {_fmt(mean(on))} with the filter, {_fmt(mean(off))} without. Paper (result 5): "
             "the filter prevents mode collapse — persistent novel admissions, consistent quantitatively.", "",
             f"![ablation]({_per_cycle_plot({'with filter': [(c.cycle, c.diversity) for c in on.cycles], 'without filter': [(c.cycle, c.diversity) for c in off.cycles]}, 'mean pairwise Jaccard', figdir / 'ablation_novelty.png')})", ""]
@@ -826,7 +827,7 @@ def _retrain_section(path: Path) -> list[str]:
     out += ["| quantity | ours | paper (NNGPT) |", "|---|---|---|",
             f"| budgets | {doc['proxy_epochs']:g} epoch proxy vs {doc['epochs']:g} epochs × {doc['seeds']} seed(s), test split | 1 vs 50 epochs |",
             f"| architectures retrained | {len(doc['rows'])} ({len(ok)} trained) | – |",
-            f"| Spearman ρ_S [95% CI] | " + (f"{_fmt(sp['estimate'])} {_ci(sp['ci_low'], sp['ci_high'])}, p = {sp['p_value']:.2g}" if sp else f"– ({doc.get('note')})")
+            "| Spearman ρ_S [95% CI] | " + (f"{_fmt(sp['estimate'])} {_ci(sp['ci_low'], sp['ci_high'])}, p = {sp['p_value']:.2g}" if sp else f"– ({doc.get('note')})")
             + f" | {doc['reference']['spearman']} |",
             f"| best test accuracy | {_fmt(best['test_accuracy']) if best else '–'}" + (f" (`{best['candidate_id']}`)" if best else "") + " | 85.5% (CIFAR-10, first epoch) |",
             ""]
@@ -910,7 +911,7 @@ def write_summary(plan: Plan, path: str | Path | None = None) -> Path:
     figdir.mkdir(parents=True, exist_ok=True)
     analyses = {name: _analyse(rd) for name, rd in plan.runs().items()}
     # Paper plans name runs per LLM: read LLM 1's (and the LLM-independent mutation control).
-    pick = lambda base: analyses.get(base) or next((a for k, a in analyses.items() if k.startswith(base + "-")), None)  # noqa: E731
+    pick = lambda base: analyses.get(base) or next((a for k, a in analyses.items() if k.startswith(base + "-")), None)  # noqa: E731 - a one-line local helper
     main = {b: pick(b) for b in RUNS}
     psnr = next((s.out for s in plan.steps if s.kind == "proxy_snr"), plan.out / "table_proxy_reliability")
     retrain = next((s.out for s in plan.steps if s.kind == "retrain"), plan.out / "retrain.json")

@@ -1,6 +1,6 @@
 import pytest
 
-from cenas_jax.config import ConfigError, RunConfig, load_config, to_dict, from_dict
+from cenas_jax.config import ConfigError, RunConfig, from_dict, load_config, to_dict
 
 
 def test_defaults_roundtrip():

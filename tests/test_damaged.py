@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from cenas_jax.config import load_config
 from cenas_jax.rundir import LoopState, RunDir
 from cenas_jax.store import CandidateRow, RunStore

@@ -227,9 +227,9 @@ class PolicyMissesEverything(Evaluator):
 
 def test_a_search_with_a_forging_generation_completes_and_does_not_make_it_an_elite(tmp_path, zero_accuracy):
     from cenas_jax.config import load_config
+    from cenas_jax.rundir import RunDir
     from cenas_jax.search.generator import ScriptedGenerator
     from cenas_jax.search.loop import SearchLoop
-    from cenas_jax.rundir import RunDir
     from cenas_jax.store import RunStore
 
     @dataclasses.dataclass(frozen=True)
@@ -241,7 +241,7 @@ def test_a_search_with_a_forging_generation_completes_and_does_not_make_it_an_el
     forger = ATTACKS["patch_trainer"] + ZERO_NET
     others = [GOOD.replace("Dense(32)", f"Dense({w})").replace("nn.relu", act) for w, act in
               ((96, "nn.gelu"), (20, "nn.swish"), (64, "nn.elu"))]  # fmt: skip
-    fence = lambda src: f"```python\n{src}```"  # noqa: E731
+    fence = lambda src: f"```python\n{src}```"  # noqa: E731 - a one-line local helper
     cfg_path = tmp_path / "cfg.yaml"
     cfg_path.write_text(
         "seed: 0\ndata: {name: digits}\ntrain: {epochs: 1, seeds: 2}\nsandbox: {workers: 1, timeout_s: 120}\n"

@@ -260,7 +260,7 @@ def test_repeated_lines_end_a_row(model):
 def test_find_repeat_needs_complete_identical_non_blank_lines(model):
     s = Sampler(model, CharTokenizer(), eos_token_ids=())
     tok = CharTokenizer()
-    ids = lambda text: tok(text)["input_ids"][1:]  # noqa: E731
+    ids = lambda text: tok(text)["input_ids"][1:]  # noqa: E731 - a one-line local helper
     text, kept, reason = s._find_repeat(ids("x = 1\n  y\n  y\n  y\n"), 3)
     assert (text, reason) == ("x = 1\n  y\n", "repeat") and tok.decode(kept) == "x = 1\n  y\n"
     assert s._find_repeat(ids("x = 1\n  y\n  y\n  y"), 3) is None  # the last line may still grow

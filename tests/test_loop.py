@@ -23,11 +23,11 @@ import pytest
 
 from cenas_jax.candidates.sandbox import Evaluator
 from cenas_jax.config import load_config
+from cenas_jax.errors import UserError
+from cenas_jax.rundir import LoopState, RunDir
 from cenas_jax.search.generator import ScriptedGenerator
 from cenas_jax.search.loop import SearchLoop
 from cenas_jax.search.mutation import MutationGenerator
-from cenas_jax.errors import UserError
-from cenas_jax.rundir import LoopState, RunDir
 from cenas_jax.store import RunStore
 
 MLP = """import flax.linen as nn

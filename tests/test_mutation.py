@@ -10,7 +10,7 @@ import pytest
 from cenas_jax.candidates import contract
 from cenas_jax.candidates.corpus import load_corpus
 from cenas_jax.search import prompts
-from cenas_jax.search.delta import apply_edits, extract_code
+from cenas_jax.search.delta import DeltaError, apply_edits, extract_code
 from cenas_jax.search.generator import Generator, UpdateResult
 from cenas_jax.search.mutation import OPERATORS, MutationGenerator, mutate, program_in_prompt
 
@@ -122,7 +122,7 @@ def test_a_prompt_without_a_program_gets_an_answer_the_loop_rejects():
         user, system, mode, edit_format = "no program here", "", "delta", "search_replace"
 
     (g,) = MutationGenerator().generate([P()], [0.5], [0])
-    with pytest.raises(Exception):
+    with pytest.raises(DeltaError):
         apply_edits(CORPUS["lenet5"], g.text)
 
 

@@ -494,7 +494,6 @@ def test_delta_similarity_to_parent(capsys, subset):
     f = NoveltyFilter(NoveltyConfig())
     for i, s in enumerate(sources):
         f.add(f"p{i}", s)
-    tau = f.threshold_delta
     exact, est, kinds, copies_est = [], [], {}, []
     accepted = 0
     for i, s in enumerate(sources):

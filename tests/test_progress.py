@@ -19,7 +19,7 @@ def test_plain_lines_at_the_interval_and_one_at_the_end_with_rate_and_postfix():
     out, clock = io.StringIO(), Clock()
     p = PlainProgress(total=10, desc="train c0", unit="cand", file=out, interval=30, clock=clock)
     p.set_postfix_str("best 0.9")  # before any time passed: no line yet
-    for k in range(10):
+    for _ in range(10):
         clock.t += 7.0  # one candidate every 7 s: lines at 35 s and 70 s
         p.update(1)
     p.close()  # the last line already shows the final state: nothing more

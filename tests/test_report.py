@@ -7,13 +7,12 @@ import pytest
 from programs import mlp
 
 from cenas_jax import theory
+from cenas_jax.config import RunConfig
 from cenas_jax.report.analysis import analyse, lineage_chain
 from cenas_jax.report.export import export_csv
 from cenas_jax.report.markdown import write_report
 from cenas_jax.rundir import LoopState, RunDir
-from cenas_jax.config import RunConfig
 from cenas_jax.store import CandidateRow, RunStore
-
 
 
 def _fill(path):
@@ -138,7 +137,7 @@ def _digits_n_val() -> int:
     return len(load_dataset(DataConfig(name="digits")).y_val)
 
 
-def _baseline_run(path, *, seeds=None, state=LoopState(cycle=1, phase="done", status="finished"), unchecked=0):
+def _baseline_run(path, *, seeds=None, state=LoopState(cycle=1, phase="done", status="finished"), unchecked=0):  # noqa: B008 - frozen dataclass, a shared default is safe
     """One cycle against a two-program corpus: a linear model one image above the best corpus program, and a
     clearly better one. ``seeds``: per-program seed accuracies (default one seed)."""
     n = _digits_n_val()

@@ -146,7 +146,7 @@ def test_summary_reads_synthetic_runs_and_puts_them_beside_the_papers_numbers(tm
     from cenas_jax.retrain import retrain, write_json
 
     out = tmp_path / "rs"
-    plan = rp.small_plan(out)
+    rp.small_plan(out)
     make_run(out / "fig2_delta_vs_full", cycles=3, per_cycle=20, rate={"full": 0.5, "delta": 0.75}, seed=1)
     make_run(out / "fig1_convergence", cycles=4, per_cycle=10, slope=0.05, seed=2)
     make_run(out / "ablation_novelty", cycles=4, per_cycle=10, novelty=False, seed=3)

@@ -43,13 +43,13 @@ def test_evaluator_scores_on_the_test_split_when_asked():
 
 # ---------------------------------------------------------------------------- the retrain library and CLI
 
-import json  # noqa: E402
+import json  # noqa: E402 - this section's imports, kept beside the tests that use them
 
-from synthetic_run import make_run  # noqa: E402
+from synthetic_run import make_run  # noqa: E402 - this section's imports, kept beside the tests that use them
 
-from cenas_jax.errors import UserError  # noqa: E402
-from cenas_jax.retrain import REFERENCE_SPEARMAN, budget_label, format_result, retrain, select_top, write_json  # noqa: E402
-from cenas_jax.store import RunStore  # noqa: E402
+from cenas_jax.errors import UserError  # noqa: E402 - this section's imports, kept beside the tests that use them
+from cenas_jax.retrain import REFERENCE_SPEARMAN, budget_label, format_result, retrain, select_top, write_json  # noqa: E402 - this section's imports, kept beside the tests that use them
+from cenas_jax.store import RunStore  # noqa: E402 - this section's imports, kept beside the tests that use them
 
 
 def test_select_top_orders_by_proxy_quality_and_skips_repeated_sources(tmp_path):

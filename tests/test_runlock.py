@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from cenas_jax.errors import UserError
-from cenas_jax.search.loop import EXIT_INTERRUPTED
 from cenas_jax.rundir import LoopState, RunDir, lock_holder, lock_run_dir
+from cenas_jax.search.loop import EXIT_INTERRUPTED
 from cenas_jax.store import RunStore
 
 HOLD = """

@@ -3,7 +3,6 @@ workers dying with their parent, the isolation probe, and the parent's distrust 
 
 from __future__ import annotations
 
-import math
 import os
 import signal
 import subprocess
@@ -81,8 +80,9 @@ def test_cheap_stages_each_have_their_kind_and_order_is_kept(evaluator):
 
 def test_training_in_the_worker_matches_training_in_process(evaluator):
     """The sandbox adds isolation, not a different result: same key, same data, same accuracy."""
-    import jax
     import zlib
+
+    import jax
 
     from cenas_jax.candidates.contract import build_net
     from cenas_jax.data import load_dataset

@@ -9,8 +9,18 @@ import types
 import pytest
 
 from cenas_jax.search.loop import SearchLoop
-from cenas_jax.store import (CHECK, PROXY, VALID_VERDICTS, CandidateRow, EliteSet, Evaluation, References, RunStore,
-                             StoredCandidate, Verdict)
+from cenas_jax.store import (
+    CHECK,
+    PROXY,
+    VALID_VERDICTS,
+    CandidateRow,
+    EliteSet,
+    Evaluation,
+    References,
+    RunStore,
+    StoredCandidate,
+    Verdict,
+)
 
 
 def _ok(acc, seeds=None, params=100):

@@ -11,8 +11,7 @@ from fractions import Fraction
 
 import pytest
 
-from cenas_jax.search import prompts
-from cenas_jax.search import update
+from cenas_jax.search import prompts, update
 from cenas_jax.search.loop import SearchLoop
 from cenas_jax.store import CandidateRow, RunStore
 

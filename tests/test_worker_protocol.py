@@ -68,7 +68,7 @@ FAKE_WORKER = textwrap.dedent('''
 def fake_pool(tmp_path, monkeypatch):
     script = tmp_path / "fake_worker.py"
     script.write_text(FAKE_WORKER)
-    monkeypatch.setattr(sandbox, "_WORKER_BOOT", "import runpy; runpy.run_path(%r, run_name='__main__')" % str(script))
+    monkeypatch.setattr(sandbox, "_WORKER_BOOT", f"import runpy; runpy.run_path({str(script)!r}, run_name='__main__')")
     cfg = SandboxConfig(workers=1, timeout_s=20, check_timeout_s=20, memory_mb=3072, isolation="rlimits")
     with Evaluator(DataConfig(name="digits"), TrainConfig(epochs=1), cfg) as ev:
         yield ev

@@ -19,7 +19,8 @@ import functools
 import hashlib
 import inspect
 import traceback
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -60,7 +61,7 @@ class _ImportRefused(ImportError):
     """The guarded ``__import__`` refused a module (reported as a policy error)."""
 
 
-def _guarded_import(name: str, globals=None, locals=None, fromlist=(), level: int = 0):  # noqa: A002
+def _guarded_import(name: str, globals=None, locals=None, fromlist=(), level: int = 0):  # noqa: A002 - the signature of builtins.__import__, which this replaces
     """``__import__`` that admits only the policy's allow-listed modules."""
     if level:
         raise _ImportRefused("relative imports are not allowed")

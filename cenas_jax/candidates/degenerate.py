@@ -17,7 +17,8 @@ as a nonlinearity and as using all its inputs, so a flag is only raised when it 
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import jax
 

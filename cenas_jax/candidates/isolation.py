@@ -97,7 +97,7 @@ def unshare(flags: int) -> None:
 
 def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
     """mount(2)."""
-    enc = lambda s: None if s is None else s.encode()  # noqa: E731
+    enc = lambda s: None if s is None else s.encode()  # noqa: E731 - a one-line local helper
     ret = _lib().mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data))
     _check(ret, f"mount({source!r} -> {target!r}, {fstype!r}, {flags:#x})")
 
@@ -645,7 +645,7 @@ def describe_isolation(host_ns: dict[str, str | None], probe_paths: tuple[str, .
 
     def lim(res: int) -> str:
         soft, hard = resource.getrlimit(res)
-        fmt = lambda v: "unlimited" if v == resource.RLIM_INFINITY else str(v)  # noqa: E731
+        fmt = lambda v: "unlimited" if v == resource.RLIM_INFINITY else str(v)  # noqa: E731 - a one-line local helper
         return f"soft {fmt(soft)} hard {fmt(hard)}"
 
     for layer, res in (("rlimit_as", resource.RLIMIT_AS), ("rlimit_cpu", resource.RLIMIT_CPU),

@@ -214,7 +214,7 @@ def chain_refusal(full: str) -> str | None:
         return None
     try:
         obj: object = importlib.import_module(parts[0])
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - any failure means the name cannot be resolved statically
         return None
     walked = [parts[0]]
     for part in parts[1:]:
@@ -222,7 +222,7 @@ def chain_refusal(full: str) -> str | None:
             return None  # an attribute of a value (an array's .shape): no module lies beyond it statically
         try:
             obj = getattr(obj, part)
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - any failure means the name cannot be resolved statically
             return None
         walked.append(part)
         if isinstance(obj, types.ModuleType) and not _module_ok(obj):

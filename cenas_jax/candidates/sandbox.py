@@ -58,7 +58,8 @@ import tempfile
 import time
 import weakref
 from collections import deque
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 from cenas_jax.candidates import isolation, placement
 from cenas_jax.candidates.errors import ALL_KINDS
@@ -972,7 +973,7 @@ class Evaluator:
                     pass
         self._finalizer()
 
-    def __enter__(self) -> "Evaluator":
+    def __enter__(self) -> Evaluator:
         return self
 
     def __exit__(self, *exc: Any) -> None:

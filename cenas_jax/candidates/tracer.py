@@ -31,7 +31,8 @@ import socket
 import struct
 import sys
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from cenas_jax.candidates import isolation
 
@@ -202,7 +203,7 @@ def _zygote_loop(ctl: socket.socket, plan: isolation.IsolationPlan) -> None:
                 os.setpgid(0, 0)
                 isolation.set_parent_death_signal()
                 _tracer_main(socket.socket(fileno=conn_fd))
-            except BaseException:  # noqa: BLE001
+            except BaseException:  # noqa: BLE001 - a forked child: any failure, even SystemExit, is exit code 4
                 code = 4
             os._exit(code)
         os.close(conn_fd)
@@ -291,25 +292,25 @@ _MISSING = object()
 def preload() -> None:
     """Imports and warm-ups the tracers need, none of which starts XLA (the zygote forks after this)."""
     import dataclasses  # noqa: F401 - allow-listed for candidates: load it now
-    import functools  # noqa: F401
-    import math  # noqa: F401
-    import typing  # noqa: F401
+    import functools  # noqa: F401 - imported to load it into the zygote before it forks
+    import math  # noqa: F401 - imported to load it into the zygote before it forks
+    import typing  # noqa: F401 - imported to load it into the zygote before it forks
 
-    import flax.linen as nn  # noqa: F401
+    import flax.linen as nn  # noqa: F401 - imported to load it into the zygote before it forks
     import jax
     import jax.numpy as jnp
-    import numpy  # noqa: F401
-    import optax  # noqa: F401
-    from jax import export  # noqa: F401
+    import numpy  # noqa: F401 - imported to load it into the zygote before it forks
+    import optax  # noqa: F401 - imported to load it into the zygote before it forks
+    from jax import export  # noqa: F401 - imported to load it into the zygote before it forks
 
     jax.config.update("jax_enable_compilation_cache", False)
-    from cenas_jax.candidates import contract, degenerate, policy  # noqa: F401
+    from cenas_jax.candidates import contract, degenerate, policy  # noqa: F401 - imported to load it into the zygote before it forks
     from cenas_jax.candidates.worker import WARMUP_SOURCE
-    from cenas_jax.train import exported, pooling, depthwise  # noqa: F401
+    from cenas_jax.train import depthwise, exported, pooling  # noqa: F401 - imported to load it into the zygote before it forks
 
     try:
-        import flatbuffers  # noqa: F401
-        from jax._src.export import serialization  # noqa: F401
+        import flatbuffers  # noqa: F401 - imported to load it into the zygote before it forks
+        from jax._src.export import serialization  # noqa: F401 - imported to load it into the zygote before it forks
     except ImportError:
         pass
     policy.check_policy(WARMUP_SOURCE)

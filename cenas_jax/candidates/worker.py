@@ -289,8 +289,8 @@ def _worker_main(spec: dict, plan: isolation.IsolationPlan) -> None:
                                   "error_message": "bypassing the policy is disabled"})  # fmt: skip
             continue
         isolation.rearm_cpu_limit(spec["cpu_time_s"])
-        record = runtime.run(task, lambda stage: write_frame(results, {"type": "stage", "stage": stage,
-                                                                        "nonce": task.get("nonce")}))  # fmt: skip
+        record = runtime.run(task, lambda stage, task=task: write_frame(results, {"type": "stage", "stage": stage,
+                                                                                   "nonce": task.get("nonce")}))  # fmt: skip
         record["recycle"] = runtime.broken  # a zygote that died cannot serve the next candidate
         write_frame(results, dict(record, type="result", nonce=task.get("nonce")))  # binds it to its task
         if record.get("error_kind") == "memory" or runtime.broken:

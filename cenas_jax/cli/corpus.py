@@ -64,10 +64,9 @@ def cmd_list(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from cenas_jax.progress import progress_bar
-
     from cenas_jax.candidates import contract
     from cenas_jax.candidates.corpus import check_entry, duplicate_structures
+    from cenas_jax.progress import progress_bar
 
     entries = _load(args)
     shapes = contract.STANDARD_INPUT_SHAPES

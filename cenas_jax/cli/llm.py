@@ -53,7 +53,6 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_generate(args) -> int:
-    from cenas_jax.errors import UserError
     from cenas_jax.llm.sampler import Sampler
     from cenas_jax.llm.weights import load_model
 

@@ -69,9 +69,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _build(cfg, run_dir: Path, new: bool, progress: bool, redo_update: bool = False):
     from cenas_jax.candidates.sandbox import Evaluator
+    from cenas_jax.rundir import build_manifest
     from cenas_jax.search.llm_generator import LLMGenerator
     from cenas_jax.search.loop import SearchLoop, select_corpus
-    from cenas_jax.rundir import build_manifest
 
     corpus = select_corpus(cfg.search)
     if cfg.search.generator == "mutation":
@@ -92,9 +92,8 @@ def _build(cfg, run_dir: Path, new: bool, progress: bool, redo_update: bool = Fa
 
 
 def _drive(loop, evaluator) -> int:
-    from cenas_jax.search.loop import EXIT_INTERRUPTED
-
     import cenas_jax.cli as cli
+    from cenas_jax.search.loop import EXIT_INTERRUPTED
 
     try:
         loop.run()
@@ -141,8 +140,8 @@ def _guarded(fn):
 
 def cmd_run(args: argparse.Namespace) -> int:
     from cenas_jax.config import load_config
-    from cenas_jax.search import preflight
     from cenas_jax.rundir import RunDir, lock_run_dir
+    from cenas_jax.search import preflight
 
     overrides = list(args.overrides) + ([f"data.data_dir={args.data_dir}"] if args.data_dir else [])
     cfg = load_config(args.config, overrides)
@@ -160,8 +159,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from cenas_jax.search import preflight
     from cenas_jax.rundir import LoopState, RunDir, lock_run_dir
+    from cenas_jax.search import preflight
 
     rd = RunDir(args.run_dir)
     rd.load_state()  # a missing or unreadable run directory is an error before anything is created

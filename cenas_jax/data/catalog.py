@@ -20,7 +20,6 @@ from cenas_jax.data.spec import Probe, Shipped, Spec
 from cenas_jax.data.splits import carve_val, pool_split, shuffle
 from cenas_jax.errors import UserError
 
-
 # ---------------------------------------------------------------------------
 # Embedded
 # ---------------------------------------------------------------------------

@@ -7,8 +7,8 @@ arrays its format ships (``Shipped``) and what a cheap look at the files tells (
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -38,7 +38,7 @@ class Shipped:
         return out
 
     @classmethod
-    def from_arrays(cls, a: dict[str, np.ndarray]) -> "Shipped":
+    def from_arrays(cls, a: dict[str, np.ndarray]) -> Shipped:
         return cls(
             x_train=a["x_train"],
             y_train=a["y_train"],

@@ -200,7 +200,7 @@ def learning_rate_schedule(cfg: FinetuneConfig, num_steps: int) -> optax.Schedul
     return lambda step: base(step + 1)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _transform(weight_decay: float, max_grad_norm: float | None) -> optax.GradientTransformation:
     """Clip + AdamW with the rate as a hyper-parameter set per step; cached so jit caches hit across calls."""
     adamw = optax.inject_hyperparams(optax.adamw)(learning_rate=0.0, weight_decay=weight_decay)
@@ -293,13 +293,13 @@ def _train_step(graphdef, start_layer, train_state, frozen_state, batch, lr, key
     return new_state, loss, optax.tree.norm(grads)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _compiled_train_step(graphdef, start_layer=0):
     # One jitted function per model structure: hashing the graph definition once per call, not per step.
     return jax.jit(functools.partial(_train_step, graphdef, start_layer), donate_argnums=(0,))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _compiled_prefix(graphdef, layer):
     return jax.jit(lambda state, tokens: nnx.merge(graphdef, state).layer_inputs(tokens, layer))
 

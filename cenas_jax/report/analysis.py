@@ -29,7 +29,8 @@ from cenas_jax.data import load_dataset
 from cenas_jax.errors import UserError
 from cenas_jax.programs import mean_pairwise_jaccard
 from cenas_jax.rundir import PHASE_ORDER, RunDir
-from cenas_jax.store import PROXY, VALID_VERDICTS, RunStore, Verdict  # noqa: F401 - VALID_VERDICTS re-exported
+from cenas_jax.store import PROXY, VALID_VERDICTS, RunStore, Verdict
+
 BEATS_Z = 2.0  # standard errors of the accuracy difference a candidate must clear to beat the corpus
 
 # The paper's own figures (arXiv 2605.30103 and the delta paper 2605.04903), put beside ours.

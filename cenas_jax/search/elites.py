@@ -37,8 +37,9 @@ elites are exactly those of raw accuracy. Raw accuracy is kept beside Q.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 

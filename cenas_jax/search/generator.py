@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Collection, Protocol, Sequence, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 
 class PromptLike(Protocol):
@@ -137,7 +138,7 @@ def fingerprint_file(path: Path, chunk: int = 1 << 20) -> str:
 class Stopwatch:
     """``with Stopwatch() as sw: ...; sw.seconds``."""
 
-    def __enter__(self) -> "Stopwatch":
+    def __enter__(self) -> Stopwatch:
         self.t0 = time.perf_counter()
         self.seconds = 0.0
         return self

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Collection, Sequence
 from pathlib import Path
-from typing import Collection, Sequence
 
 from cenas_jax.config import LLMConfig
 from cenas_jax.search.generator import Generation, OnBatch, PromptLike, UpdateResult, fingerprint_file

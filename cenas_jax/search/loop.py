@@ -28,27 +28,26 @@ import hashlib
 import json
 import signal
 import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
 from cenas_jax.candidates.repair import complete_imports
 from cenas_jax.config import RunConfig, to_dict
+from cenas_jax.errors import UserError
 from cenas_jax.search import delta as delta_mod
 from cenas_jax.search import elites as elites_mod
 from cenas_jax.search import prompts as prompts_mod
 from cenas_jax.search import update as update_mod
 from cenas_jax.search.generator import Generator, Stopwatch
 from cenas_jax.search.novelty import NoveltyFilter
-from cenas_jax.errors import UserError
 from cenas_jax.search.rundir import PHASE_ORDER, LoopState, RunDir, lock_run_dir
 from cenas_jax.search.update import WARM_START_RECIPE  # noqa: F401 - re-exported: where it used to live
 from cenas_jax.store import CHECK, PROXY, VALID_VERDICTS, CandidateRow, EvalStatus, References, RunStore, Verdict
-
-
 
 # Seconds per (training pair x pass) of the warm start with SmolLM2-135M on a 2-core CPU that other work
 # shared (the quickstart's 36 pairs x 3 passes took about 9 min); used until this machine has measured its own.
@@ -112,7 +111,7 @@ class CycleSummary:
     def line(self, total_cycles: int) -> str:
         """Cycles are numbered from 0, as in the report and the candidate ids: the last is ``total_cycles - 1``."""
         vr = self.valid / self.generated if self.generated else 0.0
-        f = lambda x: "  -  " if x is None else f"{x:.3f}"  # noqa: E731
+        f = lambda x: "  -  " if x is None else f"{x:.3f}"  # noqa: E731 - a one-line local formatter
         return (
             f"cycle {self.cycle} (of 0-{total_cycles - 1})  generated {self.generated}  valid {self.valid} ({vr:.0%})  "
             f"rejected-dup {self.duplicates}  accepted {self.accepted}  trained {self.trained}  "
@@ -224,7 +223,7 @@ class SearchLoop:
         *,
         manifest: dict[str, Any] | None = None,
         **kw: Any,
-    ) -> "SearchLoop":
+    ) -> SearchLoop:
         """Create a new run (``cfg`` given) or reopen an existing one (``cfg`` None: read from the directory).
 
         Takes the run directory's lock (``rundir.lock_run_dir``) first: a second owner is refused.
@@ -602,7 +601,7 @@ class SearchLoop:
         return sampling.temperature_delta if mode == "delta" and sampling.temperature_delta is not None \
             else sampling.temperature
 
-    def _stage_prompt(self, att: "_Attempt", anchors: dict[str, dict[str, Any]]) -> "_Requests":
+    def _stage_prompt(self, att: _Attempt, anchors: dict[str, dict[str, Any]]) -> _Requests:
         """Stage 1: each open slot's prompt, temperature (raised per attempt) and generation key."""
         bump = self.cfg.search.novelty.temperature_bump
         return _Requests(
@@ -610,7 +609,7 @@ class SearchLoop:
             temperatures=[self._base_temperature(sl.mode) + att.attempt * bump for sl in att.slots],
             seeds=[self._gen_seed(att.cycle, sl.index, att.attempt) for sl in att.slots])
 
-    def _stage_sample(self, att: "_Attempt", req: "_Requests", anchors: dict[str, dict[str, Any]]) -> None:
+    def _stage_sample(self, att: _Attempt, req: _Requests, anchors: dict[str, dict[str, Any]]) -> None:
         """Stage 2: sample the slots not recorded yet; each finished batch is recorded in one transaction (a kill
         leaves all of it or none), then a stop request is honoured. The sampling itself is abandonable."""
         skip = att.recorded_positions()
@@ -630,7 +629,7 @@ class SearchLoop:
                 self.generator.generate(req.prompts, req.temperatures, req.seeds, skip=skip, on_batch=record)
         self.store.add_timing(self.run_id, att.cycle, "sample", sw.seconds)
 
-    def _record_batch(self, att: "_Attempt", req: "_Requests", anchors: dict[str, dict[str, Any]],
+    def _record_batch(self, att: _Attempt, req: _Requests, anchors: dict[str, dict[str, Any]],
                       ks: list[int], gens: list[Any]) -> None:
         rows, invalid = [], {}
         for k, g in zip(ks, gens):
@@ -643,7 +642,7 @@ class SearchLoop:
         for k, row in zip(ks, rows):
             att.stored[att.slots[k].index] = self.store.get_candidate(row.id)
 
-    def _stage_to_source(self, att: "_Attempt", req: "_Requests", anchors: dict[str, dict[str, Any]], k: int,
+    def _stage_to_source(self, att: _Attempt, req: _Requests, anchors: dict[str, dict[str, Any]], k: int,
                          g: Any) -> tuple[CandidateRow, str | None]:
         """Stage 3: generation ``g`` of open slot ``k`` as the candidate row to store (the edit applied to the
         parent, or the program extracted), and why it has no program (an edit that does not apply) or None."""
@@ -656,7 +655,7 @@ class SearchLoop:
             attempt=att.attempt, temperature=req.temperatures[k])
         return row, err
 
-    def _stage_check(self, att: "_Attempt") -> None:
+    def _stage_check(self, att: _Attempt) -> None:
         """Stage 4: the sandbox's cheap checks (syntax … budget) for the generations without a verdict."""
         from cenas_jax.candidates.sandbox import Candidate
 
@@ -685,7 +684,7 @@ class SearchLoop:
         else:
             self.store.update_candidate(rec["candidate_id"], verdict=Verdict.VALID)
 
-    def _stage_novelty(self, att: "_Attempt", nov: NoveltyFilter) -> dict[int, str]:
+    def _stage_novelty(self, att: _Attempt, nov: NoveltyFilter) -> dict[int, str]:
         """Stage 5: the novelty verdict of the valid generations, in slot order (so two copies in one batch are
         caught too). Returns the slots this attempt settled (accepted or invalid) -> candidate id; a duplicate's
         slot stays open for the next attempt."""

@@ -35,9 +35,10 @@ from __future__ import annotations
 import ast
 import json
 import re
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, ClassVar, Collection, Sequence
+from typing import ClassVar
 
 import numpy as np
 

@@ -63,8 +63,9 @@ evaluator, not this filter, catches such renamed duplicates.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, Literal
+from typing import Literal
 
 from datasketch import MinHash, MinHashLSH
 
@@ -112,7 +113,7 @@ class NoveltyVerdict:
 class NoveltyFilter:
     """MinHash + LSH index over the corpus and accepted programs; ``check`` decides, ``accept`` indexes."""
 
-    def __init__(self, cfg: NoveltyConfig = NoveltyConfig()) -> None:
+    def __init__(self, cfg: NoveltyConfig = NoveltyConfig()) -> None:  # noqa: B008 - frozen dataclass, a shared default is safe
         self.cfg = cfg
         self.threshold_full = cfg.threshold
         self.threshold_delta = cfg.threshold if cfg.threshold_delta is None else cfg.threshold_delta

@@ -31,10 +31,10 @@ from __future__ import annotations
 
 import hashlib
 import string
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Sequence
 
 from cenas_jax.programs import clean_program  # shown and trained code-only; defined with the report's helpers
 from cenas_jax.search.delta import EDIT_FORMATS, REPLACE_MARK, SEARCH_MARK, make_edit
@@ -43,7 +43,7 @@ TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 TEMPLATE_NAMES = ("system", "contract", "full", "delta_search_replace", "delta_unified_diff")
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_template(name: str) -> string.Template:
     """The template ``search/templates/<name>.txt``."""
     path = TEMPLATE_DIR / f"{name}.txt"

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp

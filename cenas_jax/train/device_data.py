@@ -56,7 +56,7 @@ def _entries(dataset: Any) -> dict:
     try:
         ref = weakref.ref(dataset)
     except TypeError:  # objects without weakref support: keep a strong reference
-        ref = lambda d=dataset: d  # noqa: E731
+        ref = lambda d=dataset: d  # noqa: E731 - a stand-in called like the weakref.ref it replaces
     entries: dict = {}
     _cache[key] = (ref, entries)
     return entries

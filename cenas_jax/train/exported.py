@@ -77,7 +77,7 @@ class Shapes:
         return dataclasses.asdict(self)
 
     @classmethod
-    def for_dataset(cls, dataset: Any, cfg: TrainConfig, eval_split: str = "val") -> "Shapes":
+    def for_dataset(cls, dataset: Any, cfg: TrainConfig, eval_split: str = "val") -> Shapes:
         n_train = int(dataset.x_train.shape[0])
         evald = device_data.eval_arrays(dataset, eval_split, cfg.eval_batch_size)
         return cls(tuple(int(d) for d in dataset.x_train.shape[1:]), min(cfg.batch_size, n_train),
@@ -165,7 +165,7 @@ def export_programs(
         logits_spec = jax.eval_shape(forward_flat, *leaf_specs, x_eval)
     except MemoryError:
         raise
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:  # noqa: BLE001 - any failure here is the candidate's own error, reported as such
         raise TrainError("compile", f"{type(e).__name__}: {e}") from e
     if tuple(logits_spec.shape) != (shapes.eval_batch, shapes.num_classes):
         raise TrainError("shape", f"logits have shape {tuple(logits_spec.shape)} for a batch of {shapes.eval_batch}; "
@@ -176,7 +176,7 @@ def export_programs(
             return export.export(jax.jit(fn), platforms=(platform,))(*specs)
         except MemoryError:
             raise
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001 - any failure here is the candidate's own error, reported as such
             text = f"{type(e).__name__}: {e}"
             if "custom call" in text.lower() or "callback" in text.lower():  # e.g. jax.pure_callback
                 raise TrainError("export", f"cannot be exported (custom call or host callback): {text}") from e

@@ -21,13 +21,14 @@ so code that does not train through ``train_candidate`` sees Flax unchanged.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax.numpy as jnp
 from flax.linen import pooling as _flax_pooling
+from jax import lax
 
 from cenas_jax.train.patching import ReentrantPatch
-from jax import lax
 
 _ORIGINAL_POOL = _flax_pooling.pool
 _REDUCTIONS = {lax.max: jnp.max, lax.min: jnp.min, lax.add: jnp.sum}

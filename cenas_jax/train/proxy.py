@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections import OrderedDict
 import time
-from typing import Any, Callable
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -23,9 +24,9 @@ import numpy as np
 from cenas_jax.config import TrainConfig
 from cenas_jax.train import device_data, steps
 from cenas_jax.train.compile_cache import enable_compile_cache
+from cenas_jax.train.depthwise import fast_depthwise
 from cenas_jax.train.errors import TrainError
 from cenas_jax.train.flops import compiled_flops
-from cenas_jax.train.depthwise import fast_depthwise
 from cenas_jax.train.pooling import fast_pooling
 from cenas_jax.train.strategy import Strategy, choose_strategy
 
@@ -149,7 +150,7 @@ class _Programs:
 
 # Candidates from the search are new classes (never hits); the cache serves retraining the
 # same module object, tests and benchmarks. Bounded so that compiled programs do not pile up.
-_PROGRAMS: "OrderedDict[tuple, _Programs]" = OrderedDict()
+_PROGRAMS: OrderedDict[tuple, _Programs] = OrderedDict()
 _PROGRAM_CACHE_SIZE = 8
 
 
@@ -168,7 +169,7 @@ def _program_key(module: nn.Module, takes_train: bool, input_shape: tuple, n_tra
 
 def _compile_programs(
     module: nn.Module, takes_train: bool, input_shape: tuple, n_train: int, batch: int, steps_per_epoch: int,
-    schedule: list, evald: Any, num_classes: int, cfg: TrainConfig, key_spec: Any, compiler: "_Compiler",
+    schedule: list, evald: Any, num_classes: int, cfg: TrainConfig, key_spec: Any, compiler: _Compiler,
 ) -> _Programs:
     """Trace, check the logits shape, pick the strategy and compile every program of one candidate."""
     seeds = cfg.seeds

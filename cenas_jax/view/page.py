@@ -13,9 +13,10 @@ import base64
 import functools
 import hashlib
 import json
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from cenas_jax.errors import UserError
 
@@ -88,10 +89,9 @@ def page_html(embedded: dict[str, Any] | None) -> str:
 
 def write_html(run_dirs: list[str | Path], out: str | Path, snr_dirs: list[str | Path] = ()) -> Path:
     """``cenas report RUN_DIR --html``: every view of the runs in one file, no server, no network."""
-    from cenas_jax.view import data
-
     from cenas_jax.report.analysis import analyse
     from cenas_jax.store import RunStore
+    from cenas_jax.view import data
 
     names = data.run_names(run_dirs)
     payload: dict[str, Any] = {"runs": [], "details": {}, "candidates": {}, "candidate": {},

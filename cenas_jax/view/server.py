@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from cenas_jax.view import data
 from cenas_jax.view.page import CSP_SERVED, STATIC, page_html
-
 
 # A run being written changes its version at every record. An answer is recomputed at most once per
 # max(MIN_REFRESH_S, SHARE x the time its last computation took), so the server spends at most about 1/SHARE
@@ -112,7 +112,7 @@ def make_app(run_dirs: list[str | Path], snr_dirs: list[str | Path] = ()):
             return not_found("run")
         try:
             return js(index.cached(name, "candidates", data.candidates))
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001 - any failure reading the run goes to the client as a 409
             return js({"error": str(e)[:500]}, 409)
 
     async def cand(request):

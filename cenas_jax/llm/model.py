@@ -216,8 +216,12 @@ class Attention(nnx.Module):
         new_cache = None
         if layer_cache is not None:
             ck, cv = layer_cache
-            ck = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), (0, cache_index, 0, 0))
-            cv = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, cache_index, 0, 0))
+            if jnp.ndim(cache_index) == 0:
+                ck = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), (0, cache_index, 0, 0))
+                cv = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, cache_index, 0, 0))
+            else:  # one slot per row (speculative decoding: rows advance by different amounts)
+                ck = _write_rows(ck, k.astype(ck.dtype), cache_index)
+                cv = _write_rows(cv, v.astype(cv.dtype), cache_index)
             new_cache = (ck, cv)
             k, v = ck.astype(self.dtype), cv.astype(self.dtype)
         q_BxTxKxGxD = q.reshape(b, t, kh, g, d)
@@ -227,6 +231,11 @@ class Attention(nnx.Module):
         probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
         out = jnp.einsum("bkgts,bskd->btkgd", probs, v).reshape(b, t, self.num_heads * d)
         return self.o_proj(out), new_cache
+
+
+def _write_rows(cache_BxSxKxD: jax.Array, new_BxTxKxD: jax.Array, index_B: jax.Array) -> jax.Array:
+    """Write row b's T new entries at slots ``[index_B[b], index_B[b] + T)``."""
+    return jax.vmap(lambda c, u, i: jax.lax.dynamic_update_slice(c, u, (i, 0, 0)))(cache_BxSxKxD, new_BxTxKxD, index_B)
 
 
 class MLP(nnx.Module):
@@ -372,6 +381,8 @@ class Llama(nnx.Module):
                ) -> tuple[jax.Array, KVCache]:
         """Append T tokens at cache slots ``[cache_index, cache_index + T)``; float32 logits and the new cache.
 
+        ``cache_index`` is a scalar (every row writes at the same slots) or one slot per row (``B``).
+
         ``kv_mask_BxS`` (bool, S = cache length) marks slots holding real tokens
         (False for left padding); query t sees slot s iff ``kv_mask[b, s]`` and
         ``s <= cache_index + t``. ``last_only`` computes logits of the last
@@ -379,9 +390,9 @@ class Llama(nnx.Module):
         """
         t = tokens_BxT.shape[1]
         s = cache.k[0].shape[1]
-        q_slot_T = cache_index + jnp.arange(t)
-        causal_TxS = jnp.arange(s)[None, :] <= q_slot_T[:, None]
-        mask = causal_TxS[None, :, :] & kv_mask_BxS[:, None, :].astype(bool)
+        q_slot_BxT = jnp.reshape(cache_index, (-1, 1)) + jnp.arange(t)[None, :]  # one row broadcasts
+        causal_BxTxS = jnp.arange(s)[None, None, :] <= q_slot_BxT[:, :, None]
+        mask = causal_BxTxS & kv_mask_BxS[:, None, :].astype(bool)
         h, new_cache = self._run(tokens_BxT, positions_BxT, mask, cache, cache_index)
         if last_only:
             h = h[:, -1:, :]

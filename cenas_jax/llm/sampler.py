@@ -24,6 +24,8 @@ import numpy as np
 from flax import nnx
 
 from cenas_jax.errors import UserError
+from cenas_jax.llm.sampling import sample_tokens
+from cenas_jax.llm.speculative import decode_speculative
 from cenas_jax.llm.tokenizer import encode_prompt
 
 # How often each jitted function was traced (= compiled), keyed by name; tests read it.
@@ -45,40 +47,6 @@ class Completion:
     token_ids: tuple[int, ...]
     num_tokens: int
     finish_reason: str  # "eos" | "stop" | "length" | "repeat"
-
-
-def sample_tokens(logits_BxV: jax.Array, key: jax.Array, temperature_B: jax.Array,
-                  top_k: int, top_p: float) -> jax.Array:
-    """Next token per row: argmax where temperature is 0, else temperature -> top-k -> top-p sampling.
-
-    ``key``: one key for the batch, or one per row (shape ``B``); with a key per row, a row's draw
-    depends on its own key and logits only, never on its batch mates. ``top_k`` 0 and ``top_p`` 1
-    switch those filters off; both are static.
-    """
-    greedy_B = jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)
-
-    def draw(_):
-        if top_k > 0:
-            vals_BxK, idx_BxK = jax.lax.top_k(logits_BxV, min(top_k, logits_BxV.shape[-1]))
-        elif top_p < 1.0:
-            idx_BxK = jnp.argsort(-logits_BxV, axis=-1)
-            vals_BxK = jnp.take_along_axis(logits_BxV, idx_BxK, axis=-1)
-        else:
-            vals_BxK, idx_BxK = logits_BxV, None
-        scaled = vals_BxK / jnp.maximum(temperature_B, 1e-6)[:, None]
-        if top_p < 1.0:
-            probs = jax.nn.softmax(scaled, axis=-1)
-            before = jnp.cumsum(probs, axis=-1) - probs  # mass of strictly better tokens
-            scaled = jnp.where(before < top_p, scaled, -jnp.inf)  # the best token always stays
-        if key.ndim == 0:
-            choice_B = jax.random.categorical(key, scaled, axis=-1)
-        else:
-            choice_B = jax.vmap(lambda k, row: jax.random.categorical(k, row))(key, scaled)
-        tok = choice_B if idx_BxK is None else jnp.take_along_axis(idx_BxK, choice_B[:, None], axis=-1)[:, 0]
-        return jnp.where(temperature_B > 0, tok.astype(jnp.int32), greedy_B)
-
-    # All-greedy batches skip the top-k/top-p work at run time (no recompile either way).
-    return jax.lax.cond(jnp.any(temperature_B > 0), draw, lambda _: greedy_B, None)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "cache_len"))
@@ -130,6 +98,31 @@ def _decode(graphdef, state, carry, temperature_B, eos_E, keys_B, limit, *, top_
     return jax.lax.while_loop(cond, body, (cache, kv_mask, logits, pos, slot, step, out, done))
 
 
+@dataclasses.dataclass(frozen=True)
+class SpeculationStats:
+    """What speculative decoding did in one ``generate`` call (``Sampler.last_speculation``).
+
+    ``forwards``: verify forwards (each scores ``k + 1`` positions of every row);
+    ``row_forwards``: (running row, forward) pairs; ``accepted``: drafted tokens accepted, of
+    ``k * row_forwards`` drafted.
+    """
+
+    k: int
+    forwards: int
+    row_forwards: int
+    accepted: int
+
+    @property
+    def acceptance_rate(self) -> float:
+        """Accepted drafted tokens / drafted tokens."""
+        return self.accepted / (self.k * self.row_forwards) if self.row_forwards else 0.0
+
+    @property
+    def tokens_per_forward(self) -> float:
+        """Tokens a running row gains per forward: 1 + accepted per row-forward (1.0 is plain decoding)."""
+        return 1.0 + self.accepted / self.row_forwards if self.row_forwards else 1.0
+
+
 def _round_up(n: int, m: int) -> int:
     return max(m, -(-n // m) * m)
 
@@ -139,10 +132,20 @@ class Sampler:
 
     The model's current parameters are read at every ``generate`` call, so a
     model fine-tuned in place samples with its new weights.
+
+    ``speculative_k`` > 0 switches on speculative decoding by prompt lookup (``llm/speculative.py``):
+    up to ``speculative_k`` drafted tokens per row and forward, drafts found by matching the row's
+    last ``lookup_ngram`` (down to 1) tokens. Greedy rows give the same tokens as without it; sampled
+    rows the same distribution (other draws). ``last_speculation`` then holds the call's statistics.
     """
 
     def __init__(self, model: Any, tokenizer: Any, *, eos_token_ids: Sequence[int] | None = None,
-                 prompt_bucket: int = 64, new_bucket: int = 64, stop_check_every: int = 32):
+                 prompt_bucket: int = 64, new_bucket: int = 64, stop_check_every: int = 32,
+                 speculative_k: int = 0, lookup_ngram: int = 3):
+        if speculative_k < 0 or lookup_ngram < 1:
+            raise UserError(f"speculative_k must be >= 0 and lookup_ngram >= 1, got {speculative_k}, {lookup_ngram}")
+        self.speculative_k, self.lookup_ngram = int(speculative_k), int(lookup_ngram)
+        self.last_speculation: SpeculationStats | None = None
         self.model = model
         self.tokenizer = tokenizer
         if eos_token_ids is None:
@@ -214,7 +217,9 @@ class Sampler:
         b = 1 << max(0, math.ceil(math.log2(n)))
         p_len = _round_up(max(len(p) for p in prompt_ids), self.prompt_bucket)
         n_new = _round_up(max_new_tokens, self.new_bucket)
-        cache_len = p_len + n_new
+        spec = self.speculative_k
+        headroom = spec + 1 if spec else 0  # a speculative row may run k tokens past its limit
+        cache_len = p_len + n_new + headroom
         max_pos = self.model.config.max_position_embeddings
         if max(len(p) for p in prompt_ids) + max_new_tokens > max_pos:
             raise UserError(f"prompt + max_new_tokens exceeds the model's {max_pos} positions")
@@ -240,8 +245,14 @@ class Sampler:
         graphdef, state = nnx.split(self.model)
         cache, logits = _prefill(graphdef, state, jnp.asarray(tokens), jnp.asarray(positions),
                                  jnp.asarray(kv_mask), cache_len=cache_len)
-        carry = (cache, jnp.asarray(kv_mask), logits, jnp.asarray(next_pos), jnp.int32(p_len), jnp.int32(0),
-                 jnp.zeros((b, n_new), jnp.int32), jnp.asarray(done))
+        if spec:
+            carry = (cache, jnp.asarray(kv_mask), logits, jnp.asarray(next_pos), jnp.full((b,), p_len, jnp.int32),
+                     jnp.zeros((b,), jnp.int32), jnp.zeros((b, n_new + headroom), jnp.int32), jnp.asarray(done),
+                     jnp.zeros((3,), jnp.int32))
+            starts = jnp.asarray([p_len - len(p) for p in prompt_ids] + [p_len - 1] * (b - n), jnp.int32)
+        else:
+            carry = (cache, jnp.asarray(kv_mask), logits, jnp.asarray(next_pos), jnp.int32(p_len), jnp.int32(0),
+                     jnp.zeros((b, n_new), jnp.int32), jnp.asarray(done))
         if seeds is None:
             keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(jax.random.key(seed), jnp.arange(b))
         else:  # filler rows are never read; they get key 0
@@ -252,16 +263,24 @@ class Sampler:
         ended_at = np.full((n,), -1, np.int64)  # the step of the check at which each row was seen done
         while True:
             limit = min(step + chunk, max_new_tokens)
-            carry = _decode(graphdef, state, carry, jnp.asarray(temps_b), jnp.asarray(eos), keys,
-                            jnp.int32(limit), top_k=int(top_k), top_p=float(top_p))
-            step = int(carry[5])
+            if spec:
+                carry = decode_speculative(graphdef, state, carry, jnp.asarray(tokens), starts, jnp.asarray(temps_b),
+                                           jnp.asarray(eos), keys, jnp.int32(limit), k=spec,
+                                           max_ngram=self.lookup_ngram, top_k=int(top_k), top_p=float(top_p))
+                rows_step = np.minimum(np.asarray(carry[5]), max_new_tokens)
+                step = limit  # every running row holds at least ``limit`` tokens now
+            else:
+                carry = _decode(graphdef, state, carry, jnp.asarray(temps_b), jnp.asarray(eos), keys,
+                                jnp.int32(limit), top_k=int(top_k), top_p=float(top_p))
+                step = int(carry[5])
+                rows_step = np.full((b,), step)
             done_now = np.asarray(carry[7]).copy()
             if stop or max_repeat_lines:
                 out = np.asarray(carry[6])
                 for i in range(n):
                     if i in stopped:  # rows ended by EOS are checked too: a stop string may precede it
                         continue
-                    ids = out[i, :step].tolist()
+                    ids = out[i, :rows_step[i]].tolist()
                     hit = self._find_stop(ids, stop, ignore_eos) if stop else None
                     if hit is None and max_repeat_lines and not done_now[i]:
                         hit = self._find_repeat(ids, max_repeat_lines)
@@ -269,15 +288,19 @@ class Sampler:
                         stopped[i] = hit
                         done_now[i] = True
                 if stopped:
-                    carry = carry[:7] + (jnp.asarray(done_now),)
+                    carry = carry[:7] + (jnp.asarray(done_now),) + carry[8:]
             if on_progress is not None:
                 ended_at[(ended_at < 0) & (done_now[:n] | (step >= max_new_tokens))] = step  # the limit ends every row
                 running = ended_at < 0
-                on_progress(int((~running).sum()), step, int(np.where(running, step, ended_at).sum()))
+                made = rows_step[:n] if spec else np.where(running, step, ended_at)
+                on_progress(int((~running).sum()), step, int(made.sum()))
             if step >= max_new_tokens or done_now.all():
                 break
-        out = np.asarray(carry[6])[:, :step]
-        return [self._finish(out[i].tolist(), stopped.get(i), ignore_eos) for i in range(n)]
+        out = np.asarray(carry[6])
+        if spec:
+            forwards, row_forwards, accepted = (int(x) for x in np.asarray(carry[8]))
+            self.last_speculation = SpeculationStats(spec, forwards, row_forwards, accepted)
+        return [self._finish(out[i, :rows_step[i]].tolist(), stopped.get(i), ignore_eos) for i in range(n)]
 
     def _decode_text(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)

@@ -1,0 +1,157 @@
+"""Speculative decoding by prompt lookup: exact for greedy rows (token for token), and for sampled rows
+the same distribution as plain sampling (a chi-square test against the exact sequence probabilities of
+a tiny model)."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from scipy import stats
+from test_llm_sampler import EOS, CharTokenizer
+
+from cenas_jax.errors import UserError
+from cenas_jax.llm.model import Llama, LlamaConfig
+from cenas_jax.llm.sampler import Sampler
+from cenas_jax.llm.sampling import filtered_logits
+from cenas_jax.llm.speculative import lookup_drafts
+
+
+def _scaled(model, factor):
+    for _, v in nnx.iter_graph(model):
+        if isinstance(v, nnx.Param) and v.ndim == 2:
+            v.set_value(v[...] * factor)
+    return model
+
+
+@pytest.fixture(scope="module")
+def char_model():
+    config = LlamaConfig(vocab_size=99, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
+                         num_kv_heads=2, head_dim=8, max_position_embeddings=512, eos_token_ids=(EOS,))
+    return _scaled(Llama(config, rngs=nnx.Rngs(0)), 20.0)
+
+
+# Prompts that repeat themselves, so drafts are found and some accepted, of different lengths.
+PROMPTS = ["def f(x):\n    return x + 1\ndef f(x):\n", "abcabcabcabc", "hello world", "x = 1\ny = 2\nx = 1\n", "q"]
+
+
+@pytest.mark.parametrize("k", [1, 4])
+def test_greedy_tokens_equal_plain_greedy_decoding(char_model, k):
+    plain = Sampler(char_model, CharTokenizer(), eos_token_ids=())
+    spec = Sampler(char_model, CharTokenizer(), eos_token_ids=(), speculative_k=k)
+    for n in (1, 7, 64, 100):  # 64: the bucket exactly; 100: past it
+        want = plain.generate(PROMPTS, chat=False, max_new_tokens=n)
+        got = spec.generate(PROMPTS, chat=False, max_new_tokens=n)
+        assert got == want
+        st = spec.last_speculation
+        assert st is not None and st.k == k
+        if n > 1:
+            assert st.forwards >= 1 and 0 <= st.accepted <= k * st.row_forwards
+    # Drafts were accepted (the prompts repeat), so rows took fewer forwards than tokens.
+    assert st.accepted > 0 and st.forwards < 100 - 1 and st.tokens_per_forward > 1.0
+
+
+def test_greedy_with_eos_and_stop_strings_equals_plain(char_model):
+    tok = CharTokenizer()
+    kw = dict(chat=False, max_new_tokens=60, stop=["\n\n", "zz"], max_repeat_lines=3)
+    plain = Sampler(char_model, tok, eos_token_ids=(tok("x")["input_ids"][1],))  # 'x' ends a row
+    spec = Sampler(char_model, tok, eos_token_ids=plain.eos_token_ids, speculative_k=3)
+    want = plain.generate(PROMPTS, **kw)
+    assert {c.finish_reason for c in want} - {"length"}, "the test needs rows that end early"
+    assert spec.generate(PROMPTS, **kw) == want
+
+
+def test_lookup_drafts_copy_the_most_recent_continuation_of_the_longest_match():
+    pad = 0
+    hist = np.array([
+        [pad, pad, 5, 6, 7, 8, 9, 5, 6, 7, 1, 5, 6, 7, 0, 0, 0],  # "5 6 7" seen twice: the later one (then 1) wins
+        [pad, 3, 4, 9, 9, 2, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],  # only "4" matches (n=1): then 9 9 2 4
+        [pad, pad, pad, 1, 2, 3, 1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0],  # "1 2" -> 3 1 2 3 ...: the copy goes on periodically
+        [pad, 7, 8, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],  # no match: the last token repeated
+    ], np.int32)
+    length = np.array([14, 7, 8, 4], np.int32)
+    start = np.array([2, 1, 3, 1], np.int32)
+    draft, found = lookup_drafts(jnp.asarray(hist), jnp.asarray(length), jnp.asarray(start), k=5, max_ngram=3)
+    assert np.asarray(found).tolist() == [True, True, True, False]
+    assert np.asarray(draft).tolist() == [[1, 5, 6, 7, 1], [9, 9, 2, 4, 9], [3, 1, 2, 3, 1], [9, 9, 9, 9, 9]]
+    # Padding before a row's start never matches, even when it equals the row's tokens.
+    hist2 = np.array([[4, 4, 4, 1, 4, 0, 0]], np.int32)
+    draft2, found2 = lookup_drafts(jnp.asarray(hist2), jnp.asarray([5]), jnp.asarray([3]), k=2, max_ngram=2)
+    assert bool(found2[0]) is False and np.asarray(draft2).tolist() == [[4, 4]]
+
+
+def test_invalid_settings_are_user_errors(char_model):
+    with pytest.raises(UserError, match="speculative_k"):
+        Sampler(char_model, CharTokenizer(), speculative_k=-1)
+    with pytest.raises(UserError, match="lookup_ngram"):
+        Sampler(char_model, CharTokenizer(), speculative_k=2, lookup_ngram=0)
+
+
+class IdTokenizer:
+    """Token ids as text: enough for ``Sampler.generate_ids``."""
+
+    pad_token_id, eos_token_id = 0, None
+
+    def decode(self, ids, skip_special_tokens=True):
+        return " ".join(map(str, ids))
+
+
+V = 6  # a vocabulary small enough to enumerate every 3-token continuation
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    config = LlamaConfig(vocab_size=V, hidden_size=16, intermediate_size=32, num_layers=1, num_heads=2,
+                         num_kv_heads=1, head_dim=8, max_position_embeddings=64)
+    return _scaled(Llama(config, rngs=nnx.Rngs(3)), 4.0)
+
+
+def _exact_probabilities(model, prompt, n, temperature, top_k, top_p):
+    """P(every n-token continuation) under plain sampling: products of the filtered next-token laws."""
+    def law(prefix):
+        logits = model(jnp.asarray([list(prefix)]))[0, -1][None, :]
+        scaled, idx = filtered_logits(logits, jnp.asarray([temperature], jnp.float32), top_k, top_p)
+        p = np.zeros(V)
+        ids = np.arange(V) if idx is None else np.asarray(idx[0])
+        p[ids] = np.asarray(jax.nn.softmax(scaled[0]))
+        return p
+
+    probs = {}
+    for seq in itertools.product(range(V), repeat=n):
+        p = 1.0
+        for i in range(n):
+            p *= law(list(prompt) + list(seq[:i]))[seq[i]]
+            if p == 0:
+                break
+        probs[seq] = p
+    return probs
+
+
+@pytest.mark.parametrize("top_k,top_p", [(0, 1.0), (4, 0.9)])
+def test_sampled_rows_have_plain_samplings_distribution(tiny_model, top_k, top_p):
+    prompt, n, rows, temperature = [1, 2, 3, 1, 2, 3, 1, 2], 3, 12288, 0.8
+    exact = _exact_probabilities(tiny_model, prompt, n, temperature, top_k, top_p)
+    spec = Sampler(tiny_model, IdTokenizer(), eos_token_ids=(), speculative_k=2, lookup_ngram=2, prompt_bucket=16,
+                   new_bucket=8)
+    counts: dict[tuple[int, ...], int] = {}
+    for chunk in range(rows // 2048):
+        seeds = list(range(chunk * 2048, (chunk + 1) * 2048))
+        outs = spec.generate_ids([prompt] * 2048, max_new_tokens=n, temperature=temperature, top_k=top_k,
+                                 top_p=top_p, seed=seeds)
+        for c in outs:
+            counts[c.token_ids] = counts.get(c.token_ids, 0) + 1
+    st = spec.last_speculation
+    # Both branches of the rule ran many times (acceptance, and a draw from the residual after a rejection).
+    assert st.accepted >= 200 and st.k * st.row_forwards - st.accepted >= 200, st
+    assert all(exact[s] > 0 for s in counts), "a continuation plain sampling cannot produce was produced"
+    # Chi-square over the continuations with enough expected mass; the rest pooled into one cell.
+    cells = [s for s, p in exact.items() if p * rows >= 5]
+    observed = [counts.get(s, 0) for s in cells] + [rows - sum(counts.get(s, 0) for s in cells)]
+    expected = [exact[s] * rows for s in cells] + [rows * (1 - sum(exact[s] for s in cells))]
+    if expected[-1] < 5:
+        observed, expected = observed[:-1], expected[:-1]
+        expected = list(np.asarray(expected) * sum(observed) / sum(expected))
+    _, pvalue = stats.chisquare(observed, expected)
+    assert pvalue > 1e-3, f"speculative samples differ from plain sampling's law (p = {pvalue:.2g})"

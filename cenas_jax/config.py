@@ -138,9 +138,16 @@ class SamplingConfig:
     max_new_tokens_delta: int | None = 384  # delta answers are one short edit block; None: max_new_tokens
     max_repeat_lines: int | None = 8  # end a generation stuck repeating one line this many times; None: off
     batch_size: int = 16
+    # Speculative decoding by prompt lookup (llm/speculative.py): draft up to this many tokens per row and
+    # forward from the row's own prompt and output; 0: off. Greedy output is unchanged, sampled output keeps
+    # its distribution (other draws, so other programs for the same seed).
+    speculative_k: int = 0
+    lookup_ngram: int = 3  # drafts continue the most recent match of the row's last n <= lookup_ngram tokens
 
     def __post_init__(self) -> None:
         _check(self.temperature >= 0, "sampling.temperature", "must be >= 0")
+        _check(0 <= self.speculative_k <= 16, "sampling.speculative_k", "must be in 0..16 (0: off)")
+        _check(self.lookup_ngram >= 1, "sampling.lookup_ngram", "must be >= 1")
         _check(self.temperature_delta is None or self.temperature_delta >= 0, "sampling.temperature_delta",
                "must be >= 0 or null")
         _check(0 < self.top_p <= 1, "sampling.top_p", "must be in (0, 1]")

@@ -155,3 +155,28 @@ def test_sampled_rows_have_plain_samplings_distribution(tiny_model, top_k, top_p
         expected = list(np.asarray(expected) * sum(observed) / sum(expected))
     _, pvalue = stats.chisquare(observed, expected)
     assert pvalue > 1e-3, f"speculative samples differ from plain sampling's law (p = {pvalue:.2g})"
+
+
+# -- the shared-prefix prefill ---------------------------------------------------------------------
+
+HEAD = "You write programs. Follow the contract to the letter, and answer with code only.\n"
+
+
+@pytest.mark.parametrize("k", [0, 3])
+def test_a_shared_prefix_prefilled_once_gives_the_same_tokens(char_model, k):
+    prompts = [HEAD + "def f(x):\n    return x + 1\n", HEAD + "abcabc", HEAD + "q", HEAD]
+    kw = dict(chat=False, max_new_tokens=40, temperature=[0.0, 0.0, 1.0, 0.0], seed=[1, 2, 3, 4], top_k=20)
+    alone = Sampler(char_model, CharTokenizer(), eos_token_ids=(), prompt_bucket=16, share_prefix=False,
+                    speculative_k=k)
+    shared = Sampler(char_model, CharTokenizer(), eos_token_ids=(), prompt_bucket=16, speculative_k=k)
+    want = alone.generate(prompts, **kw)
+    got = shared.generate(prompts, **kw)
+    assert alone.last_shared_prefix == 0
+    # The common prefix is HEAD plus BOS (len(HEAD) + 1 = 83 tokens), cut to whole 16-token buckets.
+    assert shared.last_shared_prefix == (len(HEAD) + 1) // 16 * 16 == 80
+    assert got == want
+    # A single prompt, or prompts without a common bucket, take the plain prefill.
+    shared.generate(prompts[:1], **{**kw, "temperature": 0.0, "seed": 0})
+    assert shared.last_shared_prefix == 0
+    shared.generate(["abc", "xyz"], **{**kw, "temperature": 0.0, "seed": 0})
+    assert shared.last_shared_prefix == 0

@@ -59,6 +59,26 @@ def _prefill(graphdef, state, tokens_BxP, positions_BxP, kv_mask_BxS, *, cache_l
     return cache, logits[:, -1, :]
 
 
+@functools.partial(jax.jit, static_argnames=("graphdef", "cache_len"))
+def _prefill_shared(graphdef, state, prefix_1xC, tokens_BxP, positions_BxP, kv_mask_BxS, *, cache_len):
+    """``_prefill`` for prompts that share their first C tokens: those run once (batch 1), their keys and
+    values are copied to every row's slots ``[0, C)``, then each row's own tokens run from slot C."""
+    TRACE_COUNTS["prefill"] += 1
+    model = nnx.merge(graphdef, state)
+    b, c = tokens_BxP.shape[0], prefix_1xC.shape[1]
+    one = model.init_cache(1, c)
+    _, one = model.extend(prefix_1xC, jnp.arange(c)[None, :], one, 0, jnp.ones((1, c), bool), last_only=True)
+    cache = model.init_cache(b, cache_len)
+
+    def widen(zeros_BxSxKxD, prefix_1xCxKxD):
+        return jax.lax.dynamic_update_slice(zeros_BxSxKxD, jnp.broadcast_to(prefix_1xCxKxD, (b, *prefix_1xCxKxD.shape[1:])),
+                                            (0, 0, 0, 0))
+
+    cache = type(cache)(tuple(map(widen, cache.k, one.k)), tuple(map(widen, cache.v, one.v)))
+    logits, cache = model.extend(tokens_BxP, positions_BxP, cache, c, kv_mask_BxS, last_only=True)
+    return cache, logits[:, -1, :]
+
+
 @functools.partial(jax.jit, static_argnames=("graphdef", "top_k", "top_p"), donate_argnames=("carry",))
 def _decode(graphdef, state, carry, temperature_B, eos_E, keys_B, limit, *, top_k, top_p):
     """Sample until ``step == limit`` tokens per row or every row is done; returns the advanced carry.
@@ -141,11 +161,13 @@ class Sampler:
 
     def __init__(self, model: Any, tokenizer: Any, *, eos_token_ids: Sequence[int] | None = None,
                  prompt_bucket: int = 64, new_bucket: int = 64, stop_check_every: int = 32,
-                 speculative_k: int = 0, lookup_ngram: int = 3):
+                 speculative_k: int = 0, lookup_ngram: int = 3, share_prefix: bool = True):
         if speculative_k < 0 or lookup_ngram < 1:
             raise UserError(f"speculative_k must be >= 0 and lookup_ngram >= 1, got {speculative_k}, {lookup_ngram}")
         self.speculative_k, self.lookup_ngram = int(speculative_k), int(lookup_ngram)
         self.last_speculation: SpeculationStats | None = None
+        self.share_prefix = share_prefix
+        self.last_shared_prefix = 0
         self.model = model
         self.tokenizer = tokenizer
         if eos_token_ids is None:
@@ -219,21 +241,30 @@ class Sampler:
         n_new = _round_up(max_new_tokens, self.new_bucket)
         spec = self.speculative_k
         headroom = spec + 1 if spec else 0  # a speculative row may run k tokens past its limit
-        cache_len = p_len + n_new + headroom
+        shared = self._shared_prefix(prompt_ids)
+        # Cache slots of the prompts: left-padded rows, or the shared prefix then the left-padded rest.
+        slots = shared + _round_up(max(len(p) for p in prompt_ids) - shared, self.prompt_bucket) if shared else p_len
+        cache_len = slots + n_new + headroom
+        self.last_shared_prefix = shared
         max_pos = self.model.config.max_position_embeddings
         if max(len(p) for p in prompt_ids) + max_new_tokens > max_pos:
             raise UserError(f"prompt + max_new_tokens exceeds the model's {max_pos} positions")
 
-        tokens = np.full((b, p_len), self.pad_id, np.int32)
-        positions = np.zeros((b, p_len), np.int32)
-        kv_mask = np.zeros((b, cache_len), bool)
+        tokens = np.full((b, p_len), self.pad_id, np.int32)  # left-padded prompts (what drafts are looked up in)
         for i, ids in enumerate(prompt_ids):
-            start = p_len - len(ids)
-            tokens[i, start:] = ids
-            positions[i, start:] = np.arange(len(ids))
-            kv_mask[i, start:p_len] = True
+            tokens[i, p_len - len(ids):] = ids
+        # What the prefill feeds: row i's tokens from ``shared`` on, left-padded to end at slot ``slots``.
+        fed = np.full((b, slots - shared), self.pad_id, np.int32)
+        positions = np.zeros((b, slots - shared), np.int32)
+        kv_mask = np.zeros((b, cache_len), bool)
+        kv_mask[:, :shared] = True
+        for i, ids in enumerate(prompt_ids):
+            start = slots - len(ids) + shared
+            fed[i, start - shared:] = ids[shared:]
+            positions[i, start - shared:] = np.arange(shared, len(ids))
+            kv_mask[i, start:slots] = True
         for i in range(n, b):  # filler rows: one real token so attention is well defined
-            kv_mask[i, p_len - 1] = True
+            kv_mask[i, slots - 1] = True
         temps_b = np.zeros((b,), np.float32)
         temps_b[:n] = temps
         eos = np.full((_MAX_EOS,), -1, np.int32)
@@ -243,15 +274,20 @@ class Sampler:
         next_pos = np.array([len(p) for p in prompt_ids] + [1] * (b - n), np.int32)
 
         graphdef, state = nnx.split(self.model)
-        cache, logits = _prefill(graphdef, state, jnp.asarray(tokens), jnp.asarray(positions),
-                                 jnp.asarray(kv_mask), cache_len=cache_len)
+        if shared:
+            cache, logits = _prefill_shared(graphdef, state, jnp.asarray([prompt_ids[0][:shared]], jnp.int32),
+                                            jnp.asarray(fed), jnp.asarray(positions), jnp.asarray(kv_mask),
+                                            cache_len=cache_len)
+        else:
+            cache, logits = _prefill(graphdef, state, jnp.asarray(fed), jnp.asarray(positions),
+                                     jnp.asarray(kv_mask), cache_len=cache_len)
         if spec:
-            carry = (cache, jnp.asarray(kv_mask), logits, jnp.asarray(next_pos), jnp.full((b,), p_len, jnp.int32),
+            carry = (cache, jnp.asarray(kv_mask), logits, jnp.asarray(next_pos), jnp.full((b,), slots, jnp.int32),
                      jnp.zeros((b,), jnp.int32), jnp.zeros((b, n_new + headroom), jnp.int32), jnp.asarray(done),
                      jnp.zeros((3,), jnp.int32))
             starts = jnp.asarray([p_len - len(p) for p in prompt_ids] + [p_len - 1] * (b - n), jnp.int32)
         else:
-            carry = (cache, jnp.asarray(kv_mask), logits, jnp.asarray(next_pos), jnp.int32(p_len), jnp.int32(0),
+            carry = (cache, jnp.asarray(kv_mask), logits, jnp.asarray(next_pos), jnp.int32(slots), jnp.int32(0),
                      jnp.zeros((b, n_new), jnp.int32), jnp.asarray(done))
         if seeds is None:
             keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(jax.random.key(seed), jnp.arange(b))
@@ -301,6 +337,18 @@ class Sampler:
             forwards, row_forwards, accepted = (int(x) for x in np.asarray(carry[8]))
             self.last_speculation = SpeculationStats(spec, forwards, row_forwards, accepted)
         return [self._finish(out[i, :rows_step[i]].tolist(), stopped.get(i), ignore_eos) for i in range(n)]
+
+    def _shared_prefix(self, prompt_ids: Sequence[Sequence[int]]) -> int:
+        """Tokens at the start of every prompt that the prefill computes once (0: none): the common
+        prefix, cut to whole prompt buckets and leaving every row at least one token of its own."""
+        if not self.share_prefix or len(prompt_ids) < 2:
+            return 0
+        first, shortest = prompt_ids[0], min(len(p) for p in prompt_ids)
+        common = 0
+        while common < shortest - 1 and all(p[common] == first[common] for p in prompt_ids):
+            common += 1
+        shared = common // self.prompt_bucket * self.prompt_bucket
+        return shared
 
     def _decode_text(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)

@@ -5,9 +5,13 @@ from __future__ import annotations
 import time
 from collections.abc import Collection, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cenas_jax.config import LLMConfig
 from cenas_jax.search.generator import Generation, OnBatch, PromptLike, UpdateResult, fingerprint_file
+
+if TYPE_CHECKING:
+    from cenas_jax.llm.sampler import SpeculationStats
 
 
 class LLMGenerator:
@@ -25,7 +29,10 @@ class LLMGenerator:
         path = resolve_model_path(cfg.model.name)
         self.model, self.tokenizer, self.config = load_model(cfg.model.name, cfg.model.dtype)
         apply_lora(self.model, cfg.lora, nnx.Rngs(seed))
-        self.sampler = Sampler(self.model, self.tokenizer)
+        self.sampler = Sampler(self.model, self.tokenizer, speculative_k=cfg.sampling.speculative_k,
+                               lookup_ngram=cfg.sampling.lookup_ngram)
+        # (answer kind, statistics) of every sampled batch when speculative decoding is on (benchmarks read it)
+        self.speculation: list[tuple[str, SpeculationStats]] = []
         self.use_chat = bool(cfg.model.chat_template and getattr(self.tokenizer, "chat_template", None))
         weights = path if path.is_file() else next(iter(sorted(path.glob("*.safetensors"))), path / "config.json")
         self.fingerprint = f"{path.name}:{fingerprint_file(weights)}"
@@ -33,14 +40,8 @@ class LLMGenerator:
     # -- prompts as text ---------------------------------------------------
 
     def render(self, prompt: PromptLike) -> str:
-        """The exact text the model is conditioned on: chat template with a generation prompt (or
-        plain), then the answer's fixed prefix (``Prompt.answer_prefix``, e.g. ```` ```python ````)."""
-        if self.use_chat:
-            messages = [{"role": "system", "content": prompt.system}, {"role": "user", "content": prompt.user}]
-            text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        else:
-            text = prompt.render_plain()
-        return text + _frame(prompt)[0]
+        """The exact text the model is conditioned on (``render_prompt``)."""
+        return render_prompt(self.tokenizer, prompt, chat=self.use_chat)
 
     # -- Generator protocol --------------------------------------------------
 
@@ -85,6 +86,8 @@ class LLMGenerator:
                     on_progress=bar.batch("delta" if is_delta else "full", limit) if bar else None)
                 if bar:
                     bar.batch_done(len(chunk), sum(c.num_tokens for c in comps))
+                if self.sampler.last_speculation is not None:
+                    self.speculation.append(("delta" if is_delta else "full", self.sampler.last_speculation))
                 new = []
                 for i, c in zip(chunk, comps):
                     if i in skip:
@@ -156,6 +159,22 @@ class LLMGenerator:
             raise UserError(f"{directory}: adapters were trained on model {meta.get('fingerprint')}, "
                             f"this run's model is {self.fingerprint}")
         restore_checkpoint(Path(directory) / "adapters", self.model)
+
+
+def render_prompt(tokenizer, prompt: PromptLike, *, chat: bool) -> str:
+    """The exact text the model is conditioned on: chat template with a generation prompt (or
+    plain), then the answer's fixed prefix (``Prompt.answer_prefix``, e.g. ```` ```python ````)."""
+    if chat:
+        messages = [{"role": "system", "content": prompt.system}, {"role": "user", "content": prompt.user}]
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    else:
+        text = prompt.render_plain()
+    return text + _frame(prompt)[0]
+
+
+def answer_terminator(prompt: PromptLike) -> str:
+    """The text that ends an answer to ``prompt`` (the closing fence, the end of the edit block), or ""."""
+    return _frame(prompt)[1]
 
 
 def _frame(prompt: PromptLike) -> tuple[str, str]:

@@ -79,7 +79,8 @@ def evaluator_score_fn(data_cfg: DataConfig, sandbox_cfg: SandboxConfig, progres
     """The default ScoreFn: train through a sandbox ``Evaluator`` pool (one pool per call)."""
 
     def score(archs: Sequence[Arch], train_cfg: TrainConfig, seed: int) -> list[ArchScores]:
-        from cenas_jax.candidates.sandbox import Candidate, Evaluator
+        from cenas_jax.candidates.evaluator import Evaluator
+        from cenas_jax.candidates.records import Candidate
 
         cands = [Candidate(a.id, a.source, a.dataset) for a in archs]
         with Evaluator(data_cfg, train_cfg, sandbox_cfg, seed=seed) as ev:

@@ -130,7 +130,7 @@ EvaluatorFactory = Callable[[Any, Any, Any, int], Any]
 
 
 def _default_evaluator(data_cfg: Any, train_cfg: Any, sandbox_cfg: Any, seed: int) -> Any:
-    from cenas_jax.candidates.sandbox import Evaluator
+    from cenas_jax.candidates.evaluator import Evaluator
 
     return Evaluator(data_cfg, train_cfg, sandbox_cfg, seed=seed, eval_split="test")
 
@@ -177,7 +177,7 @@ def retrain(
             raise UserError(f"{run_dir}: no trained candidate to retrain (no candidate has a proxy quality yet)")
         refs = _reference(store, rid)
         todo = []
-        from cenas_jax.candidates.sandbox import Candidate
+        from cenas_jax.candidates.records import Candidate
 
         for r in chosen:
             if store.latest_evaluation(r["id"], label, ok=False, split="test") is None:

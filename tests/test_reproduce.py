@@ -142,7 +142,7 @@ def _fake_proxy_snr(out: Path, run: Path) -> None:
 
 
 def test_summary_reads_synthetic_runs_and_puts_them_beside_the_papers_numbers(tmp_path, monkeypatch):
-    from cenas_jax.candidates.sandbox import EvalRecord
+    from cenas_jax.candidates.records import EvalRecord
     from cenas_jax.retrain import retrain, write_json
 
     out = tmp_path / "rs"

@@ -194,7 +194,7 @@ class SearchLoop:
     rundir: RunDir
     cfg: RunConfig
     generator: Generator
-    evaluator: Any  # cenas_jax.candidates.sandbox.Evaluator (or a test double with .evaluate)
+    evaluator: Any  # cenas_jax.candidates.evaluator.Evaluator (or a test double with .evaluate)
     store: RunStore
     run_id: int
     corpus: Sequence[Any]  # CorpusEntry-like: .name, .source
@@ -444,7 +444,7 @@ class SearchLoop:
 
     def _phase_reference(self) -> None:
         """Train the corpus on every dataset of the pool (normalisation reference), then warm-start."""
-        from cenas_jax.candidates.sandbox import Candidate
+        from cenas_jax.candidates.records import Candidate
 
         todo = []
         for ds in self._datasets():
@@ -657,7 +657,7 @@ class SearchLoop:
 
     def _stage_check(self, att: _Attempt) -> None:
         """Stage 4: the sandbox's cheap checks (syntax … budget) for the generations without a verdict."""
-        from cenas_jax.candidates.sandbox import Candidate
+        from cenas_jax.candidates.records import Candidate
 
         unchecked = [att.stored[sl.index] for sl in att.slots if att.stored[sl.index]["verdict"] is None]
         if not unchecked:
@@ -768,7 +768,7 @@ class SearchLoop:
         return out
 
     def _phase_train(self, t: int) -> None:
-        from cenas_jax.candidates.sandbox import Candidate
+        from cenas_jax.candidates.records import Candidate
 
         todo = []
         for r in self.store.candidates(run_id=self.run_id, cycle=t):

@@ -16,7 +16,7 @@ from typing import Any
 
 from cenas_jax.errors import UserError
 from cenas_jax.programs import clean_program
-from cenas_jax.proxy_snr import RESULT_JSON
+from cenas_jax.proxy_snr.experiment import RESULT_JSON
 from cenas_jax.report.analysis import RunAnalysis, analyse, beats_corpus, lineage_chain
 from cenas_jax.report.markdown import theory_rows
 from cenas_jax.store import STORE_FILENAME, RunStore

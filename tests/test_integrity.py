@@ -69,7 +69,7 @@ ATTACKS = {
 for _name, _mod in list(sys.modules.items()):
     if _name.startswith("cenas_jax") and _mod is not None:
         for _attr in ("train_exported", "train_candidate", "load_programs", "collect_tracer", "run_task",
-                      "_record_from_worker", "evaluate_accuracy", "compiled_flops"):
+                      "record_from_worker", "evaluate_accuracy", "compiled_flops"):
             if B.hasattr(_mod, _attr):
                 B.setattr(_mod, _attr, _fake)
 """,

@@ -14,14 +14,11 @@ shapes compile) and gradient accumulation over micro-batches inside one jitted s
 Each ``finetune`` call starts from a fresh optimiser state (the CE update resets it every
 cycle) while the adapters carry over in the model.
 
-Frozen-layer cache: when adapters sit only in the top layers (``lora.layers``, e.g. the
-last 8 of 30) and a call sees an example more than once (epochs > 1), the layers below the
-first adapted one compute the same thing every time. ``finetune`` then runs them once per
-example (``Llama.layer_inputs``), keeps their output, and trains on the rest of the stack
-(``Llama.logits_from``): the same loss and gradients. With the last 8 of SmolLM2's 30 layers
-adapted, measured on 2 cores: 1.35x for 3 passes over 4 x 256-token pairs (``make bench-llm``,
-section ``frozen_cache``, the cache's first pass included); warm-start steps of 4 x ~1k-token
-pairs went from about 24 s to 15.5 s.
+Frozen-layer cache: when adapters sit only in the top layers (``lora.layers``) and a call sees an
+example more than once (epochs > 1), the layers below the first adapted one compute the same thing
+every time. ``finetune`` then runs them once per example (``Llama.layer_inputs``), keeps their output,
+and trains on the rest of the stack (``Llama.logits_from``): the same loss and gradients, in less time
+(measured: DESIGN.md §4).
 """
 
 from __future__ import annotations

@@ -148,7 +148,7 @@ def retrain(
     echo: Callable[[str], None] = print,
 ) -> RetrainResult:
     """Retrain the run's top-``top`` candidates for ``epochs`` epochs × ``seeds`` seeds; test-split accuracy; ρ_S."""
-    from cenas_jax.search.rundir import RunDir
+    from cenas_jax.rundir import RunDir
     from cenas_jax.store import RunStore
 
     if top < 1:

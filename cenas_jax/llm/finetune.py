@@ -38,6 +38,7 @@ from flax import nnx
 from cenas_jax.config import FinetuneConfig
 from cenas_jax.errors import UserError
 from cenas_jax.llm.lora import DropoutKey, with_dropout_keys
+from cenas_jax.progress import progress_bar
 
 Pair = tuple[Sequence[int], Sequence[int]]
 
@@ -317,8 +318,6 @@ def _frozen_outputs(model: nnx.Module, examples: Sequence[_Example], layer: int,
     fn = _compiled_prefix(graphdef, layer)
     it = examples
     if progress:
-        from cenas_jax.progress import progress_bar
-
         it = progress_bar(examples, desc=f"finetune: layers 0-{layer - 1} once", unit="ex")
     out = []
     for ex in it:
@@ -380,8 +379,6 @@ def finetune(
     hidden = _frozen_outputs(model, examples, start_layer, cfg.max_seq_len, progress) if start_layer else None
     batches = _step_batches(examples, cfg, num_steps, rng, hidden)
     if progress:
-        from cenas_jax.progress import progress_bar
-
         batches = progress_bar(batches, total=num_steps, desc="finetune", unit="step", leave=True)
     try:
         for step, batch in enumerate(batches):

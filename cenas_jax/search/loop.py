@@ -39,13 +39,13 @@ import numpy as np
 from cenas_jax.candidates.repair import complete_imports
 from cenas_jax.config import RunConfig, to_dict
 from cenas_jax.errors import UserError
+from cenas_jax.rundir import PHASE_ORDER, LoopState, RunDir, lock_run_dir
 from cenas_jax.search import delta as delta_mod
 from cenas_jax.search import elites as elites_mod
 from cenas_jax.search import prompts as prompts_mod
 from cenas_jax.search import update as update_mod
 from cenas_jax.search.generator import Generator, Stopwatch
 from cenas_jax.search.novelty import NoveltyFilter
-from cenas_jax.search.rundir import PHASE_ORDER, LoopState, RunDir, lock_run_dir
 from cenas_jax.search.update import WARM_START_RECIPE  # noqa: F401 - re-exported: where it used to live
 from cenas_jax.store import CHECK, PROXY, VALID_VERDICTS, CandidateRow, EvalStatus, References, RunStore, Verdict
 

@@ -227,7 +227,7 @@ class NoveltyConfig:
     num_perm: int = 128
     shingle: int = 7
     threshold: float = 0.85
-    threshold_delta: float | None = 1.0  # delta candidates: copies only (measured, see search/novelty.py); None: threshold
+    threshold_delta: float | None = 1.0  # delta candidates: copies only (measured: DESIGN.md §1 "The novelty filter"); None: threshold
     delta_parent_counts: bool = True  # a delta candidate is compared with its own parent too
     seed: int = 1  # MinHash permutation seed
     max_resamples: int = 2

@@ -34,7 +34,12 @@ from typing import Any
 import numpy as np
 
 from cenas_jax import theory
+from cenas_jax.candidates.evaluator import Evaluator
+from cenas_jax.candidates.records import Candidate
 from cenas_jax.errors import UserError
+from cenas_jax.progress import progress_bar
+from cenas_jax.rundir import RunDir
+from cenas_jax.store import PROXY, RunStore
 
 REFERENCE_SPEARMAN = 0.926  # NNGPT: 1-epoch proxy vs 50 epochs (DESIGN.md §8)
 REFERENCE_EPOCHS = (1, 50)
@@ -98,8 +103,6 @@ def _finite(v: Any) -> Any:
 
 def select_top(store: Any, run_id: int, top: int, include_corpus: bool = False) -> list[dict[str, Any]]:
     """The ``top`` trained candidates of a run by proxy Q (report order), identical sources once, + corpus rows."""
-    from cenas_jax.store import PROXY
-
     trained = store.trained_candidates(run_id)
     trained.sort(key=lambda c: (-c.quality, c.params or 0, c.candidate.cycle, c.candidate.idx or 0))
     out, seen = [], set()
@@ -130,8 +133,6 @@ EvaluatorFactory = Callable[[Any, Any, Any, int], Any]
 
 
 def _default_evaluator(data_cfg: Any, train_cfg: Any, sandbox_cfg: Any, seed: int) -> Any:
-    from cenas_jax.candidates.sandbox import Evaluator
-
     return Evaluator(data_cfg, train_cfg, sandbox_cfg, seed=seed, eval_split="test")
 
 
@@ -148,9 +149,6 @@ def retrain(
     echo: Callable[[str], None] = print,
 ) -> RetrainResult:
     """Retrain the run's top-``top`` candidates for ``epochs`` epochs × ``seeds`` seeds; test-split accuracy; ρ_S."""
-    from cenas_jax.search.rundir import RunDir
-    from cenas_jax.store import RunStore
-
     if top < 1:
         raise UserError(f"--top {top}: expected at least 1 candidate")
     if not epochs > 0:
@@ -177,8 +175,6 @@ def retrain(
             raise UserError(f"{run_dir}: no trained candidate to retrain (no candidate has a proxy quality yet)")
         refs = _reference(store, rid)
         todo = []
-        from cenas_jax.candidates.sandbox import Candidate
-
         for r in chosen:
             if store.latest_evaluation(r["id"], label, ok=False, split="test") is None:
                 todo.append(Candidate(id=r["id"], source=r["source"], dataset=r["dataset"] or cfg.data.name))
@@ -190,8 +186,6 @@ def retrain(
             try:
                 it = ev.evaluate_iter(todo, train=True)
                 if progress:
-                    from cenas_jax.progress import progress_bar
-
                     it = progress_bar(it, total=len(todo), desc=label, unit="cand", dynamic_ncols=True)
                 by_id = {c.id: c for c in todo}
                 for rec in it:

@@ -682,9 +682,10 @@ class RunStore:
         rows = self._evaluation_rows(cond, args, newest_first=True, limit=1)
         return Evaluation.from_dict(rows[0]) if rows else None
 
-    def latest_evaluations(self, run_id: int, budget: str = PROXY, *, ok: bool = True) -> dict[str, Evaluation]:
-        """``latest_evaluation`` of every candidate of a run that has one, by candidate id (in the order of
-        each candidate's first evaluation of the kind)."""
+    def latest_evaluations(self, run_id: int | None, budget: str = PROXY, *, ok: bool = True) -> dict[str, Evaluation]:
+        """``latest_evaluation`` of every candidate of a run that has one (``run_id`` None: of every candidate in
+        the store, whatever its run), by candidate id (in the order of each candidate's first evaluation of the
+        kind)."""
         cond, args = _filters(("c.run_id", run_id), ("e.budget", budget), ("e.status", EvalStatus.OK.value if ok else None))
         out: dict[str, Evaluation] = {}
         for d in self._evaluation_rows(cond, args):

@@ -18,7 +18,7 @@ mathematics needed to check them on a run:
   :func:`required_snr`, :func:`expected_sample_spearman`,
   :func:`estimate_snr`, and the measured side :func:`spearman`, :func:`kendall`.
 
-(Result 5, diversity by mean pairwise Jaccard, lives in the novelty module.)
+(Result 5, diversity by mean pairwise Jaccard, is ``cenas_jax.programs.mean_pairwise_jaccard``.)
 
 Conventions: vectorised functions take scalars or arrays and return a Python
 ``float`` for scalar input, an ``ndarray`` otherwise. Bad input raises

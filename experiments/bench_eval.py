@@ -6,7 +6,7 @@ initialisation), trained on ``mnist5k``'s training split for 1 epoch at batch
 64 with SGD (lr 0.01, momentum 0.9) and scored on its validation split, in
 one invocation:
 
-* ours: ``cenas_jax.candidates.sandbox.Evaluator`` (a pool of single-threaded,
+* ours: ``cenas_jax.candidates.evaluator.Evaluator`` (a pool of single-threaded,
   sandboxed workers, one per core; its workers keep the persistent
   compilation cache off, so every candidate compiles from nothing), or with
   ``--evaluator pool`` the trainer in a plain pool of single-threaded
@@ -53,7 +53,8 @@ def run_ours(kind: str, sources: dict[str, str], epochs: float, workers: int) ->
 
     train_cfg = _train_cfg(epochs)
     if kind == "sandbox":
-        from cenas_jax.candidates.sandbox import Candidate, Evaluator
+        from cenas_jax.candidates.evaluator import Evaluator
+        from cenas_jax.candidates.records import Candidate
 
         t0 = time.perf_counter()
         ev = Evaluator(DataConfig(name="mnist5k"), train_cfg, SandboxConfig(workers=workers))
@@ -123,7 +124,7 @@ def main() -> None:
     kind = args.evaluator
     if kind == "auto":
         try:
-            import cenas_jax.candidates.sandbox  # noqa: F401 - imported only to see whether the sandbox is available
+            import cenas_jax.candidates.evaluator  # noqa: F401 - imported only to see whether the sandbox is available
 
             kind = "sandbox"
         except ImportError:

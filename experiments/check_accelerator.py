@@ -195,7 +195,8 @@ def vmapped_seeds(args):
 @check("sandbox-shared-device")
 def sandbox_shared(args):
     from cenas_jax.candidates import placement
-    from cenas_jax.candidates.sandbox import Candidate, Evaluator
+    from cenas_jax.candidates.evaluator import Evaluator
+    from cenas_jax.candidates.records import Candidate
     from cenas_jax.config import DataConfig, SandboxConfig
 
     inv = placement.detect_inventory()

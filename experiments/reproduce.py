@@ -5,7 +5,7 @@ Usage::
     python experiments/reproduce.py small [--out runs/reproduce-small] [--plan] [--summary-only]
     python experiments/reproduce.py paper --data-dir DATA_DIR --llms "DIR1 DIR2 DIR3" [--check] [--smoke]
 
-``small`` runs every experiment of issue 5 with the embedded SmolLM2-135M and the
+``small`` runs the experiments below (configs in ``experiments/configs/``) with the embedded SmolLM2-135M and the
 embedded digits data, sized to finish within 2 hours on a 2-core CPU (each LLM run
 carries a wall-clock cap, ``search.max_wall_s``; a capped run stops at a phase
 boundary with what it has, and the summary says so):

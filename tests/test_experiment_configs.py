@@ -1,4 +1,4 @@
-"""Every YAML under experiments/ must load into a RunConfig (STYLE.md convention 3)."""
+"""Every YAML under experiments/ must load into a RunConfig (a config that does not load is a broken experiment)."""
 
 from pathlib import Path
 

@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 from programs import mlp
 
-from cenas_jax.candidates.sandbox import Candidate, Evaluator
+from cenas_jax.candidates.evaluator import Evaluator
+from cenas_jax.candidates.records import Candidate
 from cenas_jax.config import DataConfig, SandboxConfig, TrainConfig
 
 HOSTILE_DIR = Path(__file__).parent / "hostile"
@@ -153,7 +154,7 @@ def evaluator():
     cfg = SandboxConfig(
         workers=2, timeout_s=15, check_timeout_s=6, memory_mb=3072, max_tasks_per_worker=100, max_params=1_000_000
     )
-    ev = Evaluator(DataConfig(name="digits"), TrainConfig(epochs=1, batch_size=32), cfg, _allow_bypass_for_tests=True)
+    ev = Evaluator(DataConfig(name="digits"), TrainConfig(epochs=1, batch_size=32), cfg, allow_layer_bypass=True)
     yield ev
     ev.close()
 
@@ -216,7 +217,7 @@ def test_hostile_with_policy_bypassed(evaluator, host, cases):
     """No static policy: the restricted builtins and the process boundary are left, and hold."""
     bypassed = [c for c in cases if c.bypass]
     items = _with_normals([(c.name, c.source) for c in bypassed])
-    records = evaluator._evaluate_bypassing(items, "policy", train=False)
+    records = evaluator.evaluate_bypassing(items, "policy", train=False)
     _check(records, {c.name: c.bypass for c in bypassed})
     host.assert_untouched()
 
@@ -226,7 +227,7 @@ def test_raw_exec_only_the_process_boundary(evaluator, host, cases):
     raw = [c for c in cases if c.exec_kind]
     assert len(raw) >= 8
     items = _with_normals([(c.name, c.source) for c in raw])
-    records = evaluator._evaluate_bypassing(items[::2], "exec", train=False)
+    records = evaluator.evaluate_bypassing(items[::2], "exec", train=False)
     _check(records, {c.name: (c.exec_kind,) for c in raw})
     normals = evaluator.evaluate(items[1::2], train=False)
     assert all(r.status == "ok" for r in normals)

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 from programs import mlp
 
-from cenas_jax.candidates.sandbox import Candidate, Evaluator
+from cenas_jax.candidates.evaluator import Evaluator
+from cenas_jax.candidates.records import Candidate
 from cenas_jax.config import DataConfig, SandboxConfig, TrainConfig
 from cenas_jax.data import load_dataset
 
@@ -68,7 +69,7 @@ ATTACKS = {
 for _name, _mod in list(sys.modules.items()):
     if _name.startswith("cenas_jax") and _mod is not None:
         for _attr in ("train_exported", "train_candidate", "load_programs", "collect_tracer", "run_task",
-                      "_record_from_worker", "evaluate_accuracy", "compiled_flops"):
+                      "record_from_worker", "evaluate_accuracy", "compiled_flops"):
             if B.hasattr(_mod, _attr):
                 B.setattr(_mod, _attr, _fake)
 """,
@@ -167,8 +168,8 @@ def test_attacks_get_their_real_score_and_leave_later_candidates_alone(zero_accu
     items = []
     for name, prelude in ATTACKS.items():
         items += [Candidate(name, prelude + ZERO_NET), Candidate(f"good-after-{name}", GOOD)]
-    with Evaluator(DataConfig(name="digits"), TRAIN, SandboxConfig(workers=1), _allow_bypass_for_tests=True) as ev:
-        recs = ev._evaluate_bypassing(items, "policy", train=True)
+    with Evaluator(DataConfig(name="digits"), TRAIN, SandboxConfig(workers=1), allow_layer_bypass=True) as ev:
+        recs = ev.evaluate_bypassing(items, "policy", train=True)
     by_id = {r.candidate_id: r for r in recs}
     for name in ATTACKS:
         rec = by_id[name]
@@ -221,8 +222,7 @@ class PolicyMissesEverything(Evaluator):
     guard (DESIGN.md §3), so the search must stay sound when an attack gets past it."""
 
     def evaluate_iter(self, candidates, train=True, progress=False):
-        for _, rec in self._run([(c, "policy") for c in candidates], train, progress):
-            yield rec
+        yield from self.evaluate_bypassing(candidates, "policy", train=train)
 
 
 def test_a_search_with_a_forging_generation_completes_and_does_not_make_it_an_elite(tmp_path, zero_accuracy):
@@ -249,7 +249,7 @@ def test_a_search_with_a_forging_generation_completes_and_does_not_make_it_an_el
     )
     cfg = load_config(cfg_path, [])
     gen = ScriptedGenerator([fence(forger)] + [fence(s) for s in others])
-    with PolicyMissesEverything(cfg.data, cfg.train, cfg.sandbox, _allow_bypass_for_tests=True) as ev:
+    with PolicyMissesEverything(cfg.data, cfg.train, cfg.sandbox, allow_layer_bypass=True) as ev:
         loop = SearchLoop.open(tmp_path / "run", cfg, gen, ev, corpus, progress=False, echo=lambda s: None)
         loop.run()
         loop.close()

@@ -370,7 +370,7 @@ print("OK", l0, l1)
 
 @pytest.mark.slow
 def test_sharded_finetune_equals_unsharded_on_four_fake_devices(tmp_path):
-    """FSDP/tensor-parallel CE update (DESIGN §7): same losses and adapters on a 2x2 mesh of fake CPU devices."""
+    """FSDP/tensor-parallel CE update (DESIGN.md §7): same losses and adapters on a 2x2 mesh of fake CPU devices."""
     import subprocess
     import sys
     from pathlib import Path

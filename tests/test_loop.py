@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from cenas_jax.candidates.sandbox import Evaluator
+from cenas_jax.candidates.evaluator import Evaluator
 from cenas_jax.config import load_config
 from cenas_jax.errors import UserError
 from cenas_jax.rundir import LoopState, RunDir

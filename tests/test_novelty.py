@@ -400,7 +400,7 @@ def test_resample_temperatures():
 
 
 # ---------------------------------------------------------------------------
-# The measurement behind tau_delta (DESIGN.md §6): Jaccard of delta children to their parent
+# The measurement behind tau_delta (DESIGN.md §1 "The novelty filter"): Jaccard of delta children to their parent
 # ---------------------------------------------------------------------------
 
 

@@ -110,7 +110,7 @@ def test_config_checks():
 def test_evaluator_starts_each_worker_with_its_placement(monkeypatch):
     """The environment a worker process is really started with, for a faked two-GPU inventory: the
     worker spawn is intercepted (no GPU here), everything up to it is the Evaluator's own."""
-    from cenas_jax.candidates import sandbox
+    from cenas_jax.candidates import evaluator
     from cenas_jax.config import DataConfig, TrainConfig
 
     started = []
@@ -124,11 +124,11 @@ def test_evaluator_starts_each_worker_with_its_placement(monkeypatch):
         def kill(self):
             self.state = "dead"
 
-    monkeypatch.setattr(sandbox, "_Worker", FakeWorker)
+    monkeypatch.setattr(evaluator, "WorkerHandle", FakeWorker)
     monkeypatch.setenv("LD_LIBRARY_PATH", "/opt/cuda/lib")
     inv = Inventory("gpu", ("0", "1"), 8)
-    ev = sandbox.Evaluator(DataConfig(name="digits"), TrainConfig(), SandboxConfig(workers_per_device=2),
-                           inventory=inv)
+    ev = evaluator.Evaluator(DataConfig(name="digits"), TrainConfig(), SandboxConfig(workers_per_device=2),
+                             inventory=inv)
     try:
         assert ev.pool_size == 4
         ev._ensure_pool(4)
@@ -143,8 +143,8 @@ def test_evaluator_starts_each_worker_with_its_placement(monkeypatch):
     finally:
         ev.close()
     started.clear()
-    ev = sandbox.Evaluator(DataConfig(name="digits"), TrainConfig(), SandboxConfig(workers=2),
-                           inventory=Inventory("cpu", (), 2))
+    ev = evaluator.Evaluator(DataConfig(name="digits"), TrainConfig(), SandboxConfig(workers=2),
+                             inventory=Inventory("cpu", (), 2))
     try:
         ev._ensure_pool(2)
         for _, env, address_space in started:
@@ -163,14 +163,15 @@ def test_workers_that_cannot_reach_their_device_fail_with_the_reason():
     """A worker pinned to a GPU this host does not have dies at start-up: start() and the isolation probe
     raise SandboxError naming JAX's reason (found on a GPU host, where the probe wrote to a closed pipe and
     start() returned with no worker at all)."""
-    from cenas_jax.candidates import sandbox
+    from cenas_jax.candidates import evaluator
+    from cenas_jax.candidates.errors import SandboxError
     from cenas_jax.config import DataConfig, TrainConfig
 
     inv = Inventory("gpu", ("0",), 2)
-    with sandbox.Evaluator(DataConfig(name="digits"), TrainConfig(), SandboxConfig(workers=1), inventory=inv) as ev:
-        with pytest.raises(sandbox.SandboxError, match="JAX_PLATFORMS=cuda, CUDA_VISIBLE_DEVICES=0"):
+    with evaluator.Evaluator(DataConfig(name="digits"), TrainConfig(), SandboxConfig(workers=1), inventory=inv) as ev:
+        with pytest.raises(SandboxError, match="JAX_PLATFORMS=cuda, CUDA_VISIBLE_DEVICES=0"):
             ev.start(wait=True)
-        assert ev._start_failures == sandbox._START_FAILURES_BEFORE_GIVING_UP
-    with sandbox.Evaluator(DataConfig(name="digits"), TrainConfig(), SandboxConfig(workers=1), inventory=inv) as ev:
-        with pytest.raises(sandbox.SandboxError, match="probe worker failed to start: .*JAX_PLATFORMS=cuda"):
+        assert ev._start_failures == evaluator._START_FAILURES_BEFORE_GIVING_UP
+    with evaluator.Evaluator(DataConfig(name="digits"), TrainConfig(), SandboxConfig(workers=1), inventory=inv) as ev:
+        with pytest.raises(SandboxError, match="probe worker failed to start: .*JAX_PLATFORMS=cuda"):
             ev.probe_isolation()

@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cenas_jax import proxy_snr as ps
 from cenas_jax import theory
 from cenas_jax.config import ConfigError, ProxySNRConfig, RunConfig, load_config
 from cenas_jax.errors import UserError
+from cenas_jax.proxy_snr import analysis, experiment
+from cenas_jax.report import proxy_snr as snr_report
 from cenas_jax.store import CandidateRow, RunStore
 
 SIGMA2_ARCH = 0.01
@@ -36,7 +37,7 @@ def _simulate(K, S, T, seed, s2a=SIGMA2_ARCH, s2n=SIGMA2_NOISE, s2t=0.0):
 
 def test_analysis_recovers_known_variances_and_matches_result_6():
     proxy, truth = _simulate(K=600, S=4, T=1, seed=1)
-    a = ps.analyze([f"a{i}" for i in range(600)], proxy, truth, n_boot=300, seed=3)
+    a = analysis.analyze([f"a{i}" for i in range(600)], proxy, truth, n_boot=300, seed=3)
     e = a.snr
     assert e.K == 600 and e.S == 4
     assert e.sigma2_arch == pytest.approx(SIGMA2_ARCH, rel=0.15)
@@ -68,7 +69,7 @@ def test_analysis_recovers_known_variances_and_matches_result_6():
 
 def test_noisy_truth_prediction_uses_both_reliabilities():
     proxy, truth = _simulate(K=800, S=3, T=3, seed=2, s2t=0.01)  # truth SNR = 1 per run, 3 per 3-seed mean
-    a = ps.analyze([str(i) for i in range(800)], proxy, truth, n_boot=0)
+    a = analysis.analyze([str(i) for i in range(800)], proxy, truth, n_boot=0)
     assert a.truth_snr is not None and a.truth_snr.S == 3
     ts = a.comparison("truth_single")
     expected = theory.spearman_from_pearson(
@@ -92,7 +93,7 @@ def test_a_long_budget_that_reranks_shows_as_an_implied_q_correlation_below_one(
     q = 0.1 * z1
     proxy = q[:, None] + rng.normal(0, 0.05, (K, 2))
     truth = (0.1 * (0.6 * z1 + 0.8 * z2))[:, None]
-    a = ps.analyze([str(i) for i in range(K)], proxy, truth, n_boot=0)
+    a = analysis.analyze([str(i) for i in range(K)], proxy, truth, n_boot=0)
     ts = a.comparison("truth_single")
     assert ts.implied_q_correlation == pytest.approx(0.6, abs=0.06)
     assert ts.predicted - ts.measured.estimate > 0.25
@@ -102,7 +103,7 @@ def test_a_long_budget_that_reranks_shows_as_an_implied_q_correlation_below_one(
 def test_analysis_without_signal_clips_and_predicts_zero():
     rng = np.random.default_rng(5)
     proxy = 0.5 + rng.normal(0, 0.05, (40, 3))  # sigma2_arch = 0
-    a = ps.analyze([str(i) for i in range(40)], proxy, None, n_boot=100)
+    a = analysis.analyze([str(i) for i in range(40)], proxy, None, n_boot=100)
     assert [c.name for c in a.comparisons] == ["retest"]
     assert a.snr.sigma2_arch >= 0
     assert a.comparison("retest").predicted < 0.1
@@ -110,7 +111,7 @@ def test_analysis_without_signal_clips_and_predicts_zero():
 
 def test_analysis_reports_undefined_spearman_instead_of_failing():
     proxy = np.array([[0.1, 0.2], [0.1, 0.4], [0.1, 0.3], [0.1, 0.5]])  # seed 0 constant
-    a = ps.analyze(list("abcd"), proxy, None, n_boot=50)
+    a = analysis.analyze(list("abcd"), proxy, None, n_boot=50)
     c = a.comparison("retest")
     assert c.measured is None and "equal" in c.measured_error
 
@@ -126,7 +127,7 @@ def test_analysis_reports_undefined_spearman_instead_of_failing():
 )
 def test_analysis_rejects_bad_input(proxy, truth, ids, match):
     with pytest.raises(ValueError, match=match):
-        ps.analyze(ids, proxy, truth)
+        analysis.analyze(ids, proxy, truth)
 
 
 # ---------------------------------------------------------------------------
@@ -147,12 +148,12 @@ class FakeScorer:
         out = []
         for a in archs:
             if a.id in self.fail[budget]:
-                out.append(ps.ArchScores(error="nan: loss became NaN"))
+                out.append(experiment.ArchScores(error="nan: loss became NaN"))
                 continue
             q = 0.3 + 0.5 * (zlib.crc32(a.id.encode()) % 1000) / 1000
             rng = np.random.default_rng([zlib.crc32(a.id.encode()), seed])
             noise = 0.0 if budget == "truth" else 0.05
-            out.append(ps.ArchScores(tuple(float(q + noise * rng.standard_normal()) for _ in range(train_cfg.seeds))))
+            out.append(experiment.ArchScores(tuple(float(q + noise * rng.standard_normal()) for _ in range(train_cfg.seeds))))
         return out
 
 
@@ -166,7 +167,7 @@ def test_pipeline_writes_json_and_png_whose_numbers_are_theorys(tmp_path):
     names = ["lenet5", "mlp_small", "vgg_small", "resnet_basic", "mobilenet_v1", "squeezenet", "convmixer", "vit_tiny"]
     cfg = _cfg(architectures=tuple(names))
     scorer = FakeScorer(fail_proxy={"vgg_small"}, fail_truth={"vit_tiny"})
-    res = ps.run_proxy_snr(cfg, tmp_path, progress=False, score_fn=scorer)
+    res = experiment.run_proxy_snr(cfg, tmp_path, progress=False, score_fn=scorer)
 
     (p_ids, p_cfg, p_seed), (t_ids, t_cfg, t_seed) = scorer.calls
     assert p_ids == names and (p_cfg.epochs, p_cfg.seeds, p_seed) == (0.5, 3, 7)
@@ -183,7 +184,7 @@ def test_pipeline_writes_json_and_png_whose_numbers_are_theorys(tmp_path):
     assert proxy.shape == (6, 3) and truth.shape == (6, 1)
     ref = theory.estimate_snr(proxy, n_boot=an["n_boot"], ci=an["ci"], seed=an["bootstrap_seed"])
     for key in ("sigma2_arch", "sigma2_noise", "snr", "snr_mean", "msb", "msw"):
-        assert ps.from_json_number(an["snr"][key]) == pytest.approx(getattr(ref, key), rel=1e-12), key
+        assert experiment.from_json_number(an["snr"][key]) == pytest.approx(getattr(ref, key), rel=1e-12), key
     assert an["snr"]["snr_ci"] == pytest.approx(list(ref.snr_ci), rel=1e-12)
     pairs = {"retest": (proxy[:, 0], proxy[:, 1]), "truth_single": (proxy[:, 0], truth.mean(1)),
              "truth_mean": (proxy.mean(1), truth.mean(1))}
@@ -196,25 +197,25 @@ def test_pipeline_writes_json_and_png_whose_numbers_are_theorys(tmp_path):
         n = 3 if name == "truth_mean" else 1
         assert c["predicted"] == pytest.approx(theory.predicted_spearman_from_snr(ref.snr, kind, n_seeds=n), abs=1e-12)
     assert doc["config"]["proxy_snr"]["architectures"] == names
-    text = ps.format_analysis(res.analysis)
+    text = snr_report.format_analysis(res.analysis)
     assert "truth_mean" in text and f"{res.analysis.snr.snr:.3g}" in text
 
 
 def test_pipeline_refuses_too_few_survivors(tmp_path):
     cfg = _cfg(architectures=("lenet5", "mlp_small", "vgg_small", "resnet_basic"))
     with pytest.raises(UserError, match="only 2 architectures.*mlp_small \\(proxy\\): nan"):
-        ps.run_proxy_snr(cfg, tmp_path, progress=False, score_fn=FakeScorer(fail_proxy={"mlp_small", "vgg_small"}))
+        experiment.run_proxy_snr(cfg, tmp_path, progress=False, score_fn=FakeScorer(fail_proxy={"mlp_small", "vgg_small"}))
 
 
 def test_selection_names_caps_and_errors():
-    archs, source = ps.select_architectures(RunConfig())
+    archs, source = experiment.select_architectures(RunConfig())
     assert source == "corpus" and len(archs) >= 20
-    capped, _ = ps.select_architectures(RunConfig(seed=3, proxy_snr=ProxySNRConfig(max_architectures=5)))
-    again, _ = ps.select_architectures(RunConfig(seed=3, proxy_snr=ProxySNRConfig(max_architectures=5)))
+    capped, _ = experiment.select_architectures(RunConfig(seed=3, proxy_snr=ProxySNRConfig(max_architectures=5)))
+    again, _ = experiment.select_architectures(RunConfig(seed=3, proxy_snr=ProxySNRConfig(max_architectures=5)))
     assert len(capped) == 5 and [a.id for a in capped] == [a.id for a in again]
     assert {a.id for a in capped} <= {a.id for a in archs}
     with pytest.raises(UserError, match="proxy_snr.architectures: unknown corpus entries \\['nope'\\]"):
-        ps.select_architectures(RunConfig(proxy_snr=ProxySNRConfig(architectures=("lenet5", "nope"))))
+        experiment.select_architectures(RunConfig(proxy_snr=ProxySNRConfig(architectures=("lenet5", "nope"))))
 
 
 def test_config_section_is_validated():
@@ -260,7 +261,7 @@ def test_ceiling_effect_from_stored_seed_scores(tmp_path):
     def no_training(*a):
         raise AssertionError("stored seed scores must be used, not retrained")
 
-    c = ps.ceiling_effect(run_dir, cfg, score_fn=no_training, progress=False)
+    c = experiment.ceiling_effect(run_dir, cfg, score_fn=no_training, progress=False)
     assert c.scores_from == "stored" and c.seeds == 3
     assert [r.cycle for r in c.rows] == [-1, 0, 1, 2, 3] and all(r.K == 8 for r in c.rows)
     for r in c.rows:
@@ -272,19 +273,19 @@ def test_ceiling_effect_from_stored_seed_scores(tmp_path):
     assert c.sigma2_arch_trend is not None and c.sigma2_arch_trend.s < 0
     pred = [r.analysis.comparison("retest").predicted for r in c.rows]
     assert pred[0] > 0.8 > 0.5 > pred[-1]
-    jp, pp = ps.write_ceiling(c, tmp_path / "out")
+    jp, pp = experiment.write_ceiling(c, tmp_path / "out")
     doc = json.loads(jp.read_text())
     assert [r["cycle"] for r in doc["rows"]] == [-1, 0, 1, 2, 3]
     assert pp is not None and pp.read_bytes()[:4] == b"\x89PNG"
-    assert "Mann-Kendall" in ps.format_ceiling(c)
-    combined = ps.plot_rho_vs_snr(c.rows[0].analysis, tmp_path / "combined.png", ceiling=c)
+    assert "Mann-Kendall" in snr_report.format_ceiling(c)
+    combined = snr_report.plot_rho_vs_snr(c.rows[0].analysis, tmp_path / "combined.png", ceiling=c)
     assert combined.read_bytes()[:4] == b"\x89PNG"
 
 
 def test_ceiling_effect_retrains_when_the_run_kept_one_seed(tmp_path):
     run_dir, _ = _make_run(tmp_path, n_seeds=1, per_cycle=4)
     scorer = FakeScorer(fail_proxy={"c0-1"})
-    c = ps.ceiling_effect(run_dir, _cfg(seeds=2), score_fn=scorer, with_truth=True, progress=False)
+    c = experiment.ceiling_effect(run_dir, _cfg(seeds=2), score_fn=scorer, with_truth=True, progress=False)
     assert c.scores_from == "retrained" and c.seeds == 2
     (ids, pcfg, pseed), (tids, tcfg, tseed) = scorer.calls
     assert len(ids) == 20 and "bad" not in ids and (pcfg.seeds, pcfg.epochs, pseed) == (2, 0.5, 7)
@@ -326,34 +327,34 @@ def test_cli_trains_through_the_sandbox(tmp_path, capsys):
     assert main(["proxy-snr", str(cfg), "--out", str(out), "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "sigma2_arch" in printed and "truth_single" in printed
-    doc = json.loads((out / ps.RESULT_JSON).read_text())
-    assert (out / ps.RESULT_PNG).read_bytes()[:4] == b"\x89PNG"
+    doc = json.loads((out / experiment.RESULT_JSON).read_text())
+    assert (out / experiment.RESULT_PNG).read_bytes()[:4] == b"\x89PNG"
     an = doc["analysis"]
     proxy = np.array(an["proxy_scores"])
     assert proxy.shape == (4, 2) and np.all((proxy >= 0) & (proxy <= 1))
     assert doc["failures"] == []
     ref = theory.estimate_snr(proxy, n_boot=100, seed=0)
-    assert ps.from_json_number(an["snr"]["sigma2_noise"]) == pytest.approx(ref.sigma2_noise, rel=1e-12)
-    assert ps.from_json_number(an["snr"]["sigma2_arch"]) == pytest.approx(ref.sigma2_arch, rel=1e-12, abs=1e-15)
+    assert experiment.from_json_number(an["snr"]["sigma2_noise"]) == pytest.approx(ref.sigma2_noise, rel=1e-12)
+    assert experiment.from_json_number(an["snr"]["sigma2_arch"]) == pytest.approx(ref.sigma2_arch, rel=1e-12, abs=1e-15)
 
 
 def test_from_run_uses_the_runs_trained_candidates(tmp_path):
     run_dir, _ = _make_run(tmp_path, n_seeds=1, per_cycle=3)
     cfg = _cfg(from_run=str(run_dir))
-    archs, source = ps.select_architectures(cfg)
+    archs, source = experiment.select_architectures(cfg)
     assert source == str(run_dir)
     assert len(archs) == 15 and "bad" not in {a.id for a in archs}  # the failed candidate is not "trained"
     assert {(a.cycle, a.dataset) for a in archs if a.id == "c2-0"} == {(2, "digits")}
-    picked, _ = ps.select_architectures(_cfg(from_run=str(run_dir), architectures=("c1-2", "c3-0", "c-1-1")))
+    picked, _ = experiment.select_architectures(_cfg(from_run=str(run_dir), architectures=("c1-2", "c3-0", "c-1-1")))
     assert [a.id for a in picked] == ["c1-2", "c3-0", "c-1-1"] and picked[0].source == "# c1-2"
     with pytest.raises(UserError, match="unknown candidates of"):
-        ps.select_architectures(_cfg(from_run=str(run_dir), architectures=("c1-2", "zzz", "c3-0")))
+        experiment.select_architectures(_cfg(from_run=str(run_dir), architectures=("c1-2", "zzz", "c3-0")))
     with pytest.raises(UserError, match="not a run directory"):
-        ps.select_architectures(_cfg(from_run=str(tmp_path / "nowhere")))
+        experiment.select_architectures(_cfg(from_run=str(tmp_path / "nowhere")))
 
 
 def test_json_encoding_of_non_finite_numbers():
-    doc = ps._jsonable({"a": math.inf, "b": math.nan, "c": np.float32(0.5), "d": (1, np.int64(2))})
+    doc = experiment._jsonable({"a": math.inf, "b": math.nan, "c": np.float32(0.5), "d": (1, np.int64(2))})
     assert doc == {"a": "inf", "b": None, "c": 0.5, "d": [1, 2]}
     assert json.dumps(doc)
-    assert ps.from_json_number("inf") == math.inf and math.isnan(ps.from_json_number(None))
+    assert experiment.from_json_number("inf") == math.inf and math.isnan(experiment.from_json_number(None))

@@ -123,7 +123,7 @@ def test_small_plan_fits_two_hours_and_has_enough_generations_per_mode():
 
 def _fake_proxy_snr(out: Path, run: Path) -> None:
     """proxy_snr's library with a stand-in scorer (known variances): the table and the ceiling effect of ``run``."""
-    from cenas_jax import proxy_snr as ps
+    from cenas_jax.proxy_snr import experiment as ps
 
     cfg = load_config(ROOT / "experiments/configs/table_proxy_reliability.yaml", ["proxy_snr.n_boot=100"])
     rng = np.random.default_rng(0)
@@ -142,7 +142,7 @@ def _fake_proxy_snr(out: Path, run: Path) -> None:
 
 
 def test_summary_reads_synthetic_runs_and_puts_them_beside_the_papers_numbers(tmp_path, monkeypatch):
-    from cenas_jax.candidates.sandbox import EvalRecord
+    from cenas_jax.candidates.records import EvalRecord
     from cenas_jax.retrain import retrain, write_json
 
     out = tmp_path / "rs"

@@ -7,7 +7,8 @@ import zlib
 import pytest
 from programs import mlp
 
-from cenas_jax.candidates.sandbox import Candidate, Evaluator
+from cenas_jax.candidates.evaluator import Evaluator
+from cenas_jax.candidates.records import Candidate
 from cenas_jax.config import DataConfig, SandboxConfig, TrainConfig
 
 MLP = mlp(32)
@@ -101,7 +102,7 @@ def test_retrain_stores_test_split_evaluations_reports_spearman_and_skips_done_w
 
 def test_retrain_with_a_scripted_evaluator_computes_the_correlation_of_the_two_budgets(tmp_path):
     """A stand-in evaluator whose test accuracy is a known function of the proxy: ρ_S is exactly 1, or −1."""
-    from cenas_jax.candidates.sandbox import EvalRecord
+    from cenas_jax.candidates.records import EvalRecord
 
     run = make_run(tmp_path / "run", cycles=2, per_cycle=8)
     with RunStore(run, create=False) as st:
@@ -143,7 +144,7 @@ def test_bad_input_is_a_user_error(tmp_path):
 
 def test_cli_retrain_prints_the_table_and_writes_json(tmp_path, capsys, monkeypatch):
     from cenas_jax import retrain as retrain_mod
-    from cenas_jax.candidates.sandbox import EvalRecord
+    from cenas_jax.candidates.records import EvalRecord
     from cenas_jax.cli import main
 
     run = make_run(tmp_path / "run", cycles=2, per_cycle=8)

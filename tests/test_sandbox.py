@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 from programs import mlp
 
-from cenas_jax.candidates import sandbox
-from cenas_jax.candidates.sandbox import Candidate, EvalRecord, Evaluator
+from cenas_jax.candidates import handle, placement, records, workspace
+from cenas_jax.candidates.evaluator import Evaluator
+from cenas_jax.candidates.records import Candidate, EvalRecord
 from cenas_jax.candidates.worker import FrameBuffer, encode_frame
 from cenas_jax.config import DataConfig, SandboxConfig, TrainConfig
 
@@ -36,7 +37,7 @@ def _cfg(**kw) -> SandboxConfig:
 @pytest.fixture(scope="module")
 def evaluator():
     ev = Evaluator(
-        DataConfig(name="digits"), TrainConfig(epochs=1, batch_size=32), _cfg(), seed=3, _allow_bypass_for_tests=True
+        DataConfig(name="digits"), TrainConfig(epochs=1, batch_size=32), _cfg(), seed=3, allow_layer_bypass=True
     )
     yield ev
     ev.close()
@@ -139,13 +140,13 @@ def test_recycling_after_k_tasks_and_timeouts_that_kill_the_worker():
         (rec,) = ev.evaluate([Candidate("after-idle-kill", MLP)], train=False)
         assert rec.status == "ok" and idle not in ev.worker_pids()
         # Without the test switch a worker refuses to bypass the policy.
-        (refused,) = ev._evaluate_bypassing([Candidate("x", "import os\nos.system('true')")], "exec")
+        (refused,) = ev.evaluate_bypassing([Candidate("x", "import os\nos.system('true')")], "exec")
         assert refused.error_kind == "policy" and "disabled" in refused.error_message
 
 
 def test_a_crash_is_a_record_and_the_worker_is_replaced(evaluator):
     kill = "import typing\nimport flax.linen as nn\nos = typing.sys.modules['os']\nos.kill(os.getpid(), 9)\n"
-    (rec, after) = evaluator._evaluate_bypassing([Candidate("kill", kill), Candidate("after", MLP)], "policy")
+    (rec, after) = evaluator.evaluate_bypassing([Candidate("kill", kill), Candidate("after", MLP)], "policy")
     assert (rec.status, rec.error_kind, rec.stage) == ("error", "crash", "build")
     assert "SIGKILL" in rec.error_message
     assert after.status == "ok"
@@ -197,16 +198,17 @@ def test_a_killed_parent_leaves_no_orphan(tmp_path):
             f"""
             import sys, threading
             sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
-            from cenas_jax.candidates.sandbox import Candidate, Evaluator
+            from cenas_jax.candidates.evaluator import Evaluator
+            from cenas_jax.candidates.records import Candidate
             from cenas_jax.config import DataConfig, SandboxConfig, TrainConfig
             ev = Evaluator(DataConfig(name="digits"), TrainConfig(epochs=1),
-                           SandboxConfig(workers=2, timeout_s=600, check_timeout_s=600), _allow_bypass_for_tests=True)
+                           SandboxConfig(workers=2, timeout_s=600, check_timeout_s=600), allow_layer_bypass=True)
             ev.evaluate([Candidate("warm", {MLP!r})], train=False)
             ev.evaluate([Candidate("warm2", {MLP!r}), Candidate("warm3", {MLP!r})], train=False)
             print(" ".join(map(str, ev.worker_pids())), flush=True)
             # a daemonised grandchild in one worker, an endless loop in the other
             fork = "import os\\nif os.fork() == 0:\\n    os.setsid()\\n    import time\\n    time.sleep(600)\\n"
-            ev._evaluate_bypassing([Candidate("fork", fork), Candidate("loop", "while True: pass")], "exec")
+            ev.evaluate_bypassing([Candidate("fork", fork), Candidate("loop", "while True: pass")], "exec")
             """
         )
     )
@@ -289,22 +291,22 @@ def test_worker_values_are_sanitised():
     """A worker is untrusted: impossible values never reach a record as they came."""
     msg = {"status": "weird", "error_kind": "rm -rf", "accuracy": 7.5, "params": -3, "seed_accuracies": [2, "x", -1],
            "stage": "evil", "structure_hash": "h" * 500, "error_message": "m" * 10_000, "flops": True}  # fmt: skip
-    rec = sandbox._record_from_worker("c", msg, 1.0, "digits")
+    rec = records.record_from_worker("c", msg, 1.0, "digits")
     assert (rec.status, rec.error_kind, rec.stage) == ("error", "crash", None)
     assert rec.accuracy == 1.0 and rec.params is None and rec.seed_accuracies == (1.0, 0.0)
     assert rec.structure_hash is None and rec.flops is None and len(rec.error_message) < 2100
-    ok = sandbox._record_from_worker("d", {"status": "ok", "error_kind": "nan", "loss": 0.5}, 1.0, "digits")
+    ok = records.record_from_worker("d", {"status": "ok", "error_kind": "nan", "loss": 0.5}, 1.0, "digits")
     assert ok.status == "ok" and ok.error_kind is None and ok.loss == 0.5
     for bad in ({"loss": float("nan")}, {"accuracy": 1.5}, {"accuracy": float("inf")}, {"seed_accuracies": [0.5, 2]}):
-        rec = sandbox._record_from_worker("e", dict(bad, status="ok"), 1.0, "digits")
+        rec = records.record_from_worker("e", dict(bad, status="ok"), 1.0, "digits")
         assert (rec.status, rec.error_kind, rec.accuracy) == ("error", "crash", None), bad
         assert rec.error_message.startswith("protocol violation")
 
 
 def test_exit_codes_are_classified():
-    assert sandbox._describe_exit(128 + signal.SIGSEGV) == ("crash", "the worker died from SIGSEGV")
-    assert sandbox._describe_exit(128 + signal.SIGXCPU)[0] == "timeout"
-    assert sandbox._describe_exit(7) == ("crash", "the worker exited with code 7")
+    assert handle.describe_exit(128 + signal.SIGSEGV) == ("crash", "the worker died from SIGSEGV")
+    assert handle.describe_exit(128 + signal.SIGXCPU)[0] == "timeout"
+    assert handle.describe_exit(7) == ("crash", "the worker exited with code 7")
 
 
 def test_record_to_dict_round_trips():
@@ -339,7 +341,7 @@ def test_cli_eval_prints_json_lines_and_a_table(tmp_path, capsys):
     assert (rows[0]["status"], rows[0]["params"]) == ("ok", MLP_PARAMS)
     assert (rows[1]["status"], rows[1]["error_kind"]) == ("error", "policy")
 
-    from cenas_jax.candidates.sandbox import EvalRecord
+    from cenas_jax.candidates.records import EvalRecord
     from cenas_jax.cli.eval import format_table
 
     table = format_table([(str(good), EvalRecord("a", "ok", params=MLP_PARAMS, accuracy=0.91234)),
@@ -374,8 +376,8 @@ def test_patched_modules_are_restored_for_the_next_candidate():
         "nn.Dense(32)", "nn.Dense(int(math.pi * 10))"
     )
     cfg = _cfg(workers=1)
-    with Evaluator(DataConfig(name="digits"), TrainConfig(epochs=1), cfg, _allow_bypass_for_tests=True) as ev:
-        recs = ev._evaluate_bypassing([Candidate("patch", patch)], "policy")
+    with Evaluator(DataConfig(name="digits"), TrainConfig(epochs=1), cfg, allow_layer_bypass=True) as ev:
+        recs = ev.evaluate_bypassing([Candidate("patch", patch)], "policy")
         recs += ev.evaluate([Candidate("probe", probe)], train=False)
         assert ev._serial == 1  # both ran in the same worker
     assert recs[0].status == "ok"
@@ -424,7 +426,7 @@ def test_a_candidate_thread_dies_with_its_tracer_and_the_worker_serves_on(evalua
     evaluator.evaluate([Candidate("warm", MLP)], train=False)
     before, serial = set(evaluator.worker_pids()), evaluator._serial
     tree = {pid: _descendants(pid) for pid in before}
-    (rec,) = evaluator._evaluate_bypassing([Candidate("thread", spawn)], "exec")
+    (rec,) = evaluator.evaluate_bypassing([Candidate("thread", spawn)], "exec")
     assert rec.status == "ok"
     assert set(evaluator.worker_pids()) == before and evaluator._serial == serial  # the same worker, not replaced
     assert {pid: _descendants(pid) for pid in before} == tree  # launcher's tree as before: no tracer left
@@ -433,11 +435,11 @@ def test_a_candidate_thread_dies_with_its_tracer_and_the_worker_serves_on(evalua
 
 
 def test_pool_size_follows_the_platform():
-    assert sandbox.default_workers(SandboxConfig(workers=3), "cpu") == 3
+    assert placement.default_workers(SandboxConfig(workers=3), "cpu") == 3
     cores = len(os.sched_getaffinity(0))
-    assert sandbox.default_workers(SandboxConfig(), "cpu") == cores
-    assert sandbox.default_workers(SandboxConfig(threads_per_worker=2), "cpu") == max(1, cores // 2)
-    assert sandbox.default_workers(SandboxConfig(), "tpu") == 1  # no chips enumerable here: one owns them
+    assert placement.default_workers(SandboxConfig(), "cpu") == cores
+    assert placement.default_workers(SandboxConfig(threads_per_worker=2), "cpu") == max(1, cores // 2)
+    assert placement.default_workers(SandboxConfig(), "tpu") == 1  # no chips enumerable here: one owns them
 
 
 def test_temp_dirs_of_dead_evaluators_are_removed(tmp_path, monkeypatch):
@@ -450,7 +452,7 @@ def test_temp_dirs_of_dead_evaluators_are_removed(tmp_path, monkeypatch):
     other = tmp_path / "cenas-sandbox-notapid"
     for d in (stale, live, other):
         (d / "data").mkdir(parents=True)
-    sandbox._remove_stale_roots()
+    workspace.remove_stale_roots()
     assert not stale.exists() and live.exists() and other.exists()
 
 
@@ -465,9 +467,9 @@ def test_degeneracy_flags_are_computed_in_the_worker_and_kept_on_the_record(eval
 
 
 def test_degeneracy_flags_from_a_worker_are_sanitised():
-    rec = sandbox._record_from_worker("c", {"status": "ok", "degenerate": ["x" * 5000, 3, *["y"] * 20]}, 1.0, "digits")
+    rec = records.record_from_worker("c", {"status": "ok", "degenerate": ["x" * 5000, 3, *["y"] * 20]}, 1.0, "digits")
     assert len(rec.degenerate) == 7 and len(rec.degenerate[0]) == 300 and 3 not in rec.degenerate  # 8 kept, 1 not text
-    assert sandbox._record_from_worker("c", {"status": "ok", "degenerate": "linear"}, 1.0, "digits").degenerate is None
+    assert records.record_from_worker("c", {"status": "ok", "degenerate": "linear"}, 1.0, "digits").degenerate is None
 
 
 def test_a_chatty_candidate_fills_only_its_own_output_not_the_next_candidates():

@@ -87,6 +87,28 @@ def test_latest_evaluations_of_a_run(store):
     assert s.latest_evaluations(rid + 1, PROXY) == {}
 
 
+def test_latest_evaluations_of_the_whole_store(store):
+    """run_id None: every candidate of the store, of any run or of none (what `cenas export` writes)."""
+    s, rid = store
+    other = s.create_run("other")
+    s.add_candidate(CandidateRow(id="o-0", source="o", run_id=other, cycle=0, idx=0, mode="full", dataset="digits"))
+    s.add_evaluation("o-0", _ok(0.4))
+    s.add_evaluation("o-0", _err("timeout"))
+    s.add_candidate(CandidateRow(id="loose", source="l"))  # no run (an evaluation stored outside the loop)
+    s.add_evaluation("loose", _ok(0.3))
+    s.add_evaluation("c0-0", _ok(0.5), budget=CHECK)
+    everything = s.latest_evaluations(None, PROXY, ok=False)
+    assert set(everything) == set(s.latest_evaluations(rid, PROXY, ok=False)) | {"o-0", "loose"}
+    assert everything["o-0"].error_kind == "timeout" and everything["loose"].accuracy == 0.3
+    assert s.latest_evaluations(None, PROXY)["o-0"].accuracy == 0.4  # the latest ok one
+    assert set(s.latest_evaluations(None, CHECK, ok=False)) == {"c0-0"}
+    # The same evaluations as the unfiltered evaluations(), the last stored of each candidate winning.
+    last = {}
+    for d in s.evaluations(budget=PROXY):
+        last[d["candidate_id"]] = d
+    assert {cid: e.to_dict() for cid, e in everything.items()} == last
+
+
 def test_trained_candidates(store):
     s, rid = store
     trained = s.trained_candidates(rid, 0)

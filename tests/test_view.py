@@ -57,7 +57,8 @@ def _proxy_snr_result(out: Path) -> Path:
     import numpy as np
 
     from cenas_jax.config import RunConfig
-    from cenas_jax.proxy_snr import ProxySNRResult, analyze, write_result_json
+    from cenas_jax.proxy_snr.analysis import analyze
+    from cenas_jax.proxy_snr.experiment import ProxySNRResult, write_result_json
 
     rng = np.random.default_rng(0)
     q = rng.normal(0.8, 0.05, 12)

@@ -5,8 +5,9 @@ import textwrap
 
 import pytest
 
-from cenas_jax.candidates import sandbox
-from cenas_jax.candidates.sandbox import Candidate, Evaluator
+from cenas_jax.candidates import handle
+from cenas_jax.candidates.evaluator import Evaluator
+from cenas_jax.candidates.records import Candidate
 from cenas_jax.candidates.worker import FrameBuffer, encode_frame
 from cenas_jax.config import DataConfig, SandboxConfig, TrainConfig
 
@@ -68,7 +69,7 @@ FAKE_WORKER = textwrap.dedent('''
 def fake_pool(tmp_path, monkeypatch):
     script = tmp_path / "fake_worker.py"
     script.write_text(FAKE_WORKER)
-    monkeypatch.setattr(sandbox, "_WORKER_BOOT", f"import runpy; runpy.run_path({str(script)!r}, run_name='__main__')")
+    monkeypatch.setattr(handle, "WORKER_BOOT", f"import runpy; runpy.run_path({str(script)!r}, run_name='__main__')")
     cfg = SandboxConfig(workers=1, timeout_s=20, check_timeout_s=20, memory_mb=3072, isolation="rlimits")
     with Evaluator(DataConfig(name="digits"), TrainConfig(epochs=1), cfg) as ev:
         yield ev

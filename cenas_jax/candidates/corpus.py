@@ -17,6 +17,10 @@ import re
 from importlib import resources
 from pathlib import Path
 
+from cenas_jax.candidates import policy
+from cenas_jax.candidates.errors import CandidateError
+from cenas_jax.candidates.naming import NetNameError, select_net
+
 _FAMILY_RE = re.compile(r"^#\s*family:\s*([A-Za-z0-9_\-]+)\s*$", re.MULTILINE)
 _NET_RE = re.compile(r"^#\s*net:\s*(\S+)\s*$", re.MULTILINE)
 
@@ -60,8 +64,6 @@ def parse_entry(path: Path) -> CorpusEntry:
         raise CorpusError(f"{path}: missing a '# family: <name>' comment line")
     net = _NET_RE.search(source)
     if net is not None:
-        from cenas_jax.candidates.naming import NetNameError, select_net
-
         try:
             source = select_net(source, net.group(1), where=str(path))
         except NetNameError as e:
@@ -120,8 +122,7 @@ def check_entry(
     Builds the source in this process: the corpus ships with the package
     and is trusted; generated candidates go through the sandbox instead.
     """
-    from cenas_jax.candidates import contract, policy
-    from cenas_jax.candidates.errors import CandidateError
+    from cenas_jax.candidates import contract  # JAX and Flax: only this check needs them
 
     shapes = input_shapes or contract.STANDARD_INPUT_SHAPES
     problems = [f"policy: {v}" for v in policy.check_policy(entry.source)]

@@ -22,6 +22,8 @@ from typing import Any
 
 import jax
 
+from cenas_jax.candidates import contract
+
 # Primitives that are linear in each input the input image reaches, whatever the other inputs are.
 _LINEAR = frozenset({
     "add", "add_any", "sub", "neg", "reshape", "transpose", "broadcast_in_dim", "squeeze", "expand_dims",
@@ -129,8 +131,6 @@ def flags_of(closed_jaxpr: Any, variables: Any) -> list[str]:
 
 def degeneracy_flags(built: Any, input_shape: tuple[int, int, int]) -> list[str]:
     """Trace the eval-mode forward pass of a built ``Net`` (nothing allocated) and return its flags."""
-    from cenas_jax.candidates import contract
-
     variables, _ = contract.abstract_variables(built, input_shape)
     return flags_of(contract.forward_jaxpr(built, input_shape, variables), variables)
 

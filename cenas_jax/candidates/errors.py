@@ -1,4 +1,4 @@
-"""The fixed taxonomy of candidate failures (DESIGN.md §3) and the exception that carries one."""
+"""The fixed taxonomy of candidate failures (DESIGN.md §3), the exception that carries one, and ``SandboxError``."""
 
 from __future__ import annotations
 
@@ -40,3 +40,7 @@ class CandidateError(Exception):
 
     def __reduce__(self):  # picklable across the worker pipe
         return (CandidateError, (self.kind.value, self.message, self.lineno))
+
+
+class SandboxError(RuntimeError):
+    """The sandbox itself cannot run (workers fail to start): an environment problem, not a candidate's."""

@@ -32,6 +32,8 @@ import stat
 import sys
 from typing import Any
 
+import cenas_jax
+
 # Clone flags (linux/sched.h).
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -257,8 +259,6 @@ def detect_mode(requested: str) -> str:
 
 def python_paths() -> tuple[str, ...]:
     """Directories the worker's interpreter reads: prefixes, stdlib, site-packages, this package's root."""
-    import cenas_jax
-
     paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
     paths |= {p for p in sys.path if p and os.path.isdir(p)}
     paths.add(os.path.dirname(os.path.dirname(os.path.abspath(cenas_jax.__file__))))

@@ -151,6 +151,15 @@ def pool_size(inv: Inventory, cfg: SandboxConfig) -> int:
     return 1
 
 
+def default_workers(cfg: SandboxConfig, platform: str | None = None) -> int:
+    """Pool size on this host (``pool_size``); ``platform`` overrides the detected one, with the detected
+    devices."""
+    inv = detect_inventory()
+    if platform is not None and platform != inv.platform:
+        inv = Inventory(platform, inv.devices if platform != "cpu" else (), inv.cores)
+    return pool_size(inv, cfg)
+
+
 def memory_fraction(cfg: SandboxConfig) -> float:
     """The share of one device's memory each of its workers may take."""
     total = cfg.device_memory_fraction or DEFAULT_DEVICE_MEMORY_FRACTION

@@ -459,7 +459,7 @@ class _Runtime:
         import jax.numpy as jnp
         import numpy as np
 
-        jax.config.update("jax_enable_compilation_cache", False)  # see sandbox.py: who may write the cache
+        jax.config.update("jax_enable_compilation_cache", False)  # see evaluator.py: who may write the cache
         from cenas_jax.config import TrainConfig, from_dict
         from cenas_jax.train import TrainError, exported
 

@@ -122,8 +122,9 @@ def format_table(rows: list[tuple[str, object]]) -> str:
 
 
 def cmd_eval(args) -> int:
+    from cenas_jax.candidates.evaluator import Evaluator
     from cenas_jax.candidates.naming import NetNameError, check_name, select_net
-    from cenas_jax.candidates.sandbox import Candidate, EvalRecord, Evaluator
+    from cenas_jax.candidates.records import Candidate, EvalRecord
     from cenas_jax.errors import UserError
 
     cfg = _config(args)

@@ -33,9 +33,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_proxy_snr(args: argparse.Namespace) -> int:
-    from cenas_jax import proxy_snr
     from cenas_jax.config import load_config
     from cenas_jax.errors import UserError
+    from cenas_jax.proxy_snr import experiment
+    from cenas_jax.report.proxy_snr import format_analysis, format_ceiling, plot_rho_vs_snr
 
     if (args.ceiling_only or args.ceiling_truth) and not args.run_dir:
         raise UserError("--ceiling-only and --ceiling-truth need --run RUN_DIR")
@@ -46,17 +47,17 @@ def cmd_proxy_snr(args: argparse.Namespace) -> int:
     progress = not args.no_progress
     result = None
     if not args.ceiling_only:
-        result = proxy_snr.run_proxy_snr(cfg, out, progress=progress)
-        print(proxy_snr.format_analysis(result.analysis))
+        result = experiment.run_proxy_snr(cfg, out, progress=progress)
+        print(format_analysis(result.analysis))
         for f in result.failures:
             print(f"  dropped {f['id']} ({f['budget']}): {f['error'][:160]}")
     if args.run_dir:
-        ceiling = proxy_snr.ceiling_effect(args.run_dir, cfg, with_truth=args.ceiling_truth, progress=progress)
-        print(proxy_snr.format_ceiling(ceiling))
-        jp, pp = proxy_snr.write_ceiling(ceiling, out)
+        ceiling = experiment.ceiling_effect(args.run_dir, cfg, with_truth=args.ceiling_truth, progress=progress)
+        print(format_ceiling(ceiling))
+        jp, pp = experiment.write_ceiling(ceiling, out)
         print(f"wrote {jp}" + (f" and {pp}" if pp else ""))
         if result is not None:
-            proxy_snr.plot_rho_vs_snr(result.analysis, result.png_path, ceiling=ceiling)
+            plot_rho_vs_snr(result.analysis, result.png_path, ceiling=ceiling)
     if result is not None:
         print(f"wrote {result.json_path} and {result.png_path}")
     return 0

@@ -68,7 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _build(cfg, run_dir: Path, new: bool, progress: bool, redo_update: bool = False):
-    from cenas_jax.candidates.sandbox import Evaluator
+    from cenas_jax.candidates.evaluator import Evaluator
     from cenas_jax.rundir import build_manifest
     from cenas_jax.search.llm_generator import LLMGenerator
     from cenas_jax.search.loop import SearchLoop, select_corpus

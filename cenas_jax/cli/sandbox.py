@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_check(args) -> int:
     from cenas_jax.candidates import placement
-    from cenas_jax.candidates.sandbox import Evaluator
+    from cenas_jax.candidates.evaluator import Evaluator
     from cenas_jax.config import load_config, replace
 
     cfg = load_config(args.config, args.set)

@@ -36,7 +36,7 @@ def find_runs(paths: list[str]) -> tuple[list, list]:
     from pathlib import Path
 
     from cenas_jax.errors import UserError
-    from cenas_jax.proxy_snr import RESULT_JSON
+    from cenas_jax.proxy_snr.experiment import RESULT_JSON
     from cenas_jax.store import STORE_FILENAME
 
     runs, snr = [], []

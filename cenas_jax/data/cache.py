@@ -16,15 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
+from cenas_jax import paths as cenas_paths
+
 DEFAULT_CACHE_DIR = Path("~/.cache/cenas_jax/data")  # when neither CENAS_CACHE nor XDG_CACHE_HOME is set
 
 
 def cache_root(cache_dir: str | None) -> Path:
     if cache_dir:
         return Path(os.path.expanduser(cache_dir))
-    from cenas_jax import paths
-
-    return paths.cache_root() / "data"
+    return cenas_paths.cache_root() / "data"
 
 
 def fingerprint(paths: Iterable[Path]) -> list[tuple[str, int, int]]:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from cenas_jax.errors import UserError
+from cenas_jax.progress import progress_bar
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 IMAGE_FORMAT = "an image file Pillow can decode (JPEG, PNG, BMP, GIF, WebP, TIFF, PPM)"
@@ -75,8 +76,6 @@ def decode_all(paths: list[Path], size: int, keep_grey: bool, desc: str = "decod
 
 
 def _progress(total: int, desc: str):
-    from cenas_jax.progress import progress_bar
-
     return progress_bar(total=total, desc=desc, unit="img")
 
 

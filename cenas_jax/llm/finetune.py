@@ -14,14 +14,11 @@ shapes compile) and gradient accumulation over micro-batches inside one jitted s
 Each ``finetune`` call starts from a fresh optimiser state (the CE update resets it every
 cycle) while the adapters carry over in the model.
 
-Frozen-layer cache: when adapters sit only in the top layers (``lora.layers``, e.g. the
-last 8 of 30) and a call sees an example more than once (epochs > 1), the layers below the
-first adapted one compute the same thing every time. ``finetune`` then runs them once per
-example (``Llama.layer_inputs``), keeps their output, and trains on the rest of the stack
-(``Llama.logits_from``): the same loss and gradients. With the last 8 of SmolLM2's 30 layers
-adapted, measured on 2 cores: 1.35x for 3 passes over 4 x 256-token pairs (``make bench-llm``,
-section ``frozen_cache``, the cache's first pass included); warm-start steps of 4 x ~1k-token
-pairs went from about 24 s to 15.5 s.
+Frozen-layer cache: when adapters sit only in the top layers (``lora.layers``) and a call sees an
+example more than once (epochs > 1), the layers below the first adapted one compute the same thing
+every time. ``finetune`` then runs them once per example (``Llama.layer_inputs``), keeps their output,
+and trains on the rest of the stack (``Llama.logits_from``): the same loss and gradients, in less time
+(measured: DESIGN.md §4).
 """
 
 from __future__ import annotations
@@ -41,6 +38,7 @@ from flax import nnx
 from cenas_jax.config import FinetuneConfig
 from cenas_jax.errors import UserError
 from cenas_jax.llm.lora import DropoutKey, with_dropout_keys
+from cenas_jax.progress import progress_bar
 
 Pair = tuple[Sequence[int], Sequence[int]]
 
@@ -320,8 +318,6 @@ def _frozen_outputs(model: nnx.Module, examples: Sequence[_Example], layer: int,
     fn = _compiled_prefix(graphdef, layer)
     it = examples
     if progress:
-        from cenas_jax.progress import progress_bar
-
         it = progress_bar(examples, desc=f"finetune: layers 0-{layer - 1} once", unit="ex")
     out = []
     for ex in it:
@@ -383,8 +379,6 @@ def finetune(
     hidden = _frozen_outputs(model, examples, start_layer, cfg.max_seq_len, progress) if start_layer else None
     batches = _step_batches(examples, cfg, num_steps, rng, hidden)
     if progress:
-        from cenas_jax.progress import progress_bar
-
         batches = progress_bar(batches, total=num_steps, desc="finetune", unit="step", leave=True)
     try:
         for step, batch in enumerate(batches):

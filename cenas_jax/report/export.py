@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from cenas_jax.store import RunStore
+from cenas_jax.store import CHECK, PROXY, RunStore
 
 COLUMNS = ("id", "cycle", "idx", "attempt", "mode", "dataset", "parent_id", "verdict", "error_kind", "error_message",
            "nearest_id", "similarity", "quality", "accuracy", "seed_accuracies", "params", "flops", "compile_s",
@@ -20,27 +20,25 @@ FORMATS = ("csv", "jsonl")
 def export_rows(run_dir: Path) -> Iterator[dict[str, Any]]:
     """One dict per stored candidate, the latest proxy evaluation joined in (corpus rows: mode ``corpus``, cycle -1)."""
     with RunStore(run_dir, create=False) as s:
-        evals, checks = {}, {}
-        for e in s.evaluations(budget="proxy"):
-            evals[e["candidate_id"]] = e
-        for e in s.evaluations(budget="check"):
-            checks[e["candidate_id"]] = e
+        # Every candidate of the store (run_id None), each with its latest evaluation whatever its status.
+        evals = s.latest_evaluations(None, PROXY, ok=False)
+        checks = s.latest_evaluations(None, CHECK, ok=False)
         reference: dict[str, float] = {}
         for run in s.runs():
-            for c in s.cycles(run["id"]):
-                if c["cycle"] == -1:
-                    reference.update(c.get("reference") or {})
+            reference.update(s.reference_accuracies(run["id"]))
         rows = s.candidates()
     for r in rows:
-        e = evals.get(r["id"], {})
-        flags = e.get("degenerate") if e.get("degenerate") is not None else checks.get(r["id"], {}).get("degenerate")
+        e, chk = evals.get(r["id"]), checks.get(r["id"])
+        flags = e.degenerate if e is not None and e.degenerate is not None else chk.degenerate if chk else None
+        accuracy = e.accuracy if e else None
         quality = r["quality"]
-        if quality is None and r["cycle"] == -1 and e.get("accuracy") is not None and reference.get(r["dataset"]):
-            quality = e["accuracy"] / reference[r["dataset"]]  # stores written before the corpus got its Q
-        yield {**r, "quality": quality, "accuracy": e.get("accuracy"), "params": e.get("params"), "flops": e.get("flops"),
-               "compile_s": e.get("compile_s"), "train_s": e.get("train_s"),
-               "seed_accuracies": e.get("seed_accuracies") or [],
-               "degenerate": flags, "error_kind": r.get("error_kind") or e.get("error_kind")}
+        if quality is None and r["cycle"] == -1 and accuracy is not None and reference.get(r["dataset"]):
+            quality = accuracy / reference[r["dataset"]]  # stores written before the corpus got its Q
+        yield {**r, "quality": quality, "accuracy": accuracy, "params": e.params if e else None,
+               "flops": e.flops if e else None, "compile_s": e.compile_s if e else None,
+               "train_s": e.train_s if e else None, "seed_accuracies": list(e.seed_accuracies) if e else [],
+               "degenerate": None if flags is None else list(flags),
+               "error_kind": r.get("error_kind") or (e.error_kind if e else None)}
 
 
 def export_candidates(run_dir: Path, out: Path | None, fmt: str = "csv") -> int:

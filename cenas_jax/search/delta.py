@@ -4,36 +4,12 @@ Also the way back: ``extract_code`` takes the program out of a full-mode
 answer, and ``make_edit`` writes the canonical edit between two programs (the
 completion the CE update trains on in delta mode).
 
-The parsers are tolerant of what language models write, because every
-generation lost here is a lost sample:
-
-- code fences around the edit (```` ```python ````, ```` ```diff ````, bare), prose
-  before, between and after the blocks, several blocks, CRLF line ends, a
-  missing final newline;
-- whitespace drift: trailing spaces, and the whole SEARCH (or hunk) indented
-  differently from the parent. Lines are matched after stripping; the
-  replacement is then re-indented by the same offset (taken from the first
-  non-blank line), so that a block written at column 0 lands at the right
-  depth. Blank lines at the edges of a block are ignored, and as a last
-  line-level resort blank lines inside it too;
-- a SEARCH that is part of one line (``features=32``): replaced as a
-  substring when no whole line matches;
-- a SEARCH the model misremembered (a line added, dropped or altered): as a
-  last resort the parent region whose lines match the block best (difflib
-  over stripped, non-blank lines; windows of the block's length +-2) is
-  replaced, if its match ratio 2M/(|block| + |window|) reaches ``fuzzy``
-  (``FUZZY_MIN_RATIO`` = 0.75; ``apply_edits(..., fuzzy=None)`` turns this
-  off) and at least two lines match. The region is trimmed to its first and
-  last matched lines. Measured on SmolLM2-135M after the quickstart's warm
-  start: most failed edits copied a block of the parent with one line
-  invented or skipped;
-- unified diffs: ``---``/``+++`` headers optional, ``@@`` headers optional, their
-  line numbers and counts ignored for matching (LLMs copy them wrongly): a
-  hunk is located by its context and removed lines; the header's start line
-  only breaks ties between several places that match, and places a hunk that
-  only adds lines. Empty lines inside a hunk are blank context lines, and
-  inside a fenced block an unprefixed line is a context line whose leading
-  space the model dropped.
+The parsers tolerate what language models write, since every answer lost here is a lost sample:
+fences and prose around the edit, whitespace and indentation drift (matched on stripped lines, the
+replacement re-indented by the same offset), a SEARCH that is part of one line, a block with a line
+invented or left out (the last resort, ``fuzzy`` down to ``FUZZY_MIN_RATIO``; ``_fuzzy_locate``), and
+unified diffs with missing headers or wrong line numbers (a hunk is placed by its content; the
+header's line only breaks ties). Each tolerance and why it is there: DESIGN.md §1 "Applying an edit".
 
 Decisions (the loop and the report rely on them):
 
@@ -425,7 +401,13 @@ def _locate(block: list[str], src: list[str], hint: int | None) -> tuple[int, in
 
 def _fuzzy_locate(block: list[str], src: list[str], hint: int | None,
                   min_ratio: float) -> tuple[int, int, list[int | None]] | None:
-    """The parent region that best matches ``block`` line by line (see the module docstring), or None."""
+    """The parent region that best matches ``block`` line by line, or None.
+
+    Over stripped, non-blank lines: windows of the block's length +-2 are compared with difflib; the
+    best one counts if its match ratio 2M/(|block| + |window|) reaches ``min_ratio`` and at least two
+    lines match; ties go to the window nearest ``hint``. The region is trimmed to its first and last
+    matched lines.
+    """
     b_idx = [i for i, line in enumerate(block) if line.strip()]
     s_idx = [j for j, line in enumerate(src) if line.strip()]
     b_txt = [block[i].strip() for i in b_idx]
@@ -545,7 +527,7 @@ def apply_edits(parent_source: str, text: str, fmt: EditFormat = "search_replace
     The child comes back normalised: LF line ends, tabs expanded to 4
     spaces, no trailing spaces, one final newline. ``fuzzy``: the least match ratio
     of the last-resort approximate match of a SEARCH block or hunk (None: exact
-    matching only; see the module docstring). Raises ``DeltaError``
+    matching only; DESIGN.md §1 "Applying an edit"). Raises ``DeltaError``
     (kind ``delta_apply``) with the reason when the edit cannot be parsed,
     does not apply, or changes nothing.
     """

@@ -23,15 +23,9 @@ parents drawn the same way keep the proposal consistent with it. The draw
 is balanced (every elite is used once before any is used twice, each pass in
 a fresh random order), deterministic for a given ``numpy.random.Generator``.
 
-Quality Q (DESIGN.md §6): validation accuracy divided by the median accuracy
-of the seed corpus on the same dataset under the same recipe. Why the median
-ratio: Q = 1 means "as good as a typical corpus program" on every dataset,
-so cycles and datasets compare; the median is robust to the corpus programs
-that fail or collapse on a dataset; it needs no spread estimate (a z-score
-divides by the corpus's standard deviation, which is tiny and unstable on
-easy datasets where every corpus program reaches ~0.98, and blows small
-differences up); and it is monotone in accuracy, so on a single dataset the
-elites are exactly those of raw accuracy. Raw accuracy is kept beside Q.
+Quality Q (DESIGN.md §6 "Definitions"): validation accuracy divided by the median accuracy of the seed
+corpus on the same dataset under the same recipe; raw accuracy is kept beside Q. Why the median ratio
+rather than raw accuracy or a z-score: the same bullet of DESIGN.md §6.
 """
 
 from __future__ import annotations

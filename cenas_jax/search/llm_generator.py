@@ -1,14 +1,22 @@
-"""The real generator p_theta: our NNX decoder with LoRA adapters, its sampler and its CE update."""
+"""The real generator p_theta: our NNX decoder with LoRA adapters, its sampler and its CE update.
+
+The ``llm`` modules (JAX, Flax, optax, orbax) are imported by the methods that use them: ``cenas run``
+imports this module for every run, and a run with the mutation generator never needs them.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cenas_jax.config import LLMConfig
+from cenas_jax.errors import UserError
+from cenas_jax.progress import progress_bar
 from cenas_jax.search.generator import Generation, OnBatch, PromptLike, UpdateResult, fingerprint_file
+from cenas_jax.search.prompts import answer_frame
 
 if TYPE_CHECKING:
     from cenas_jax.llm.sampler import SpeculationStats
@@ -130,8 +138,6 @@ class LLMGenerator:
         the frozen layers' activations (``llm/finetune.py``). ``learning_rate``: the peak rate
         (default ``finetune.learning_rate``).
         """
-        import dataclasses
-
         from cenas_jax.llm.finetune import finetune
 
         pairs = [self.encode_pair(p, c) for p, c in examples]
@@ -151,7 +157,6 @@ class LLMGenerator:
                         metadata={"fingerprint": self.fingerprint}, overwrite=True)
 
     def restore(self, directory: Path) -> None:
-        from cenas_jax.errors import UserError
         from cenas_jax.llm.checkpoint import read_metadata, restore_checkpoint
 
         meta = read_metadata(Path(directory) / "adapters").get("metadata", {})
@@ -182,8 +187,6 @@ def _frame(prompt: PromptLike) -> tuple[str, str]:
     mode = getattr(prompt, "mode", None)
     if mode not in ("full", "delta"):
         return "", ""
-    from cenas_jax.search.prompts import answer_frame
-
     return answer_frame(mode, getattr(prompt, "edit_format", None))
 
 
@@ -191,8 +194,6 @@ class _SamplingProgress:
     """Rows done, tokens and rows per second while a cycle samples (a bar on a terminal, plain lines elsewhere)."""
 
     def __init__(self, total_rows: int) -> None:
-        from cenas_jax.progress import progress_bar
-
         self.bar = progress_bar(total=total_rows, desc="sampling", unit="row")
         self.rows_before = 0
         self.tokens_before = 0

@@ -39,13 +39,13 @@ import numpy as np
 from cenas_jax.candidates.repair import complete_imports
 from cenas_jax.config import RunConfig, to_dict
 from cenas_jax.errors import UserError
+from cenas_jax.rundir import PHASE_ORDER, LoopState, RunDir, lock_run_dir
 from cenas_jax.search import delta as delta_mod
 from cenas_jax.search import elites as elites_mod
 from cenas_jax.search import prompts as prompts_mod
 from cenas_jax.search import update as update_mod
 from cenas_jax.search.generator import Generator, Stopwatch
 from cenas_jax.search.novelty import NoveltyFilter
-from cenas_jax.search.rundir import PHASE_ORDER, LoopState, RunDir, lock_run_dir
 from cenas_jax.search.update import WARM_START_RECIPE  # noqa: F401 - re-exported: where it used to live
 from cenas_jax.store import CHECK, PROXY, VALID_VERDICTS, CandidateRow, EvalStatus, References, RunStore, Verdict
 
@@ -194,7 +194,7 @@ class SearchLoop:
     rundir: RunDir
     cfg: RunConfig
     generator: Generator
-    evaluator: Any  # cenas_jax.candidates.sandbox.Evaluator (or a test double with .evaluate)
+    evaluator: Any  # cenas_jax.candidates.evaluator.Evaluator (or a test double with .evaluate)
     store: RunStore
     run_id: int
     corpus: Sequence[Any]  # CorpusEntry-like: .name, .source
@@ -444,7 +444,7 @@ class SearchLoop:
 
     def _phase_reference(self) -> None:
         """Train the corpus on every dataset of the pool (normalisation reference), then warm-start."""
-        from cenas_jax.candidates.sandbox import Candidate
+        from cenas_jax.candidates.records import Candidate
 
         todo = []
         for ds in self._datasets():
@@ -657,7 +657,7 @@ class SearchLoop:
 
     def _stage_check(self, att: _Attempt) -> None:
         """Stage 4: the sandbox's cheap checks (syntax … budget) for the generations without a verdict."""
-        from cenas_jax.candidates.sandbox import Candidate
+        from cenas_jax.candidates.records import Candidate
 
         unchecked = [att.stored[sl.index] for sl in att.slots if att.stored[sl.index]["verdict"] is None]
         if not unchecked:
@@ -768,7 +768,7 @@ class SearchLoop:
         return out
 
     def _phase_train(self, t: int) -> None:
-        from cenas_jax.candidates.sandbox import Candidate
+        from cenas_jax.candidates.records import Candidate
 
         todo = []
         for r in self.store.candidates(run_id=self.run_id, cycle=t):

@@ -1,10 +1,10 @@
 """A generator without an LLM: random, syntactically valid edits of the program shown in the prompt (a control).
 
-The controls experiment (issue 5) asks whether the gains of a run can be
-credited to the CE update: the same loop, budget and prompts, with the LLM
-replaced by random mutation of the parent (delta prompts) or of the reference
-program (full prompts). ``MutationGenerator`` implements the ``Generator``
-protocol:
+The controls experiment (``experiments/configs/controls_mutation.yaml``) asks
+whether the gains of a run can be credited to the CE update: the same loop,
+budget and prompts, with the LLM replaced by random mutation of the parent
+(delta prompts) or of the reference program (full prompts). ``MutationGenerator``
+implements the ``Generator`` protocol:
 
 - the program is the one in the prompt's ```` ```python ```` block after
   "Parent program" / "Reference program" (the templates in ``search/templates``);

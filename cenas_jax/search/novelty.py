@@ -1,63 +1,12 @@
 """The MinHash novelty filter (DESIGN.md §1 step 4, the paper's result 5).
 
-A program becomes a set of 7-token shingles of its *normalised* code:
-comments and docstrings stripped (with ``tokenize``; code that does not
-tokenize falls back to a regex strip), then tokens matched by
-``[A-Za-z_]\\w*|[^\\s]`` — so formatting and comments do not count, names and
-numbers do. The shingle set is summarised by a datasketch ``MinHash``
-(128 permutations, seeded, SHA-1 based: the same on every machine), indexed
-in a ``MinHashLSH`` together with the corpus and every accepted candidate.
-A candidate is rejected when the estimated Jaccard similarity to its nearest
-indexed program is ≥ τ.
-
-Look-up is exact with respect to the estimate. The LSH uses b bands of r
-rows with b = ⌊P(1 − τ_min)⌋ + 1 (P permutations): a program whose estimate
-reaches τ_min differs from the query in at most P(1 − τ_min) < b slots, so at
-least one band is identical and the program is a candidate (pigeonhole).
-datasketch's own (b, r) for τ = 0.85 would miss half the programs at
-J = 0.85. Candidates are re-scored with ``MinHash.jaccard``; the nearest one
-decides, ties going to the program indexed first.
-
-Delta candidates (DESIGN.md §6). An edit leaves most shingles of the parent
-in place, so the full-mode τ = 0.85 against the parent would reject nearly
-every real edit. Measured by ``tests/test_novelty.py::
-test_delta_similarity_to_parent`` (``-s`` prints the table) on the seed
-corpus as of 2026-11-27 (33 programs) plus the test's 3 programs, 117–449
-tokens each, with ten kinds of typical LLM edit written as SEARCH/REPLACE
-blocks and applied with ``delta.apply_edits`` (change a width, change a
-kernel, add BatchNorm, add Dropout, swap an activation, add a conv block,
-replace a layer, add a Dense layer, swap every activation, change several
-widths; 281 edits) and five kinds of copy (comments added, docstring added,
-blank lines, two spacing changes; 180 copies). Jaccard similarity of the
-child to its parent:
-
-    real edits, exact:     min 0.683  5% 0.786  median 0.925  95% 0.974  max 1.000
-    real edits, estimated: min 0.625  5% 0.766  median 0.930  95% 0.984  max 1.000
-    copies:                1.000 (all 180, exact and estimated)
-
-    τ applied to the parent          0.85  0.90  0.95  0.97  0.98  0.99  1.00
-    real edits rejected (of 281)      248   197    97    29    18     9     4
-    binomial model of the estimate  244.5 185.9  82.9  30.7  18.0   9.2   4.5
-
-(the model: P(reject) = P(Bin(128, J) ≥ 128τ) with the exact J). The gap
-between copies and edits is narrow, so the default is τ_delta = 1.0 with the
-parent counting: a delta candidate is rejected when its estimate reaches 1.0
-against the parent or anything else indexed, i.e. when it is a copy up to
-comments and layout. Of the 4 edits (1.4%) rejected at 1.0, three are a
-real limit of set-based shingles — a second ``BatchNorm`` line right after
-an identical one, or a width changed to a number that already appears in the
-same context, adds no new 7-shingle (exact J = 1.0; the jaxpr structure
-hash tells such programs apart) — and one an estimate that hit 1.0 at
-J = 0.987 (P = J^128). The same τ_delta applies to the whole index, because
-a delta lineage is a chain of near neighbours (the grandparent is about as
-similar as the parent). ``delta_parent_counts = false`` leaves the parent
-out of the look-up (the no-op check of ``delta.apply_edits`` then is the
-only guard against a textual copy of it). Full-mode candidates keep τ = 0.85.
-
-Renaming is not copying at the token level: renaming a loop variable used
-three times in a 234-token program gives J = 0.86 (still rejected at 0.85),
-renaming ``x`` everywhere in it gives J = 0.49. The structure hash of the
-evaluator, not this filter, catches such renamed duplicates.
+A program is reduced to the k-token shingles of its normalised code (``cenas_jax.programs``; k = 7),
+summarised by a seeded datasketch ``MinHash`` (128 permutations) and indexed, with the corpus and every
+accepted candidate, in a ``MinHashLSH`` banded so that no program at or above the threshold is missed
+(``lsh_bands``). ``NoveltyFilter.check`` rejects a program whose estimated Jaccard similarity to its
+nearest indexed program reaches τ (full mode) or τ_δ (delta mode, the parent included unless
+``novelty.delta_parent_counts`` is off); ``accept`` indexes an accepted one. How the look-up is made
+exact, and the measurement behind τ_δ = 1.0: DESIGN.md §1 "The novelty filter".
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 A typo in ``data.name``, a missing dataset directory, an unknown corpus program or a model
 path that does not exist fails here in well under a second, before a run directory is
 written, instead of after the LLM has loaded and left a failed run behind.
+
+The data catalog, the loop, the store and the LLM weights are imported by the checks that need them:
+``cenas run`` refuses an existing run directory before it pays for numpy, scipy or JAX.
 """
 
 from __future__ import annotations

@@ -12,11 +12,8 @@ from the files in ``search/templates/`` (``string.Template``, ``$name``):
 
 The LLM side decides how to feed a ``Prompt``: ``messages()`` for a chat
 template, ``render_plain()`` for completion-style models. Prompts are kept
-compact for the embedded SmolLM2-135M: the fixed text is about 0.8 kB (full)
-and 0.9 kB (delta) around the program shown (``template_overhead``), 256
-tokens with SmolLM2's chat template. Measured with its tokenizer on the 33
-corpus programs: full prompts 491–851 tokens (mean 678), delta prompts
-509–869 (mean 696), 2.9 characters per token.
+compact for the embedded SmolLM2-135M (``template_overhead``: the fixed text's
+size; measured token counts in DESIGN.md §4).
 
 Training pairs: the CE update fits log p(completion | prompt) on exactly
 what the sampler is asked for — in full mode the prompt that showed a

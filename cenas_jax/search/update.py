@@ -32,6 +32,7 @@ import numpy as np
 
 from cenas_jax.search import delta as delta_mod
 from cenas_jax.search import prompts as prompts_mod
+from cenas_jax.search.mutation import mutate
 
 Pair = tuple[Any, str]  # (prompts.Prompt, completion text)
 # Tokens a (prompt, completion) pair costs the update; the LLM generator's counts the ids its update trains on.
@@ -126,8 +127,6 @@ def replay_pairs(corpus: Sequence[Any], n: int, *, seed: int, seed_offset: int, 
     """
     if not corpus or n <= 0:
         return []
-    from cenas_jax.search.mutation import mutate
-
     rng = np.random.default_rng([seed, 99, seed_offset])
     share = {"full": 0.0, "delta": 1.0, "mixed": delta_share}[mode]
     out: list[Pair] = []

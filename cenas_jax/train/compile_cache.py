@@ -25,14 +25,13 @@ from pathlib import Path
 import jax
 
 from cenas_jax.config import TrainConfig
+from cenas_jax.paths import cache_root
 
 _enabled_dir: str | None = None
 
 
 def default_cache_dir() -> Path:
     """``cache_root()/xla``: ``$CENAS_CACHE/xla``, else ``$XDG_CACHE_HOME/cenas_jax/xla``, else ``~/.cache/cenas_jax/xla``."""
-    from cenas_jax.paths import cache_root
-
     return cache_root() / "xla"
 
 

@@ -16,10 +16,10 @@ from typing import Any
 
 from cenas_jax.errors import UserError
 from cenas_jax.programs import clean_program
-from cenas_jax.proxy_snr import RESULT_JSON
+from cenas_jax.proxy_snr.experiment import RESULT_JSON
 from cenas_jax.report.analysis import RunAnalysis, analyse, beats_corpus, lineage_chain
 from cenas_jax.report.markdown import theory_rows
-from cenas_jax.store import STORE_FILENAME, RunStore
+from cenas_jax.store import CHECK, PROXY, STORE_FILENAME, RunStore
 
 PHASES = ("generate", "train", "select", "update")
 
@@ -91,17 +91,18 @@ def run_detail(name: str, run_dir: Path) -> dict[str, Any]:
     with RunStore(run_dir, create=False, migrate=False) as store:
         run = store.get_run("main")
         timings = store.timings(run["id"]) if run else {}
-        current = []
+        current, trained = [], 0
         if a.position is not None and run:
             current = store.candidates(run_id=run["id"], cycle=a.position[0])
+            trained = len(store.trained_candidates(run["id"], cycle=a.position[0]))
     progress = None
     if a.position is not None:
         per = summary.get("candidates_per_cycle") or 0
         progress = {"cycle": a.position[0], "phase": a.position[1],
                     "phase_index": PHASES.index(a.position[1]) if a.position[1] in PHASES else None,
                     "generated": len({r["idx"] for r in current}), "slots": per,
-                    "checked": sum(r["verdict"] is not None for r in current),
-                    "trained": sum(r["quality"] is not None for r in current)}
+                    "checked": sum(r["verdict"] is not None for r in current),  # NULL: not checked yet
+                    "trained": trained}
     return {
         **summary,
         "progress": progress,
@@ -144,8 +145,9 @@ def candidates(run_dir: Path) -> list[dict[str, Any]]:
         if run is None:
             return []
         rows = store.candidates(run_id=run["id"])
-        proxy = {e["candidate_id"]: e for e in store.evaluations(run_id=run["id"], budget="proxy")}
-        checks = {e["candidate_id"]: e for e in store.evaluations(run_id=run["id"], budget="check")}
+        # Each candidate's latest evaluation of each kind, whatever its status.
+        proxy = {cid: e.to_dict() for cid, e in store.latest_evaluations(run["id"], PROXY, ok=False).items()}
+        checks = {cid: e.to_dict() for cid, e in store.latest_evaluations(run["id"], CHECK, ok=False).items()}
     out = []
     for r in rows:
         e = proxy.get(r["id"]) or {}

@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from cenas_jax.errors import UserError
+from cenas_jax.report.analysis import analyse
+from cenas_jax.store import RunStore
+from cenas_jax.view import data
 
 # Plotly sets element styles through the CSSOM (allowed); 'unsafe-inline' for styles only, never scripts.
 CSP_SERVED = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
@@ -89,10 +92,6 @@ def page_html(embedded: dict[str, Any] | None) -> str:
 
 def write_html(run_dirs: list[str | Path], out: str | Path, snr_dirs: list[str | Path] = ()) -> Path:
     """``cenas report RUN_DIR --html``: every view of the runs in one file, no server, no network."""
-    from cenas_jax.report.analysis import analyse
-    from cenas_jax.store import RunStore
-    from cenas_jax.view import data
-
     names = data.run_names(run_dirs)
     payload: dict[str, Any] = {"runs": [], "details": {}, "candidates": {}, "candidate": {},
                                "proxy_snr": [data.proxy_snr(n, d) for n, d in data.run_names(list(snr_dirs)).items()]}

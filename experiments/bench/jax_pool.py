@@ -1,6 +1,6 @@
 """Fallback evaluator for the benchmark: the proxy trainer in a pool of single-threaded processes.
 
-Used when ``cenas_jax.candidates.sandbox.Evaluator`` is unavailable. Same shape
+Used when ``cenas_jax.candidates.evaluator.Evaluator`` is unavailable. Same shape
 as the sandbox pool (one single-threaded worker per core, workers load the
 dataset once, candidates handed out as workers free up), without the isolation.
 The sources are the benchmark's own trusted files, so they are exec'd directly.

@@ -9,7 +9,7 @@ distribution at all ``k+1`` positions; each row accepts its longest acceptable p
 draft and adds one token of its own, so a row advances by 1 to ``k+1`` tokens per forward and
 rows advance by different amounts (each row has its own cache slot and position).
 
-Exactness (DESIGN.md §4, "Speculative decoding"):
+Exactness (DESIGN.md §4, "Generation speed: shared prefixes and speculative decoding"):
 - greedy rows accept a drafted token iff it is the argmax, and add the argmax where they stop:
   the tokens are those of plain greedy decoding;
 - sampled rows use the speculative-sampling rule for a deterministic draft (the draft

@@ -333,7 +333,7 @@ def test_ctrl_c_checkpoints_and_exits_cleanly_then_resumes(tmp_path, evaluator):
 
 
 def test_warm_start_estimate_uses_this_machines_last_measurement(tmp_path):
-    from cenas_jax.search.loop import WARM_START_S_PER_PAIR_PASS, record_warm_start_time, warm_start_estimate
+    from cenas_jax.search.ce_update import WARM_START_S_PER_PAIR_PASS, record_warm_start_time, warm_start_estimate
 
     est, basis = warm_start_estimate(tmp_path, "m:1", 108)
     assert est == pytest.approx(108 * WARM_START_S_PER_PAIR_PASS) and "estimate" in basis
@@ -518,7 +518,7 @@ def test_a_generator_that_learns_nothing_gets_no_warm_start(tmp_path):
     loop = SearchLoop.open(tmp_path / "run", _cfg(tmp_path), MutationGenerator(seed=1), None, CORPUS, progress=False,
                            echo=lines.append)
     try:
-        loop._warm_start()
+        loop.updates.warm_start()
     finally:
         loop.close()
     assert not [ln for ln in lines if "warm start" in ln], lines

@@ -1,5 +1,5 @@
 """Moved to ``cenas_jax/rundir.py``: the report and the live view read the run directory too, and they import
-nothing of ``search/``. This alias keeps ``search/loop.py`` and ``retrain.py`` working until their imports move."""
+nothing of ``search/``. This alias keeps ``retrain.py`` working until its import moves."""
 
 from cenas_jax.rundir import (  # noqa: F401 -- re-exported names
     LOCK_NAME,

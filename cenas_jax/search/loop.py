@@ -77,7 +77,6 @@ class CycleSummary:
 def select_corpus(search: Any) -> list[Any]:
     """The seed corpus L of a run: the packaged corpus (or ``search.corpus_dir``), filtered by ``search.corpus``."""
     from cenas_jax.candidates.corpus import CorpusError, load_corpus
-    from cenas_jax.errors import UserError
 
     try:
         entries = load_corpus(search.corpus_dir)

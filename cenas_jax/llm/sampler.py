@@ -26,8 +26,9 @@ from flax import nnx
 from cenas_jax.errors import UserError
 from cenas_jax.llm.tokenizer import encode_prompt
 
-# How often each jitted function was traced (= compiled), keyed by name; tests read it.
-TRACE_COUNTS: collections.Counter[str] = collections.Counter()
+# How often each jitted function ("prefill", "decode") was traced (= compiled) in this process; a sampler
+# reports the traces its own calls caused (``Sampler.compile_counts``).
+_TRACES: collections.Counter[str] = collections.Counter()
 
 _MAX_EOS = 8  # EOS ids are a fixed-size array (padded with -1) so their number never recompiles
 
@@ -84,7 +85,7 @@ def sample_tokens(logits_BxV: jax.Array, key: jax.Array, temperature_B: jax.Arra
 @functools.partial(jax.jit, static_argnames=("graphdef", "cache_len"))
 def _prefill(graphdef, state, tokens_BxP, positions_BxP, kv_mask_BxS, *, cache_len):
     """Run the prompt through the model; the filled cache and the last position's logits ``BxV``."""
-    TRACE_COUNTS["prefill"] += 1
+    _TRACES["prefill"] += 1
     model = nnx.merge(graphdef, state)
     cache = model.init_cache(tokens_BxP.shape[0], cache_len)
     logits, cache = model.extend(tokens_BxP, positions_BxP, cache, 0, kv_mask_BxS, last_only=True)
@@ -101,7 +102,7 @@ def _decode(graphdef, state, carry, temperature_B, eos_E, keys_B, limit, *, top_
     token ``step - 1`` at cache slot ``slot`` / position ``next_pos`` and samples token
     ``step``, so no forward pass is spent on a token that is never fed back.
     """
-    TRACE_COUNTS["decode"] += 1
+    _TRACES["decode"] += 1
     model = nnx.merge(graphdef, state)
 
     def sample_into(step, logits, out, done):
@@ -138,7 +139,8 @@ class Sampler:
     """Generate completions for a batch of prompts with a (possibly LoRA-wrapped) ``Llama``.
 
     The model's current parameters are read at every ``generate`` call, so a
-    model fine-tuned in place samples with its new weights.
+    model fine-tuned in place samples with its new weights. ``compile_counts()``
+    says how often its calls compiled the prefill and the decode.
     """
 
     def __init__(self, model: Any, tokenizer: Any, *, eos_token_ids: Sequence[int] | None = None,
@@ -157,6 +159,19 @@ class Sampler:
         self.stop_check_every = stop_check_every
         pad = getattr(tokenizer, "pad_token_id", None)
         self.pad_id = int(pad if pad is not None else (self.eos_token_ids or (0,))[0])
+        self._compiles: collections.Counter[str] = collections.Counter()
+
+    def compile_counts(self) -> dict[str, int]:
+        """How many times this sampler's calls compiled (traced) the prefill and the decode: ``{"prefill": n,
+        "decode": m}``, counted since the sampler was made.
+
+        A call compiles once per new (batch bucket, prompt bucket, new-token bucket) and never inside one
+        (temperatures, seeds and stop strings are not part of the shape), unless ``top_k`` or ``top_p`` change
+        (static). A count that grows over calls expected to share a bucket shows a recompile (each one a new XLA
+        compilation, paid before the call samples): compare the counts before and after such calls to spot one.
+        A compilation another sampler of the same model already made is reused, and not counted here.
+        """
+        return {"prefill": self._compiles["prefill"], "decode": self._compiles["decode"]}
 
     def encode(self, prompts: Sequence[str], *, chat: bool) -> list[list[int]]:
         """Token ids of each prompt (chat template applied when ``chat``)."""
@@ -238,8 +253,8 @@ class Sampler:
         next_pos = np.array([len(p) for p in prompt_ids] + [1] * (b - n), np.int32)
 
         graphdef, state = nnx.split(self.model)
-        cache, logits = _prefill(graphdef, state, jnp.asarray(tokens), jnp.asarray(positions),
-                                 jnp.asarray(kv_mask), cache_len=cache_len)
+        cache, logits = self._counted("prefill", _prefill, graphdef, state, jnp.asarray(tokens),
+                                      jnp.asarray(positions), jnp.asarray(kv_mask), cache_len=cache_len)
         carry = (cache, jnp.asarray(kv_mask), logits, jnp.asarray(next_pos), jnp.int32(p_len), jnp.int32(0),
                  jnp.zeros((b, n_new), jnp.int32), jnp.asarray(done))
         if seeds is None:
@@ -252,8 +267,8 @@ class Sampler:
         ended_at = np.full((n,), -1, np.int64)  # the step of the check at which each row was seen done
         while True:
             limit = min(step + chunk, max_new_tokens)
-            carry = _decode(graphdef, state, carry, jnp.asarray(temps_b), jnp.asarray(eos), keys,
-                            jnp.int32(limit), top_k=int(top_k), top_p=float(top_p))
+            carry = self._counted("decode", _decode, graphdef, state, carry, jnp.asarray(temps_b), jnp.asarray(eos),
+                                  keys, jnp.int32(limit), top_k=int(top_k), top_p=float(top_p))
             step = int(carry[5])
             done_now = np.asarray(carry[7]).copy()
             if stop or max_repeat_lines:
@@ -278,6 +293,15 @@ class Sampler:
                 break
         out = np.asarray(carry[6])[:, :step]
         return [self._finish(out[i].tolist(), stopped.get(i), ignore_eos) for i in range(n)]
+
+    def _counted(self, name: str, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        """``fn(*args, **kw)``, a jitted function that counts its traces in ``_TRACES[name]``; a trace it caused
+        is added to this sampler's ``compile_counts``."""
+        before = _TRACES[name]
+        try:
+            return fn(*args, **kw)
+        finally:
+            self._compiles[name] += _TRACES[name] - before
 
     def _decode_text(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)

@@ -20,7 +20,16 @@ from typing import Any
 from cenas_jax.report.fmt import duration
 from cenas_jax.report.summary import ExecutedStep, PlannedRun, PlannedStep, Reproduction, Summary, read_summary
 from cenas_jax.reproduce import checks
-from cenas_jax.reproduce.plan import Plan, Step, format_plan, llm_of, paper_datasets, paper_plan, planned_config, small_plan
+from cenas_jax.reproduce.plan import (
+    Plan,
+    Step,
+    format_plan,
+    llm_of,
+    paper_datasets,
+    paper_plan,
+    planned_config,
+    small_plan,
+)
 
 STEP_LOG = "steps.jsonl"
 Echo = Callable[[str], Any]

@@ -1,5 +1,5 @@
 """`cenas reproduce`: the plans, the checks of `make reproduce CHECK=1`, running a plan, and the summary
-(report/summary.py reads it into numbers, report/summary_render.py writes SUMMARY.md)."""
+(report/summary_read.py reads it into report/summary.py's numbers, report/summary_render.py writes SUMMARY.md)."""
 
 from __future__ import annotations
 

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cenas_jax.report import fmt
 from cenas_jax.report.fmt import DASH, duration
-from cenas_jax.report.fmt import ci as _ci
-from cenas_jax.report.fmt import value as _fmt
 from cenas_jax.report.plotting import integer_ticks, pyplot, save
 from cenas_jax.report.summary import (
     Ablation,
@@ -199,10 +198,10 @@ def _convergence_section(c: Convergence | None, figs: dict[str, str], run: str,
     for i, r in enumerate(c.rows):
         ct = bd = DASH
         if e is not None and i < len(e.mass):
-            ct = f"{_fmt(e.mass[i])} {_ci(e.low[i], e.high[i])}"
-            bd = _fmt(e.bound[i])
-        out.append(f"| {r.cycle} | {r.generated} | {r.trained} | {_fmt(r.mean_q)} {_ci(r.q_low, r.q_high)} "
-                   f"| {_fmt(r.gamma)} | {ct} | {bd} |")
+            ct = f"{fmt.value(e.mass[i])} {fmt.ci(e.low[i], e.high[i])}"
+            bd = fmt.value(e.bound[i])
+        out.append(f"| {r.cycle} | {r.generated} | {r.trained} | {fmt.value(r.mean_q)} {fmt.ci(r.q_low, r.q_high)} "
+                   f"| {fmt.value(r.gamma)} | {ct} | {bd} |")
     out.append("")
     t = c.trend
     if t is not None:
@@ -229,7 +228,7 @@ def _fig2_section(f: DeltaVsFull | None, figs: dict[str, str]) -> list[str]:
             "|---|---|---|---|---|"]
 
     def cell(x):
-        return (DASH, DASH) if x is None else (f"{x.valid} / {x.n}", f"{_fmt(x.rate)} {_ci(x.low, x.high)}")
+        return (DASH, DASH) if x is None else (f"{x.valid} / {x.n}", f"{fmt.value(x.rate)} {fmt.ci(x.low, x.high)}")
 
     for r in f.rows:
         (dn, dr), (fn, fr) = cell(r.delta), cell(r.full)
@@ -238,19 +237,19 @@ def _fig2_section(f: DeltaVsFull | None, figs: dict[str, str]) -> list[str]:
     if f.late is not None:
         x = f.late
         late = [f"| cycles {x.first}–{x.last} only: r_δ / r_full | {x.delta_valid}/{x.delta_n} = "
-                f"{_fmt(x.delta_valid / x.delta_n)} vs {x.full_valid}/{x.full_n} = {_fmt(x.full_valid / x.full_n)}, "
-                f"ratio {_fmt(x.ratio, 2)} | (22-cycle averages) |"]
+                f"{fmt.value(x.delta_valid / x.delta_n)} vs {x.full_valid}/{x.full_n} = {fmt.value(x.full_valid / x.full_n)}, "
+                f"ratio {fmt.value(x.ratio, 2)} | (22-cycle averages) |"]
     d, fu = f.delta, f.full
     out += ["", "| quantity | ours | paper |", "|---|---|---|",
-            f"| r_δ (delta valid rate) | {_fmt(d.rate)} {_ci(d.low, d.high)}, n = {d.n} | {f.paper_r_delta} |",
-            f"| r_full (full-code valid rate) | {_fmt(fu.rate)} {_ci(fu.low, fu.high)}, n = {fu.n} | {f.paper_r_full} |",
-            f"| r_δ / r_full measured | {_fmt(f.ratio, 2)} {_ci(f.ratio_low, f.ratio_high, 2)} | {f.paper_ratio} |",
+            f"| r_δ (delta valid rate) | {fmt.value(d.rate)} {fmt.ci(d.low, d.high)}, n = {d.n} | {f.paper_r_delta} |",
+            f"| r_full (full-code valid rate) | {fmt.value(fu.rate)} {fmt.ci(fu.low, fu.high)}, n = {fu.n} | {f.paper_r_full} |",
+            f"| r_δ / r_full measured | {fmt.value(f.ratio, 2)} {fmt.ci(f.ratio_low, f.ratio_high, 2)} | {f.paper_ratio} |",
             *late,
-            f"| Markov prediction (1−ε̂)^(n̄_δ−n̄_full), ε̂ from our full mode | {_fmt(f.markov_ratio, 2)} "
-            f"(ε̂ = {_fmt(f.eps_hat, 5)}, n̄_δ = {_fmt(f.delta_tokens, 0)}, n̄_full = {_fmt(f.full_tokens, 0)} tokens) "
+            f"| Markov prediction (1−ε̂)^(n̄_δ−n̄_full), ε̂ from our full mode | {fmt.value(f.markov_ratio, 2)} "
+            f"(ε̂ = {fmt.value(f.eps_hat, 5)}, n̄_δ = {fmt.value(f.delta_tokens, 0)}, n̄_full = {fmt.value(f.full_tokens, 0)} tokens) "
             f"| \"calibrated {f.paper_ratio_calibrated}\" (cannot be a ratio of rates: {f.paper_ratio_calibrated} × "
             f"{f.paper_r_full} > 1) |",
-            f"| share of delta failures due to applying the edit | {_fmt(f.apply_share, 2)} "
+            f"| share of delta failures due to applying the edit | {fmt.value(f.apply_share, 2)} "
             f"({f.apply_failures} of {f.delta_failures}) | not reported |",
             "",
             f"Generations per mode needed to tell {f.paper_r_delta} from {f.paper_r_full} (α = 0.05, power 0.8): "
@@ -270,8 +269,8 @@ def _ablation_section(a: Ablation | None, figs: dict[str, str]) -> list[str]:
     for r in a.rows:
         dups = DASH if r.with_duplicates is None else r.with_duplicates
         acc = DASH if r.without_accepted is None else r.without_accepted
-        out.append(f"| {r.cycle} | {_fmt(r.with_similarity)} | {dups} | {_fmt(r.without_similarity)} | {acc} |")
-    out += ["", f"Mean over cycles: {_fmt(a.mean_with)} with the filter, {_fmt(a.mean_without)} without. Paper "
+        out.append(f"| {r.cycle} | {fmt.value(r.with_similarity)} | {dups} | {fmt.value(r.without_similarity)} | {acc} |")
+    out += ["", f"Mean over cycles: {fmt.value(a.mean_with)} with the filter, {fmt.value(a.mean_without)} without. Paper "
             "(result 5): the filter prevents mode collapse — persistent novel admissions, consistent quantitatively.",
             "", *_figure(figs, "ablation_novelty", "ablation")]
     return out
@@ -288,14 +287,14 @@ def _controls_section(c: Controls | None, figs: dict[str, str]) -> list[str]:
         cells = []
         for r in c.runs:
             p = next((p for p in r.per_cycle if p.cycle == t), None)
-            cells.append(DASH if p is None or p.mean_q is None else f"{_fmt(p.mean_q)} {_ci(p.q_low, p.q_high)}")
+            cells.append(DASH if p is None or p.mean_q is None else f"{fmt.value(p.mean_q)} {fmt.ci(p.q_low, p.q_high)}")
         out.append(f"| {t} | " + " | ".join(cells) + " |")
     out += ["", "| run | valid rate | mean Q over cycles | best Q | Mann–Kendall p(increasing) | Sen slope |",
             "|---|---|---|---|---|---|"]
     for r in c.runs:
         slope = f"{r.sen_slope:+.4f}" if r.sen_slope is not None else DASH
-        out.append(f"| {r.label} | {_fmt(r.valid_rate)} | {_fmt(r.mean_q)} | {_fmt(r.best_q)} "
-                   f"| {_fmt(r.p_increasing)} | {slope} |")
+        out.append(f"| {r.label} | {fmt.value(r.valid_rate)} | {fmt.value(r.mean_q)} | {fmt.value(r.best_q)} "
+                   f"| {fmt.value(r.p_increasing)} | {slope} |")
     out += ["", *_figure(figs, "controls", "controls")]
     return out
 
@@ -307,14 +306,14 @@ def _proxy_section(p: ProxyReliability | None, figs: dict[str, str]) -> list[str
     out += [f"{p.architectures} corpus architectures × {p.seeds} seeds at {p.proxy_epochs:g} epoch(s), ground truth "
             f"at {p.truth_epochs:g} epochs (dataset {p.dataset}).", "",
             "| quantity | ours | paper |", "|---|---|---|",
-            f"| σ²_arch | {_fmt(p.sigma2_arch, 5)} | – |",
-            f"| σ²_noise | {_fmt(p.sigma2_noise, 5)} | – |",
-            f"| SNR (one run) | {_fmt(p.snr, 2)} {_ci(p.snr_low, p.snr_high, 2)} | – |"]
+            f"| σ²_arch | {fmt.value(p.sigma2_arch, 5)} | – |",
+            f"| σ²_noise | {fmt.value(p.sigma2_noise, 5)} | – |",
+            f"| SNR (one run) | {fmt.value(p.snr, 2)} {fmt.ci(p.snr_low, p.snr_high, 2)} | – |"]
     for c in p.comparisons:
         paper = (f"Qwen {c.paper_spearman} measured; DeepSeek not significant (low SNR)"
                  if c.paper_spearman is not None else DASH)
-        out.append(f"| ρ_S {c.name}: predicted / measured | {_fmt(c.predicted)} / {_fmt(c.measured)} "
-                   f"{_ci(c.low, c.high)} | {paper} |")
+        out.append(f"| ρ_S {c.name}: predicted / measured | {fmt.value(c.predicted)} / {fmt.value(c.measured)} "
+                   f"{fmt.ci(c.low, c.high)} | {paper} |")
     if p.ceiling is not None:
         g = p.ceiling
         out += ["", f"Ceiling effect of `{g.run_dir}` ({g.scores_from} scores, {g.seeds} seeds per candidate): "
@@ -325,11 +324,11 @@ def _proxy_section(p: ProxyReliability | None, figs: dict[str, str]) -> list[str
             if not r.analysed:
                 out.append(f"| {label} | {r.k} | – | – | ({r.note or 'no analysis'}) |")
                 continue
-            out.append(f"| {label} | {r.k} | {_fmt(r.sigma2_arch, 5)} | {_fmt(r.snr, 2)} "
-                       f"| {_fmt(r.retest_predicted)} / {_fmt(r.retest_measured)} |")
+            out.append(f"| {label} | {r.k} | {fmt.value(r.sigma2_arch, 5)} | {fmt.value(r.snr, 2)} "
+                       f"| {fmt.value(r.retest_predicted)} / {fmt.value(r.retest_measured)} |")
         if g.trend_s is not None:
-            out += ["", f"Mann–Kendall on σ²_arch over cycles: S = {g.trend_s}, p(two-sided) = {_fmt(g.trend_p)}, "
-                    f"Sen slope {_fmt(g.trend_slope, 5)}/cycle."]
+            out += ["", f"Mann–Kendall on σ²_arch over cycles: S = {g.trend_s}, p(two-sided) = {fmt.value(g.trend_p)}, "
+                    f"Sen slope {fmt.value(g.trend_slope, 5)}/cycle."]
     out += ["", *_figure(figs, "table_proxy_reliability", "proxy_snr"), *_figure(figs, "ceiling_effect", "ceiling"), ""]
     return out
 
@@ -338,9 +337,9 @@ def _retrain_section(r: Retrain | None) -> list[str]:
     out = ["## Retrain — proxy vs long budget (`cenas retrain`)", ""]
     if r is None:
         return out + ["Not run.", ""]
-    rho = (f"{_fmt(r.spearman)} {_ci(r.spearman_low, r.spearman_high)}, p = {r.spearman_p:.2g}"
+    rho = (f"{fmt.value(r.spearman)} {fmt.ci(r.spearman_low, r.spearman_high)}, p = {r.spearman_p:.2g}"
            if r.spearman is not None else f"– ({r.note})")
-    best = f"{_fmt(r.best_accuracy)} (`{r.best_id}`)" if r.best_id is not None else DASH
+    best = f"{fmt.value(r.best_accuracy)} (`{r.best_id}`)" if r.best_id is not None else DASH
     return out + ["| quantity | ours | paper (NNGPT) |", "|---|---|---|",
                   f"| budgets | {r.proxy_epochs:g} epoch proxy vs {r.epochs:g} epochs × {r.seeds} seed(s), test split "
                   "| 1 vs 50 epochs |",
@@ -360,8 +359,8 @@ def _per_llm_section(p: PerLlm | None) -> list[str]:
         if r.delta is None:
             out.append(f"| `{r.llm}` (ours) | not run | – | – |")
             continue
-        out.append(f"| `{r.llm}` (ours) | {_fmt(r.delta.rate)} {_ci(r.delta.low, r.delta.high)} | {_fmt(r.mean_q)} "
-                   f"| {_fmt(r.best_accuracy)} |")
+        out.append(f"| `{r.llm}` (ours) | {fmt.value(r.delta.rate)} {fmt.ci(r.delta.low, r.delta.high)} | {fmt.value(r.mean_q)} "
+                   f"| {fmt.value(r.best_accuracy)} |")
     for name, rate, acc in p.paper:
         out.append(f"| {name} (paper) | {rate} | {acc} | – |")
     return out + [""]
@@ -383,16 +382,16 @@ def _verdicts(v: Verdicts) -> list[str]:
         [f"{run}: C_t = {[round(x, 2) for x in mass]} vs bound {[round(x, 2) for x in bound]}"
          for run, mass, bound in v.elite_mass]) + " |")
     if v.proxy_run:
-        rows.append(f"| DeepSeek's proxy ranking not significant under low SNR — direction only | SNR {_fmt(v.snr, 2)}, "
-                    f"ρ_S measured {_fmt(v.rho_measured)} (p = {_fmt(v.rho_p, 3)}) vs predicted {_fmt(v.rho_predicted)} |")
+        rows.append(f"| DeepSeek's proxy ranking not significant under low SNR — direction only | SNR {fmt.value(v.snr, 2)}, "
+                    f"ρ_S measured {fmt.value(v.rho_measured)} (p = {fmt.value(v.rho_p, 3)}) vs predicted {fmt.value(v.rho_predicted)} |")
         rows.append(f"| Qwen's proxy Spearman {v.paper_qwen_spearman} — departs from the calibrated value | measured "
-                    f"{_fmt(v.rho_measured)} vs predicted {_fmt(v.rho_predicted)} |")
+                    f"{fmt.value(v.rho_measured)} vs predicted {fmt.value(v.rho_predicted)} |")
     else:
         rows += ["| DeepSeek's proxy ranking not significant under low SNR — direction only | – |",
                  f"| Qwen's proxy Spearman {v.paper_qwen_spearman} — departs from the calibrated value | – |"]
     rows.append(f"| delta/full ratio 1.41 measured vs 2.23 \"calibrated\" — departs | measured "
-                f"{_fmt(v.ratio_measured, 2)}, Markov prediction {_fmt(v.ratio_predicted, 2)} |")
+                f"{fmt.value(v.ratio_measured, 2)}, Markov prediction {fmt.value(v.ratio_predicted, 2)} |")
     if v.ablation_run:
-        rows.append(f"| (result 5) the filter prevents mode collapse | mean similarity {_fmt(v.similarity_with)} "
-                    f"with vs {_fmt(v.similarity_without)} without |")
+        rows.append(f"| (result 5) the filter prevents mode collapse | mean similarity {fmt.value(v.similarity_with)} "
+                    f"with vs {fmt.value(v.similarity_without)} without |")
     return rows + [""]

@@ -14,7 +14,8 @@ capped run stops at a phase boundary with what it has, and the summary says so):
   ceiling effect of the fig1 run;
 - ``retrain``: the fig1 run's top 10 and the corpus at 10 epochs on the test split;
 - ``cenas report`` for every run, then ``SUMMARY.md`` and its figures, our numbers
-  beside the paper's (``report/summary.py`` reads them, ``report/summary_render.py`` writes them).
+  beside the paper's (``report/summary_read.py`` reads them into ``report/summary.py``'s
+  ``Summary``, ``report/summary_render.py`` writes it).
 
 Every step is restartable: a finished run is skipped, an interrupted one resumed
 (``cenas resume``), proxy-snr and retrain outputs are reused when present.

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from cenas_jax.report.fmt import duration
-from cenas_jax.report.summary import ExecutedStep, PlannedRun, PlannedStep, Reproduction, Summary, read_summary
+from cenas_jax.report.summary import ExecutedStep, PlannedRun, PlannedStep, Reproduction, Summary
+from cenas_jax.report.summary_read import read_summary
 from cenas_jax.reproduce import checks
 from cenas_jax.reproduce.plan import (
     Plan,

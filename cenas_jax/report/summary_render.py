@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from cenas_jax.report import fmt
+from cenas_jax.report.figures import clip_quality_axis
 from cenas_jax.report.fmt import DASH, duration
 from cenas_jax.report.plotting import integer_ticks, pyplot, save
 from cenas_jax.report.summary import (
@@ -73,8 +74,6 @@ def write_figures(s: Summary, figdir: Path) -> dict[str, str]:
 
 
 def _convergence_plot(c: Convergence, path: Path) -> None:
-    from cenas_jax.report.figures import clip_quality_axis
-
     plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
     cyc = [r.cycle for r in c.rows]

@@ -12,6 +12,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+from cenas_jax.data import list_datasets
 from cenas_jax.reproduce.plan import Plan
 
 LLAMA_FAMILY = ("llama", "mistral", "qwen2", "smollm", "smollm2")  # what cenas_jax.llm.model loads
@@ -33,8 +34,6 @@ def check_data(data_dir: str | None, datasets: Sequence[str]) -> list[Check]:
         return [Check("DATA_DIR", False, "not given: set DATA_DIR=/path/to/datasets (see `cenas datasets --data-dir`)")]
     if not Path(data_dir).is_dir():
         return [Check("DATA_DIR", False, f"{data_dir}: no such directory")]
-    from cenas_jax.data import list_datasets
-
     infos = {i.name: i for i in list_datasets(data_dir)}
     out = [Check("DATA_DIR", True, str(data_dir))]
     for ds in datasets:
@@ -55,7 +54,7 @@ def check_llms(llms: Sequence[str], expected: int = 3) -> list[Check]:
         return [Check("LLMS", False, f'not given: set LLMS="dir1 dir2 dir3" ({expected} local Llama-family '
                                      "checkpoints, e.g. DeepSeek-Coder-7B-Instruct, Qwen2.5-Coder-7B-Instruct, "
                                      "Mistral-7B-Instruct)")]
-    from cenas_jax.llm.model import LlamaConfig
+    from cenas_jax.llm.model import LlamaConfig  # imports jax: only when there are checkpoints to check
 
     out = []
     if len(llms) != expected:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from cenas_jax.report import summary_render
 from cenas_jax.report.fmt import duration
 from cenas_jax.report.summary import ExecutedStep, PlannedRun, PlannedStep, Reproduction, Summary
 from cenas_jax.report.summary_read import read_summary
@@ -135,9 +136,7 @@ def summary(plan: Plan) -> Summary:
 
 def write_summary(plan: Plan, path: str | Path | None = None) -> Path:
     """Read the plan's outputs and write SUMMARY.md (default ``OUT/SUMMARY.md``) with its figures beside it."""
-    from cenas_jax.report.summary_render import write_summary as render  # matplotlib: only when writing
-
-    return render(summary(plan), Path(path) if path else plan.out / "SUMMARY.md")
+    return summary_render.write_summary(summary(plan), Path(path) if path else plan.out / "SUMMARY.md")
 
 
 # ---------------------------------------------------------------------------------------------- the commands

@@ -65,13 +65,13 @@ check-accelerator: install
 # Every figure and table of the paper at 2-core-CPU scale (SmolLM2, digits), within 2 hours:
 # runs/reproduce-small/SUMMARY.md. Restartable: finished steps are skipped, interrupted runs resumed.
 reproduce-small: install
-	$(PY) experiments/reproduce.py small --out runs/reproduce-small
+	$(VENV)/bin/cenas reproduce small --out runs/reproduce-small
 
 # The paper's scale on a GPU/TPU machine: make reproduce DATA_DIR=/data LLMS="dir1 dir2 dir3"
 # CHECK=1: check data, checkpoints, devices and disk, print the plan and its cost, run nothing.
 # SMOKE=1: a minutes-long version on one GPU (one LLM, one dataset).
 reproduce: install
-	$(PY) experiments/reproduce.py paper --out runs/reproduce $(if $(CHECK),--check) $(if $(SMOKE),--smoke) --data-dir "$(DATA_DIR)" --llms "$(LLMS)"
+	$(VENV)/bin/cenas reproduce paper --out runs/reproduce $(if $(CHECK),--check) $(if $(SMOKE),--smoke) --data-dir "$(DATA_DIR)" --llms "$(LLMS)"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

@@ -13,7 +13,7 @@ from flax import nnx
 
 from cenas_jax.errors import UserError
 from cenas_jax.llm.model import Llama, LlamaConfig
-from cenas_jax.llm.sampler import TRACE_COUNTS, Completion, Sampler, sample_tokens
+from cenas_jax.llm.sampler import Completion, Sampler, sample_tokens
 
 CHARS = "".join(chr(c) for c in range(32, 127)) + "\n"  # printable ASCII and newline -> ids 3..98
 PAD, BOS, EOS = 0, 1, 2
@@ -96,16 +96,23 @@ def test_chat_flag_changes_the_prompt(sampler):
 
 def test_compiles_once_per_bucket(model):
     s = Sampler(model, CharTokenizer(), eos_token_ids=())  # prompt bucket 64, new-token bucket 64
+    assert s.compile_counts() == {"prefill": 0, "decode": 0}
     s.generate(["warm"], chat=False, max_new_tokens=8, temperature=0.0)  # bucket (1, 64, 64)
     s.generate(["a", "bb", "c"], chat=False, max_new_tokens=8, temperature=0.0)  # batch 3 -> bucket (4, 64, 64)
-    before = dict(TRACE_COUNTS)
+    before = s.compile_counts()
     s.generate(["abc", "a much longer prompt of forty characters", "z"], chat=False, max_new_tokens=5,
                temperature=[0.0, 0.9, 0.3], seed=3)
     s.generate(["xyz xyz", "q", "r", "s"], chat=False, max_new_tokens=40, temperature=[1.3, 0.2, 0.0, 1.0], seed=4)
     s.generate(["r"], chat=False, max_new_tokens=20, temperature=0.5)
-    assert dict(TRACE_COUNTS) == before, "a call inside an existing (batch, cache length) bucket recompiled"
+    assert s.compile_counts() == before, "a call inside an existing (batch, cache length) bucket recompiled"
     s.generate(["a"] * 2, chat=False, max_new_tokens=8, temperature=0.0)  # batch 2: a new bucket
-    assert TRACE_COUNTS["decode"] == before["decode"] + 1 and TRACE_COUNTS["prefill"] == before["prefill"] + 1
+    assert s.compile_counts() == {"prefill": before["prefill"] + 1, "decode": before["decode"] + 1}
+    # A second sampler of the same model reuses those compilations: its calls compile nothing.
+    other = Sampler(model, CharTokenizer(), eos_token_ids=())
+    other.generate(["a"] * 2, chat=False, max_new_tokens=8, temperature=0.0)
+    assert other.compile_counts() == {"prefill": 0, "decode": 0} and s.compile_counts()["decode"] == before["decode"] + 1
+    s.generate(["q"] * 2, chat=False, max_new_tokens=8, temperature=0.7, top_k=5)  # top_k is static: a new decode
+    assert s.compile_counts() == {"prefill": before["prefill"] + 1, "decode": before["decode"] + 2}
 
 
 def test_seeded_sampling_is_deterministic_and_temperatures_are_per_row(sampler):

@@ -18,6 +18,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -117,7 +118,34 @@ def _open(run_dir, cfg, gen, ev, **kw):
     return SearchLoop.open(run_dir, cfg, gen, ev, CORPUS, progress=False, echo=lambda s: None, **kw)
 
 
-def test_loop_end_to_end(tmp_path, evaluator):
+# ---------------------------------------------------------------- one run end to end, checked by the tests below
+
+
+@dataclass
+class EndToEnd:
+    """The run of ``end_to_end``: what it printed and returned, its generator, its directory."""
+
+    cfg: Any
+    gen: ScriptedGenerator
+    lines: list[str]
+    summaries: list[Any]
+    rd: RunDir
+
+    def store(self) -> RunStore:
+        return RunStore(self.rd.path, create=False)
+
+    def rows(self) -> dict[str, dict]:
+        with self.store() as s:
+            return {r["id"]: r for r in s.candidates(run_id=1)}
+
+    def cycle_lines(self) -> list[str]:
+        return [ln for ln in self.lines if ln.startswith("cycle ") and "generated" in ln]
+
+
+@pytest.fixture(scope="module")
+def end_to_end(tmp_path_factory, evaluator) -> EndToEnd:
+    """Two cycles of 4 slots over ``_completions()`` (see there what each answer tests), run once for the module."""
+    tmp_path = tmp_path_factory.mktemp("end_to_end")
     cfg = _cfg(tmp_path, ["llm.sampling.temperature_delta=0.2", "search.warm_start_passes=2",
                           "search.warm_start_learning_rate=0.01"])
     gen = ScriptedGenerator(_completions())
@@ -125,68 +153,120 @@ def test_loop_end_to_end(tmp_path, evaluator):
     loop = SearchLoop.open(tmp_path / "run", cfg, gen, evaluator, CORPUS, progress=False, echo=lines.append)
     summaries = loop.run()
     loop.close()
-    assert [s.cycle for s in summaries] == [0, 1]
+    return EndToEnd(cfg=cfg, gen=gen, lines=lines, summaries=summaries, rd=RunDir(tmp_path / "run"))
+
+
+def test_end_to_end_runs_every_cycle_and_finishes(end_to_end):
+    assert [s.cycle for s in end_to_end.summaries] == [0, 1]
+    assert end_to_end.rd.load_state().status == "finished"
+
+
+def test_end_to_end_console_numbers_cycles_from_0_and_says_which_best_q(end_to_end):
     # The console numbers cycles from 0, as the report and the ids do; "best Q" says which best it is.
-    cycle_lines = [ln for ln in lines if ln.startswith("cycle ") and "generated" in ln]
+    summaries, cycle_lines = end_to_end.summaries, end_to_end.cycle_lines()
     assert [ln.split("  ")[0] for ln in cycle_lines] == ["cycle 0 (of 0-1)", "cycle 1 (of 0-1)"]
     so_far = max(q for s in summaries for q in [s.best_quality] if q is not None)
     assert summaries[1].best_so_far == pytest.approx(so_far) and f"best Q so far {so_far:.3f}" in cycle_lines[1]
     assert f"cycle best Q {summaries[1].best_quality:.3f}" in cycle_lines[1]
     for sm, ln in zip(summaries, cycle_lines):
         assert f"accepted {sm.accepted}  trained {sm.trained}" in ln and sm.trained <= sm.accepted
+
+
+def test_end_to_end_warm_start_says_it_happens_once_and_how_long_it_takes(end_to_end):
     # The warm start says it happens once and how long it should take, then how long it took.
-    warm = [ln for ln in lines if ln.startswith("warm start:")]
+    warm = [ln for ln in end_to_end.lines if ln.startswith("warm start:")]
     assert "done once" in warm[0] and "expected about" in warm[0] and warm[1].startswith("warm start: done in ")
-    rd = RunDir(tmp_path / "run")
-    assert rd.load_state().status == "finished"
-    with RunStore(rd.path) as s:
-        rows = {r["id"]: r for r in s.candidates(run_id=1)}
+
+
+def test_end_to_end_corpus_rows_are_trained_and_carry_their_own_quality(end_to_end):
+    rows = end_to_end.rows()
+    with end_to_end.store() as s:
         corpus_rows = [r for r in rows.values() if r["cycle"] == -1]
         assert len(corpus_rows) == 3 and all(s.evaluations(r["id"], budget="proxy")[0]["status"] == "ok" for r in corpus_rows)
         # the corpus rows carry their own Q (accuracy / the median corpus accuracy): the lineage's root
         ref = {c["cycle"]: c for c in s.cycles(1)}[-1]["reference"]["digits"]
         for r in corpus_rows:
             assert r["quality"] == pytest.approx(s.evaluations(r["id"], budget="proxy")[0]["accuracy"] / ref)
-        c0 = {(r["idx"], r["attempt"]): r for r in rows.values() if r["cycle"] == 0}
-        # one novel program forgot its import: the loop added it (candidates/repair.py), the raw answer is kept
-        c1_3 = next(r for r in rows.values() if r["cycle"] == 1 and r["idx"] == 3 and r["attempt"] == 0)
-        assert "import flax" not in c1_3["raw_text"] and c1_3["verdict"] == "accepted"
-        assert c1_3["source"].startswith("import flax.linen as nn\n")
-        # the two delta slots apply the same edit to (possibly different) parents
-        assert c0[(0, 0)]["mode"] == "delta" and c0[(0, 0)]["parent_id"].startswith("L-digits-")
-        assert c0[(2, 0)]["verdict"] == "accepted"
-        # slot 3 copied a corpus program: rejected with its nearest neighbour, then resampled
-        assert c0[(3, 0)]["verdict"] == "duplicate" and c0[(3, 0)]["similarity"] >= 0.85
-        assert c0[(3, 0)]["nearest_id"] == "L-digits-mlp_a"
-        assert c0[(3, 1)]["verdict"] == "accepted" and c0[(3, 1)]["temperature"] > c0[(3, 0)]["temperature"]
-        # per-mode temperatures: delta answers sample at sampling.temperature_delta
-        assert c0[(0, 0)]["temperature"] == pytest.approx(0.2) and c0[(1, 0)]["temperature"] == pytest.approx(0.2)
-        assert c0[(2, 0)]["temperature"] == pytest.approx(cfg.llm.sampling.temperature)
-        c1 = {r["idx"]: r for r in rows.values() if r["cycle"] == 1}
-        assert c1[0]["verdict"] == "invalid" and c1[0]["error_kind"] == "delta_apply"
-        assert c1[2]["verdict"] == "invalid" and c1[2]["error_kind"] == "syntax"
-        assert c1[3]["verdict"] == "accepted" and c1[3]["quality"] is not None
-        # every accepted candidate was trained exactly once, every generation checked exactly once
-        for r in rows.values():
+
+
+def test_end_to_end_a_missing_import_line_is_added_and_the_raw_answer_kept(end_to_end):
+    # one novel program forgot its import: the loop added it (candidates/repair.py), the raw answer is kept
+    rows = end_to_end.rows()
+    c1_3 = next(r for r in rows.values() if r["cycle"] == 1 and r["idx"] == 3 and r["attempt"] == 0)
+    assert "import flax" not in c1_3["raw_text"] and c1_3["verdict"] == "accepted"
+    assert c1_3["source"].startswith("import flax.linen as nn\n")
+    c1 = {r["idx"]: r for r in rows.values() if r["cycle"] == 1}
+    assert c1[3]["verdict"] == "accepted" and c1[3]["quality"] is not None
+
+
+def test_end_to_end_delta_slots_edit_a_corpus_parent_and_a_novel_full_program_is_accepted(end_to_end):
+    c0 = {(r["idx"], r["attempt"]): r for r in end_to_end.rows().values() if r["cycle"] == 0}
+    # the two delta slots apply the same edit to (possibly different) parents
+    assert c0[(0, 0)]["mode"] == "delta" and c0[(0, 0)]["parent_id"].startswith("L-digits-")
+    assert c0[(2, 0)]["verdict"] == "accepted"
+
+
+def test_end_to_end_a_copy_of_a_corpus_program_is_rejected_then_resampled_hotter(end_to_end):
+    c0 = {(r["idx"], r["attempt"]): r for r in end_to_end.rows().values() if r["cycle"] == 0}
+    # slot 3 copied a corpus program: rejected with its nearest neighbour, then resampled
+    assert c0[(3, 0)]["verdict"] == "duplicate" and c0[(3, 0)]["similarity"] >= 0.85
+    assert c0[(3, 0)]["nearest_id"] == "L-digits-mlp_a"
+    assert c0[(3, 1)]["verdict"] == "accepted" and c0[(3, 1)]["temperature"] > c0[(3, 0)]["temperature"]
+
+
+def test_end_to_end_delta_answers_sample_at_temperature_delta(end_to_end):
+    c0 = {(r["idx"], r["attempt"]): r for r in end_to_end.rows().values() if r["cycle"] == 0}
+    # per-mode temperatures: delta answers sample at sampling.temperature_delta
+    assert c0[(0, 0)]["temperature"] == pytest.approx(0.2) and c0[(1, 0)]["temperature"] == pytest.approx(0.2)
+    assert c0[(2, 0)]["temperature"] == pytest.approx(end_to_end.cfg.llm.sampling.temperature)
+
+
+def test_end_to_end_invalid_generations_carry_their_error_kind(end_to_end):
+    c1 = {r["idx"]: r for r in end_to_end.rows().values() if r["cycle"] == 1}
+    assert c1[0]["verdict"] == "invalid" and c1[0]["error_kind"] == "delta_apply"
+    assert c1[2]["verdict"] == "invalid" and c1[2]["error_kind"] == "syntax"
+
+
+def test_end_to_end_each_accepted_program_trained_once_each_generation_checked_once(end_to_end):
+    with end_to_end.store() as s:
+        for r in s.candidates(run_id=1):
             n_proxy = len(s.evaluations(r["id"], budget="proxy"))
             assert n_proxy == (1 if r["verdict"] == "accepted" or r["cycle"] == -1 else 0), r["id"]
             if r["cycle"] >= 0 and r["error_kind"] != "delta_apply":
                 assert len(s.evaluations(r["id"], budget="check")) == 1
+
+
+def test_end_to_end_each_cycle_records_gamma_and_elites_that_reach_it(end_to_end):
+    rows = end_to_end.rows()
+    with end_to_end.store() as s:
         cycles = {c["cycle"]: c for c in s.cycles(1)}
-        for t in (0, 1):
-            assert cycles[t]["gamma"] is not None and cycles[t]["elites"]
-            qs = [r["quality"] for r in rows.values() if r["cycle"] == t and r["quality"] is not None]
-            assert all(rows[e]["quality"] >= cycles[t]["gamma"] for e in cycles[t]["elites"])
-            assert len(cycles[t]["elites"]) <= len(qs)
+    for t in (0, 1):
+        assert cycles[t]["gamma"] is not None and cycles[t]["elites"]
+        qs = [r["quality"] for r in rows.values() if r["cycle"] == t and r["quality"] is not None]
+        assert all(rows[e]["quality"] >= cycles[t]["gamma"] for e in cycles[t]["elites"])
+        assert len(cycles[t]["elites"]) <= len(qs)
+
+
+def test_end_to_end_store_holds_the_updates_losses_and_the_phases_timings(end_to_end):
+    with end_to_end.store() as s:
         assert s.finetune_losses(1).keys() == {-1, 0, 1}
         assert set(s.timings(1)[0]) == {"generate", "sample", "train", "select", "update"}
+
+
+def test_end_to_end_warm_start_then_one_ce_update_per_cycle_each_checkpointed(end_to_end):
+    gen = end_to_end.gen
     # warm start + one CE update per cycle, each on elites + replayed corpus programs
     assert len(gen.updates) == 3 and all(n > 0 for n in gen.updates)
     # the warm start's own passes and rate; the cycles' updates use the fine-tuning config's
     assert gen.update_settings == [(2, 0.01), (None, None), (None, None)]
-    assert (rd.checkpoints / "cycle_001" / "COMPLETE").exists()
-    # the delta prompts show the parent's code
-    assert any("nn.Dense(" in p for p in gen.prompts_seen)
+    assert (end_to_end.rd.checkpoints / "cycle_001" / "COMPLETE").exists()
+
+
+def test_end_to_end_delta_prompts_show_the_parents_code(end_to_end):
+    assert any("nn.Dense(" in p for p in end_to_end.gen.prompts_seen)
+
+
+# ---------------------------------------------------------------- crashes, kills, stops and resumes
 
 
 class Crash(Exception):
@@ -333,7 +413,7 @@ def test_ctrl_c_checkpoints_and_exits_cleanly_then_resumes(tmp_path, evaluator):
 
 
 def test_warm_start_estimate_uses_this_machines_last_measurement(tmp_path):
-    from cenas_jax.search.loop import WARM_START_S_PER_PAIR_PASS, record_warm_start_time, warm_start_estimate
+    from cenas_jax.search.ce_update import WARM_START_S_PER_PAIR_PASS, record_warm_start_time, warm_start_estimate
 
     est, basis = warm_start_estimate(tmp_path, "m:1", 108)
     assert est == pytest.approx(108 * WARM_START_S_PER_PAIR_PASS) and "estimate" in basis
@@ -518,7 +598,7 @@ def test_a_generator_that_learns_nothing_gets_no_warm_start(tmp_path):
     loop = SearchLoop.open(tmp_path / "run", _cfg(tmp_path), MutationGenerator(seed=1), None, CORPUS, progress=False,
                            echo=lines.append)
     try:
-        loop._warm_start()
+        loop.updates.warm_start()
     finally:
         loop.close()
     assert not [ln for ln in lines if "warm start" in ln], lines

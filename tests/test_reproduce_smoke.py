@@ -11,12 +11,16 @@ import json
 import pytest
 from test_data import _write_cifar
 from test_llm_model import _save_char_tokenizer, _save_tiny
-from test_reproduce import rp
+
+from cenas_jax.cli import main as cenas_main
+from cenas_jax.reproduce import checks
+from cenas_jax.reproduce import execute as ex
+from cenas_jax.reproduce import plan as pl
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]  # 6.5 minutes measured on a 2-core CPU
 
 
-def test_paper_smoke_plan_runs_end_to_end_and_writes_its_summary(tmp_path, monkeypatch):
+def test_paper_smoke_plan_runs_end_to_end_and_writes_its_summary(tmp_path, monkeypatch, capsys):
     ckpt = tmp_path / "tiny-llama"
     _save_tiny(ckpt, "tied")
     cfg = json.loads((ckpt / "config.json").read_text())
@@ -26,15 +30,13 @@ def test_paper_smoke_plan_runs_end_to_end_and_writes_its_summary(tmp_path, monke
     data = tmp_path / "data"
     _write_cifar(data / "cifar-10-batches-py", [(f"data_batch_{i}", 40) for i in range(1, 6)] + [("test_batch", 40)],
                  "labels", 10)
-    monkeypatch.setattr(rp, "check_devices", lambda: [rp.Check("devices", True, "CPU stand-in (test)")])
+    monkeypatch.setattr(checks, "check_devices", lambda: [checks.Check("devices", True, "CPU stand-in (test)")])
     out = tmp_path / "reproduce"
-    lines: list[str] = []
-    rc = rp.main(["paper", "--smoke", "--out", str(out), "--data-dir", str(data), "--llms", str(ckpt)],
-                 echo=lines.append)
-    log = "\n".join(lines)
+    rc = cenas_main(["reproduce", "paper", "--smoke", "--out", str(out), "--data-dir", str(data), "--llms", str(ckpt)])
+    log = capsys.readouterr().out
     assert rc == 0, log
-    plan = rp.paper_plan(out, [str(ckpt)], str(data), smoke=True)
-    recs = [json.loads(x) for x in (out / rp.STEP_LOG).read_text().splitlines()]
+    plan = pl.paper_plan(out, [str(ckpt)], str(data), smoke=True)
+    recs = [json.loads(x) for x in (out / ex.STEP_LOG).read_text().splitlines()]
     assert [r["step"] for r in recs] == [s.name for s in plan.steps]
     assert all(r["rc"] == 0 for r in recs), log
     for s in (s for s in plan.steps if s.kind == "run"):

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
-import types
 
 import pytest
 
-from cenas_jax.search.loop import SearchLoop
+from cenas_jax.search.evaluate import QualityNorm
 from cenas_jax.store import (
     CHECK,
     PROXY,
@@ -153,14 +152,19 @@ def test_the_loop_reads_the_recorded_reference_once(store):
             calls.append(name)
             return getattr(s, name)
 
-    fake = types.SimpleNamespace(store=Counting(), run_id=rid, _refs=None)
-    assert dict(SearchLoop._refs_cache(fake)) == {"digits": 0.8, "mnist": 0.5}  # not recorded: computed
-    assert fake._refs is None  # a computed reference is not cached (more of the corpus may train)
+    norm = QualityNorm(Counting(), rid)
+    assert dict(norm.references()) == {"digits": 0.8, "mnist": 0.5}  # not recorded: computed
+    assert norm._recorded is None  # a computed reference is not cached (more of the corpus may train)
+    assert dict(norm.references()) == {"digits": 0.8, "mnist": 0.5}
+    assert calls == ["reference_accuracies", "corpus_reference"] * 2  # each call computes it again
+    assert norm.quality(0.4, "digits") == pytest.approx(0.5) and norm.quality(None, "digits") is None
     s.set_cycle(rid, -1, reference={"digits": 0.8, "mnist": 0.5})
     calls.clear()
     for _ in range(5):
-        assert SearchLoop._refs_cache(fake)["digits"] == 0.8
+        assert norm.references()["digits"] == 0.8
     assert calls == ["reference_accuracies"]  # read once, then cached
+    norm.forget()  # the reference phase recorded it again: read it back
+    assert norm.references()["digits"] == 0.8 and calls == ["reference_accuracies"] * 2
 
 
 def test_verdicts_are_stored_as_their_readable_strings(store):

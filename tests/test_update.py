@@ -11,7 +11,7 @@ from fractions import Fraction
 
 import pytest
 
-from cenas_jax.search import prompts, update
+from cenas_jax.search import ce_update, prompts, update
 from cenas_jax.search.loop import SearchLoop
 from cenas_jax.store import CandidateRow, RunStore
 
@@ -145,8 +145,7 @@ def test_the_loop_gathers_elite_inputs_from_a_store(tmp_path):
                                      parent_id="L-digits-a", dataset="digits", prompt="P-delta"))
         s.add_candidate(CandidateRow(id="c1", source=mlp(20), run_id=rid, cycle=0, idx=1, mode="full",
                                      dataset="digits", prompt="P-full"))
-        fake = types.SimpleNamespace(store=s, run_id=rid)
-        inputs = SearchLoop._elite_inputs_for_update(fake, ["c1", "gone", "c0"])
+        inputs = ce_update.elite_inputs(s, ["c1", "gone", "c0"])
     assert [e.id for e in inputs] == ["c1", "c0"]  # elite order; an unknown id is left out
     assert inputs[1] == update.EliteInput(id="c0", mode="delta", dataset="digits", prompt="P-delta", source=child,
                                           parent_source=parent, parent_dataset="digits", parent_accuracy=0.8)
@@ -236,7 +235,7 @@ def test_the_update_phase_trains_an_unwritable_delta_elite_as_a_full_program_and
             s.add_evaluation(cid, {"status": "ok", "accuracy": 0.8, "seed_accuracies": [0.8]})
             s.update_candidate(cid, verdict="accepted", quality=1.0)
         s.set_cycle(rid, 0, gamma=1.0, elites=["c-edit", "c-same", "c-full"], elites_reused=False)
-        loop._phase_update(0)
+        loop.updates.run(0)
         record = {c["cycle"]: c for c in s.cycles(rid)}[0]["update"]
     finally:
         loop.close()

@@ -24,12 +24,10 @@ import numpy as np
 from flax import nnx
 
 from cenas_jax.errors import UserError
+from cenas_jax.llm.sampling import TRACES as _TRACES
 from cenas_jax.llm.sampling import sample_tokens
 from cenas_jax.llm.speculative import decode_speculative
 from cenas_jax.llm.tokenizer import encode_prompt
-
-# How often each jitted function was traced (= compiled), keyed by name; tests read it.
-TRACE_COUNTS: collections.Counter[str] = collections.Counter()
 
 _MAX_EOS = 8  # EOS ids are a fixed-size array (padded with -1) so their number never recompiles
 
@@ -52,7 +50,7 @@ class Completion:
 @functools.partial(jax.jit, static_argnames=("graphdef", "cache_len"))
 def _prefill(graphdef, state, tokens_BxP, positions_BxP, kv_mask_BxS, *, cache_len):
     """Run the prompt through the model; the filled cache and the last position's logits ``BxV``."""
-    TRACE_COUNTS["prefill"] += 1
+    _TRACES["prefill"] += 1
     model = nnx.merge(graphdef, state)
     cache = model.init_cache(tokens_BxP.shape[0], cache_len)
     logits, cache = model.extend(tokens_BxP, positions_BxP, cache, 0, kv_mask_BxS, last_only=True)
@@ -63,7 +61,7 @@ def _prefill(graphdef, state, tokens_BxP, positions_BxP, kv_mask_BxS, *, cache_l
 def _prefill_shared(graphdef, state, prefix_1xC, tokens_BxP, positions_BxP, kv_mask_BxS, *, cache_len):
     """``_prefill`` for prompts that share their first C tokens: those run once (batch 1), their keys and
     values are copied to every row's slots ``[0, C)``, then each row's own tokens run from slot C."""
-    TRACE_COUNTS["prefill"] += 1
+    _TRACES["prefill"] += 1
     model = nnx.merge(graphdef, state)
     b, c = tokens_BxP.shape[0], prefix_1xC.shape[1]
     one = model.init_cache(1, c)
@@ -89,7 +87,7 @@ def _decode(graphdef, state, carry, temperature_B, eos_E, keys_B, limit, *, top_
     token ``step - 1`` at cache slot ``slot`` / position ``next_pos`` and samples token
     ``step``, so no forward pass is spent on a token that is never fed back.
     """
-    TRACE_COUNTS["decode"] += 1
+    _TRACES["decode"] += 1
     model = nnx.merge(graphdef, state)
 
     def sample_into(step, logits, out, done):
@@ -151,7 +149,8 @@ class Sampler:
     """Generate completions for a batch of prompts with a (possibly LoRA-wrapped) ``Llama``.
 
     The model's current parameters are read at every ``generate`` call, so a
-    model fine-tuned in place samples with its new weights.
+    model fine-tuned in place samples with its new weights. ``compile_counts()``
+    says how often its calls compiled the prefill and the decode.
 
     ``speculative_k`` > 0 switches on speculative decoding by prompt lookup (``llm/speculative.py``):
     up to ``speculative_k`` drafted tokens per row and forward, drafts found by matching the row's
@@ -182,6 +181,19 @@ class Sampler:
         self.stop_check_every = stop_check_every
         pad = getattr(tokenizer, "pad_token_id", None)
         self.pad_id = int(pad if pad is not None else (self.eos_token_ids or (0,))[0])
+        self._compiles: collections.Counter[str] = collections.Counter()
+
+    def compile_counts(self) -> dict[str, int]:
+        """How many times this sampler's calls compiled (traced) the prefill and the decode: ``{"prefill": n,
+        "decode": m}``, counted since the sampler was made.
+
+        A call compiles once per new (batch bucket, prompt bucket, new-token bucket) and never inside one
+        (temperatures, seeds and stop strings are not part of the shape), unless ``top_k`` or ``top_p`` change
+        (static). A count that grows over calls expected to share a bucket shows a recompile (each one a new XLA
+        compilation, paid before the call samples): compare the counts before and after such calls to spot one.
+        A compilation another sampler of the same model already made is reused, and not counted here.
+        """
+        return {"prefill": self._compiles["prefill"], "decode": self._compiles["decode"]}
 
     def encode(self, prompts: Sequence[str], *, chat: bool) -> list[list[int]]:
         """Token ids of each prompt (chat template applied when ``chat``)."""
@@ -275,11 +287,11 @@ class Sampler:
 
         graphdef, state = nnx.split(self.model)
         if shared:
-            cache, logits = _prefill_shared(graphdef, state, jnp.asarray([prompt_ids[0][:shared]], jnp.int32),
+            cache, logits = self._counted("prefill", _prefill_shared, graphdef, state, jnp.asarray([prompt_ids[0][:shared]], jnp.int32),
                                             jnp.asarray(fed), jnp.asarray(positions), jnp.asarray(kv_mask),
                                             cache_len=cache_len)
         else:
-            cache, logits = _prefill(graphdef, state, jnp.asarray(fed), jnp.asarray(positions),
+            cache, logits = self._counted("prefill", _prefill, graphdef, state, jnp.asarray(fed), jnp.asarray(positions),
                                      jnp.asarray(kv_mask), cache_len=cache_len)
         if spec:
             carry = (cache, jnp.asarray(kv_mask), logits, jnp.asarray(next_pos), jnp.full((b,), slots, jnp.int32),
@@ -300,13 +312,13 @@ class Sampler:
         while True:
             limit = min(step + chunk, max_new_tokens)
             if spec:
-                carry = decode_speculative(graphdef, state, carry, jnp.asarray(tokens), starts, jnp.asarray(temps_b),
+                carry = self._counted("decode", decode_speculative, graphdef, state, carry, jnp.asarray(tokens), starts, jnp.asarray(temps_b),
                                            jnp.asarray(eos), keys, jnp.int32(limit), k=spec,
                                            max_ngram=self.lookup_ngram, top_k=int(top_k), top_p=float(top_p))
                 rows_step = np.minimum(np.asarray(carry[5]), max_new_tokens)
                 step = limit  # every running row holds at least ``limit`` tokens now
             else:
-                carry = _decode(graphdef, state, carry, jnp.asarray(temps_b), jnp.asarray(eos), keys,
+                carry = self._counted("decode", _decode, graphdef, state, carry, jnp.asarray(temps_b), jnp.asarray(eos), keys,
                                 jnp.int32(limit), top_k=int(top_k), top_p=float(top_p))
                 step = int(carry[5])
                 rows_step = np.full((b,), step)
@@ -349,6 +361,15 @@ class Sampler:
             common += 1
         shared = common // self.prompt_bucket * self.prompt_bucket
         return shared
+
+    def _counted(self, name: str, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        """``fn(*args, **kw)``, a jitted function that counts its traces in ``_TRACES[name]``; a trace it caused
+        is added to this sampler's ``compile_counts``."""
+        before = _TRACES[name]
+        try:
+            return fn(*args, **kw)
+        finally:
+            self._compiles[name] += _TRACES[name] - before
 
     def _decode_text(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)

@@ -6,8 +6,14 @@ Plain decoding (``llm/sampler.py``) draws from this distribution, and speculativ
 
 from __future__ import annotations
 
+import collections
+
 import jax
 import jax.numpy as jnp
+
+# How often each jitted decoding function was traced (= compiled) in this process, by kind ("prefill",
+# "decode"); a sampler reports the traces its own calls caused (``Sampler.compile_counts``).
+TRACES: collections.Counter[str] = collections.Counter()
 
 
 def filtered_logits(logits_NxV: jax.Array, temperature_N: jax.Array, top_k: int, top_p: float

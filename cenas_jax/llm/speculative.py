@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from cenas_jax.llm.sampling import column_ids, filtered_logits, sample_tokens
+from cenas_jax.llm.sampling import TRACES, column_ids, filtered_logits, sample_tokens
 
 
 def lookup_drafts(hist_BxL: jax.Array, length_B: jax.Array, start_B: jax.Array, *, k: int,
@@ -120,6 +120,7 @@ def decode_speculative(graphdef, state, carry, prompt_BxP, start_B, temperature_
     overshoot ``limit`` by up to ``k`` (the caller cuts). ``stats`` counts (forwards, running
     row-forwards, drafted tokens accepted).
     """
+    TRACES["decode"] += 1
     model = nnx.merge(graphdef, state)
     cache, kv_mask, logits, pos, slot, step, out, done, stats = carry
     b, p_len = prompt_BxP.shape

@@ -1,5 +1,7 @@
 """The generator p_theta as the loop sees it: sample completions, take a CE update, save/restore.
 
+``save_checkpoint``/``restore_checkpoint`` keep its state in a checkpoint directory with a ``COMPLETE`` marker.
+
 ``LLMGenerator`` is the real one (our NNX decoder + LoRA). ``ScriptedGenerator``
 replays fixed completions: a test double for the loop's logic only (the real
 sampler and fine-tuning have their own tests in tests/test_llm_*).
@@ -14,6 +16,8 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
+
+from cenas_jax.errors import UserError
 
 
 class PromptLike(Protocol):
@@ -120,6 +124,30 @@ class ScriptedGenerator:
     def restore(self, directory: Path) -> None:
         data = json.loads((directory / "scripted.json").read_text())
         self.cursor, self.updates = data["cursor"], list(data["updates"])
+
+
+def save_checkpoint(generator: Generator, directory: Path) -> None:
+    """The generator's state saved in ``directory``, then its ``COMPLETE`` marker (written last, removed first:
+    a directory without it is a save that was cut short)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    marker = directory / "COMPLETE"
+    if marker.exists():
+        marker.unlink()
+    generator.save(directory)
+    marker.write_text(str(time.time()))
+
+
+def restore_checkpoint(generator: Generator, directory: Path, run_dir: Path) -> None:
+    """The generator's state from checkpoint ``directory`` of the run in ``run_dir``; a damaged one is a
+    ``UserError`` naming it and the way out."""
+    try:
+        generator.restore(directory)
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a bad file may fail anywhere in a decoder (json, orbax, ...)
+        raise UserError(f"the checkpoint {directory} is damaged ({type(e).__name__}: {str(e)[:200]}); "
+                        f"`cenas resume {run_dir} --redo-update` redoes the update that wrote it "
+                        f"(remove its COMPLETE marker first)") from None
 
 
 def fingerprint_file(path: Path, chunk: int = 1 << 20) -> str:

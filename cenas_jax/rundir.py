@@ -33,6 +33,8 @@ from cenas_jax.errors import UserError
 
 # The phases of a cycle, in order (state.json's "phase"; timings also record "sample", a part of "generate").
 PHASE_ORDER = ("generate", "train", "select", "update")
+# The cycle number of the seed corpus in the store, and of the reference phase's recorded time.
+REFERENCE_CYCLE = -1
 
 STATE_VERSION = 1
 PHASES = ("reference", "generate", "train", "select", "update", "done")

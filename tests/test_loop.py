@@ -251,6 +251,8 @@ def test_end_to_end_store_holds_the_updates_losses_and_the_phases_timings(end_to
     with end_to_end.store() as s:
         assert s.finetune_losses(1).keys() == {-1, 0, 1}
         assert set(s.timings(1)[0]) == {"generate", "sample", "train", "select", "update"}
+        # The reference phase (corpus training and warm start) is timed too, for the throughput end to end.
+        assert set(s.timings(1)[-1]) == {"reference"} and s.timings(1)[-1]["reference"] > 0
 
 
 def test_end_to_end_warm_start_then_one_ce_update_per_cycle_each_checkpointed(end_to_end):

@@ -302,3 +302,25 @@ def test_lineage_draws_the_seed_corpus_root_and_no_line_hides_another(tmp_path):
     assert len({(ln.get_marker(), str(ln.get_linestyle())) for ln in chains}) == 5
     assert 0 < LINEAGE_SHIFT < 0.2
     assert "a" in [t.get_text() for t in ax.texts]  # the root is labelled with its corpus name
+
+
+def test_throughput_counts_valid_and_novel_candidates_per_minute_of_recorded_time(tmp_path, capsys):
+    from cenas_jax.cli import main
+
+    _fill(tmp_path)
+    a = analyse(tmp_path)
+    # Without a recorded reference phase: the cycles' phases only (12.5 s each; "sample" is inside "generate").
+    tp = a.throughput
+    assert tp.novel == 5 + 6 and tp.cycle_seconds == 25.0 and tp.reference_seconds is None
+    assert tp.per_minute == pytest.approx(60 * 11 / 25.0) and tp.per_minute_end_to_end is None
+    assert tp.per_cycle == (pytest.approx((0, 60 * 5 / 12.5)), pytest.approx((1, 60 * 6 / 12.5)))
+    with RunStore(tmp_path) as s:  # the loop records the reference phase at cycle -1
+        s.add_timing(s.get_run("main")["id"], -1, "reference", 35.0)
+    tp = analyse(tmp_path).throughput
+    assert tp.reference_seconds == 35.0 and tp.per_minute_end_to_end == pytest.approx(60 * 11 / 60.0)
+    assert "11.00 per minute end to end" in tp.line()
+    assert main(["report", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"throughput: {tp.line()}" in out
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert f"Throughput: {tp.line()}. Per cycle: 0: 24.00, 1: 28.80 per minute." in text

@@ -32,12 +32,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from cenas_jax.errors import UserError
+    from cenas_jax.report.analysis import analyse
     from cenas_jax.report.markdown import write_report
 
     if args.compare and not args.html:
         raise UserError("--compare adds runs to report.html: give --html too")
-    path = write_report(args.run_dir, args.out)
+    analysis = analyse(args.run_dir)
+    path = write_report(args.run_dir, args.out, analysis)
     print(f"wrote {path}")
+    if analysis.throughput is not None:
+        print(f"throughput: {analysis.throughput.line()}")
     if args.html:
         from cenas_jax.cli.serve import find_runs
         from cenas_jax.view.page import write_html

@@ -28,7 +28,7 @@ from cenas_jax.config import DataConfig, from_dict
 from cenas_jax.data import load_dataset
 from cenas_jax.errors import UserError
 from cenas_jax.programs import mean_pairwise_jaccard
-from cenas_jax.rundir import PHASE_ORDER, RunDir
+from cenas_jax.rundir import PHASE_ORDER, REFERENCE_CYCLE, RunDir
 from cenas_jax.store import PROXY, VALID_VERDICTS, RunStore, Verdict
 
 BEATS_Z = 2.0  # standard errors of the accuracy difference a candidate must clear to beat the corpus
@@ -113,6 +113,38 @@ class ProxyNoise:
         return " + ".join(bits) if bits else "unknown (one seed per program and the dataset is not readable here)"
 
 
+@dataclass(frozen=True)
+class Throughput:
+    """How fast a run found valid-and-novel candidates (verdict ``accepted``: passed every check and the
+    novelty filter), per minute of wall time, from the phase times the loop records."""
+
+    novel: int
+    cycle_seconds: float  # the cycles' phases (generate, train, select, update)
+    reference_seconds: float | None  # the reference phase before cycle 0 (corpus training and warm start)
+    per_cycle: tuple[tuple[int, float], ...]  # (cycle, valid-and-novel per minute)
+
+    @property
+    def per_minute(self) -> float:
+        """Over the search cycles."""
+        return 60.0 * self.novel / self.cycle_seconds
+
+    @property
+    def per_minute_end_to_end(self) -> float | None:
+        """Over the cycles and the reference phase (warm start included); None when that was not recorded."""
+        if self.reference_seconds is None:
+            return None
+        return 60.0 * self.novel / (self.cycle_seconds + self.reference_seconds)
+
+    def line(self) -> str:
+        """One line for a terminal or a report."""
+        text = (f"{self.novel} valid-and-novel candidates in {self.cycle_seconds / 60:.1f} min of search cycles: "
+                f"{self.per_minute:.2f} per minute")
+        if self.reference_seconds is not None:
+            text += (f"; {self.per_minute_end_to_end:.2f} per minute end to end (with the reference phase and warm "
+                     f"start, {self.reference_seconds / 60:.1f} min)")
+        return text
+
+
 @dataclass
 class RunAnalysis:
     run_dir: Path
@@ -132,10 +164,21 @@ class RunAnalysis:
     status: str = "finished"  # finished | interrupted | failed | running (the run's, from state.json)
     position: tuple[int, str] | None = None  # (cycle, phase) the run would continue at; None when finished
     cycles_planned: int | None = None
+    reference_seconds: float | None = None  # the reference phase (corpus training, warm start); None: not recorded
 
     @property
     def cycles_completed(self) -> int:
         return sum(c.complete for c in self.cycles)
+
+    @property
+    def throughput(self) -> Throughput | None:
+        """Valid-and-novel candidates per minute of wall time (None before a cycle has a recorded time)."""
+        timed = [c for c in self.cycles if c.seconds]
+        if not timed:
+            return None
+        return Throughput(novel=sum(c.accepted for c in self.cycles), cycle_seconds=sum(c.seconds for c in timed),
+                          reference_seconds=self.reference_seconds,
+                          per_cycle=tuple((c.cycle, 60.0 * c.accepted / c.seconds) for c in timed))
 
     @property
     def corpus_best_q(self) -> float | None:
@@ -277,7 +320,8 @@ def analyse(run_dir: str | Path, migrate: bool = True) -> RunAnalysis:
     return RunAnalysis(run_dir=run_dir, config=run["config"], cycles=cycles, modes=modes, elite_check=elite_check,
                        trend=trend, markov=markov, best=top, lineage=lineage, reference=reference,
                        finetune_losses=losses, corpus=corpus, corpus_best=corpus_best, noise=noise, status=status,
-                       position=position, cycles_planned=(run["config"].get("search") or {}).get("cycles"))
+                       position=position, cycles_planned=(run["config"].get("search") or {}).get("cycles"),
+                       reference_seconds=timings.get(REFERENCE_CYCLE, {}).get("reference"))
 
 
 def _run_status(run_dir: Path, store_status: str | None) -> tuple[str, tuple[int, str] | None]:

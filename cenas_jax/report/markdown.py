@@ -9,9 +9,10 @@ from cenas_jax.report.figures import write_figures
 from cenas_jax.report.fmt import num
 
 
-def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
-    """Analyse the run, write PNGs and ``report.md`` into ``out_dir`` (default RUN_DIR/report); returns the .md path."""
-    a = analyse(run_dir)
+def write_report(run_dir: str | Path, out_dir: str | Path | None = None, analysis: RunAnalysis | None = None) -> Path:
+    """Analyse the run (or take its ``analysis``), write PNGs and ``report.md`` into ``out_dir`` (default
+    RUN_DIR/report); returns the .md path."""
+    a = analysis if analysis is not None else analyse(run_dir)
     out = Path(out_dir) if out_dir else Path(run_dir) / "report"
     figs = write_figures(a, out)
     md = render(a, {k: p.name for k, p in figs.items()})
@@ -29,6 +30,10 @@ def render(a: RunAnalysis, figs: dict[str, str]) -> str:
              f"{a.cycles_completed} of {s.get('cycles')} cycles completed × {s.get('candidates_per_cycle')} candidates, mode "
              f"`{s.get('mode')}`, elite fraction ρ = {s.get('elite_rho')}, novelty τ = {s.get('novelty', {}).get('threshold')}.\n")
     L += _status_lines(a)
+    if a.throughput is not None:
+        tp = a.throughput
+        L.append(f"Throughput: {tp.line()}. Per cycle: "
+                 + ", ".join(f"{t}: {r:.2f}" for t, r in tp.per_cycle) + " per minute.\n")
     if a.reference:
         L.append("Quality Q = proxy accuracy / the median accuracy of the seed corpus on the same dataset "
                  "(reference: " + ", ".join(f"{k} {v:.3f}" for k, v in a.reference.items()) + "), so a typical corpus "

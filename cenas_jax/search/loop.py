@@ -35,7 +35,7 @@ import numpy as np
 
 from cenas_jax.config import RunConfig, to_dict
 from cenas_jax.errors import UserError
-from cenas_jax.rundir import PHASE_ORDER, LoopState, RunDir, lock_run_dir
+from cenas_jax.rundir import PHASE_ORDER, REFERENCE_CYCLE, LoopState, RunDir, lock_run_dir
 from cenas_jax.search.ce_update import UpdatePhase
 from cenas_jax.search.evaluate import Evaluation
 from cenas_jax.search.generate import GeneratePhase
@@ -199,7 +199,9 @@ class SearchLoop:
         old_handlers = self.stop.install_signals()
         try:
             if state.phase == "reference":
-                self._phase_reference()
+                with Stopwatch() as sw:
+                    self._phase_reference()
+                self.store.add_timing(self.run_id, REFERENCE_CYCLE, "reference", sw.seconds)
                 state = LoopState(cycle=0, phase="generate")
                 self.rundir.save_state(state)
             while state.cycle < self.cfg.search.cycles:

@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 export PYTHONHASHSEED := 0
 
-.PHONY: install browser lint test test-all demo demo-fresh bench-eval bench-llm reproduce-small reproduce clean
+.PHONY: install browser lint test test-all demo demo-fresh warm-start bench-eval bench-llm reproduce-small reproduce clean
 
 install: $(VENV)/.installed
 
@@ -50,6 +50,16 @@ demo: install
 demo-fresh: install
 	$(VENV)/bin/cenas run experiments/configs/quickstart.yaml --run-dir $(DEMO_DIR) --force
 	$(VENV)/bin/cenas report $(DEMO_DIR)
+
+# The warm start shipped in the package (cenas_jax/search/warm_starts/): a `cenas run` of the quickstart
+# from an empty cache, with shipped warm starts off, trains it (about 10 min on 2 cores); then it is copied
+# into the package. Run it when the model, the corpus, the prompts or the LoRA/fine-tuning settings change
+# (tests/test_warm_start_shipped.py says when the shipped one no longer matches).
+warm-start: install
+	rm -rf runs/warm-start runs/warm-start-cache
+	CENAS_CACHE=runs/warm-start-cache CENAS_SHIPPED_WARM_STARTS= $(VENV)/bin/cenas run experiments/configs/quickstart.yaml \
+	  --run-dir runs/warm-start --set search.cycles=1 --set search.candidates_per_cycle=2
+	$(PY) experiments/ship_warm_start.py runs/warm-start-cache/warmstart
 
 bench-eval: install
 	$(PY) experiments/bench_eval.py

@@ -605,3 +605,41 @@ def test_a_generator_that_learns_nothing_gets_no_warm_start(tmp_path):
         loop.close()
     assert not [ln for ln in lines if "warm start" in ln], lines
     assert (tmp_path / "run" / "checkpoints" / "warm" / "mutation.json").is_file()
+
+
+def test_a_shipped_warm_start_for_the_same_key_is_used_instead_of_training(tmp_path, monkeypatch):
+    from cenas_jax.search.generator import save_checkpoint
+
+    def warm(run, env):
+        monkeypatch.setenv("CENAS_SHIPPED_WARM_STARTS", env)
+        lines: list[str] = []
+        gen = ScriptedGenerator(_completions())
+        loop = SearchLoop.open(tmp_path / run, _cfg(tmp_path), gen, None, CORPUS, progress=False, echo=lines.append)
+        try:
+            loop.updates.warm_start()
+            with RunStore(tmp_path / run) as s:
+                record = {c["cycle"]: c for c in s.cycles(loop.run_id)}[-1]["warm_start"]
+        finally:
+            loop.close()
+        return gen, lines, record
+
+    shipped = tmp_path / "shipped"
+    trained, _, record = warm("first", str(shipped))  # nothing shipped yet: trained
+    assert trained.updates and record["reused"] is False
+    save_checkpoint(trained, shipped / record["key"])  # what `make warm-start` puts into the package
+    gen, lines, again = warm("second", str(shipped))
+    assert again == {"key": record["key"], "reused": True}
+    assert gen.updates == trained.updates, "the shipped adapter state is restored, not trained again"
+    assert any("reusing the shipped adapter" in ln for ln in lines), lines
+    gen, _, off = warm("third", "")  # switched off: trains
+    assert off["reused"] is False and len(gen.updates) == 1
+    # Another key (other warm-start settings) does not take the shipped adapter.
+    monkeypatch.setenv("CENAS_SHIPPED_WARM_STARTS", str(shipped))
+    loop = SearchLoop.open(tmp_path / "fourth", _cfg(tmp_path, ["search.warm_start_passes=2"]), ScriptedGenerator(_completions()),
+                           None, CORPUS, progress=False, echo=lambda s: None)
+    try:
+        loop.updates.warm_start()
+        assert loop.updates.generator.updates == [trained.updates[0]] and \
+            {c["cycle"]: c for c in loop.store.cycles(loop.run_id)}[-1]["warm_start"]["reused"] is False
+    finally:
+        loop.close()

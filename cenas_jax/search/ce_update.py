@@ -22,6 +22,8 @@ from typing import Any
 
 from cenas_jax.config import RunConfig, to_dict
 from cenas_jax.errors import UserError
+from cenas_jax.paths import shipped_warm_starts
+from cenas_jax.rundir import REFERENCE_CYCLE
 from cenas_jax.search import update as update_mod
 from cenas_jax.search.generator import Generator, restore_checkpoint, save_checkpoint
 from cenas_jax.search.stopping import StopControl
@@ -30,6 +32,22 @@ from cenas_jax.store import PROXY, RunStore
 # Seconds per (training pair x pass) of the warm start with SmolLM2-135M on a 2-core CPU that other work
 # shared (the quickstart's 36 pairs x 3 passes took about 9 min); used until this machine has measured its own.
 WARM_START_S_PER_PAIR_PASS = 5.0
+
+
+def replay_examples(cfg: RunConfig, corpus: Sequence[Any], n: int, seed_offset: int) -> list[tuple[Any, str]]:
+    """n training pairs from the corpus L, in the modes the run samples (``update.replay_pairs``)."""
+    s = cfg.search
+    return update_mod.replay_pairs(corpus, n, seed=cfg.seed, seed_offset=seed_offset, mode=s.mode,
+                                   delta_share=s.delta_share, dataset=cfg.data.name, edit_format=s.edit_format)
+
+
+def warm_start_plan(cfg: RunConfig, corpus: Sequence[Any], fingerprint: str) -> tuple[list[tuple[Any, str]], str]:
+    """The warm start's training pairs and its cache key (what a cached or shipped adapter must match)."""
+    examples = replay_examples(cfg, corpus, len(corpus) * cfg.search.warm_start_epochs, seed_offset=0)
+    key = update_mod.warm_start_key(examples, model=fingerprint, lora=to_dict(cfg.llm.lora),
+                                    finetune=to_dict(cfg.llm.finetune), passes=cfg.search.warm_start_passes,
+                                    learning_rate=cfg.search.warm_start_learning_rate)
+    return examples, key
 
 
 def warm_start_estimate(cache_dir: Path | None, fingerprint: str, pair_passes: int) -> tuple[float, str]:
@@ -136,20 +154,21 @@ class UpdatePhase:
         if not self.cfg.search.warm_start or not getattr(self.generator, "learns", True):
             save_checkpoint(self.generator, dest)  # a generator that learns nothing (the mutation control) has no warm start
             return
-        examples = self._replay_examples(n=len(self.corpus) * self.cfg.search.warm_start_epochs, seed_offset=0)
-        key = update_mod.warm_start_key(examples, model=self.generator.fingerprint, lora=to_dict(self.cfg.llm.lora),
-                                        finetune=to_dict(self.cfg.llm.finetune),
-                                        passes=self.cfg.search.warm_start_passes,
-                                        learning_rate=self.cfg.search.warm_start_learning_rate)
+        examples, key = warm_start_plan(self.cfg, self.corpus, self.generator.fingerprint)
         cache = (self.warm_cache_dir / key) if self.warm_cache_dir else None
+        shipped_root = shipped_warm_starts()
+        shipped = shipped_root / key if shipped_root is not None else None
         reused = False
-        if cache is not None and (cache / "COMPLETE").exists():
+        for source, what in ((cache, "cached"), (shipped, "shipped")):
+            if reused or source is None or not (source / "COMPLETE").exists():
+                continue
             try:
-                restore_checkpoint(self.generator, cache, self.run_dir)
-                self.echo(f"warm start: reusing the cached adapter {cache}")
+                restore_checkpoint(self.generator, source, self.run_dir)
+                self.echo(f"warm start: reusing the {what} adapter {source} (made for this model, corpus and settings)")
                 reused = True
             except UserError as e:  # a cache only: train it again
-                self.echo(f"warm start: the cached adapter is unusable ({e}); training it again")
+                self.echo(f"warm start: the {what} adapter is unusable ({e})")
+        self.store.set_cycle(self.run_id, REFERENCE_CYCLE, warm_start={"key": key, "reused": reused})
         if not reused:
             passes = self.cfg.search.warm_start_passes or 1
             est, basis = warm_start_estimate(self.warm_cache_dir, self.generator.fingerprint, len(examples) * passes)
@@ -171,10 +190,7 @@ class UpdatePhase:
 
     def _replay_examples(self, n: int, seed_offset: int) -> list[tuple[Any, str]]:
         """n training pairs from the corpus L, in the modes the run samples (``update.replay_pairs``)."""
-        s = self.cfg.search
-        return update_mod.replay_pairs(self.corpus, n, seed=self.cfg.seed, seed_offset=seed_offset, mode=s.mode,
-                                       delta_share=s.delta_share, dataset=self.cfg.data.name,
-                                       edit_format=s.edit_format)
+        return replay_examples(self.cfg, self.corpus, n, seed_offset)
 
     def _count_tokens(self) -> update_mod.CountTokens:
         """How the update's token budget counts a pair: the generator's tokenizer (``count_tokens``), or, for a

@@ -30,11 +30,10 @@ class LLMGenerator:
 
         from cenas_jax.llm.lora import apply_lora
         from cenas_jax.llm.sampler import Sampler
-        from cenas_jax.llm.weights import load_model, resolve_model_path
+        from cenas_jax.llm.weights import load_model
 
         self.cfg = cfg
         self.progress = progress
-        path = resolve_model_path(cfg.model.name)
         self.model, self.tokenizer, self.config = load_model(cfg.model.name, cfg.model.dtype)
         apply_lora(self.model, cfg.lora, nnx.Rngs(seed))
         self.sampler = Sampler(self.model, self.tokenizer, speculative_k=cfg.sampling.speculative_k,
@@ -42,8 +41,7 @@ class LLMGenerator:
         # (answer kind, statistics) of every sampled batch when speculative decoding is on (benchmarks read it)
         self.speculation: list[tuple[str, SpeculationStats]] = []
         self.use_chat = bool(cfg.model.chat_template and getattr(self.tokenizer, "chat_template", None))
-        weights = path if path.is_file() else next(iter(sorted(path.glob("*.safetensors"))), path / "config.json")
-        self.fingerprint = f"{path.name}:{fingerprint_file(weights)}"
+        self.fingerprint = model_fingerprint(cfg.model.name)
 
     # -- prompts as text ---------------------------------------------------
 
@@ -164,6 +162,16 @@ class LLMGenerator:
             raise UserError(f"{directory}: adapters were trained on model {meta.get('fingerprint')}, "
                             f"this run's model is {self.fingerprint}")
         restore_checkpoint(Path(directory) / "adapters", self.model)
+
+
+def model_fingerprint(name: str) -> str:
+    """``<file or directory name>:<hash of the weights>``: what adapters and warm starts are tied to (the weights
+    are hashed, not loaded)."""
+    from cenas_jax.llm.weights import resolve_model_path
+
+    path = resolve_model_path(name)
+    weights = path if path.is_file() else next(iter(sorted(path.glob("*.safetensors"))), path / "config.json")
+    return f"{path.name}:{fingerprint_file(weights)}"
 
 
 def render_prompt(tokenizer, prompt: PromptLike, *, chat: bool) -> str:

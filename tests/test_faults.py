@@ -1,7 +1,7 @@
 """Fault injection: a run killed (SIGKILL) right after any of its store writes resumes to exactly the
 uninterrupted run: the same candidates with the same programs, verdicts and scores.
 
-``CENAS_FAULT_KILL_AFTER_WRITE=N`` makes the process kill itself after its N-th committed write (store.py);
+``CENAS_FAULT_KILL_AFTER_WRITE=N`` makes the process kill itself after its N-th committed write (store/runstore.py);
 ``CENAS_FAULT_TRACE=FILE`` lists a run's writes. The fast suite kills a small random-mutation run at a few
 writes spread over its life (generation batches included); ``make test-all`` kills it at every write in
 turn, and kills a run of the LLM generator (a tiny random Llama checkpoint with a character tokenizer,

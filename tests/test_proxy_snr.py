@@ -43,7 +43,7 @@ def test_analysis_recovers_known_variances_and_matches_result_6():
     assert e.sigma2_arch == pytest.approx(SIGMA2_ARCH, rel=0.15)
     assert e.sigma2_noise == pytest.approx(SIGMA2_NOISE, rel=0.08)
     assert e.snr_ci[0] < 4.0 < e.snr_ci[1]
-    # Every number is theory.py's on the same matrix.
+    # Every number is cenas_jax.theory's on the same matrix.
     ref = theory.estimate_snr(proxy, n_boot=300, seed=3)
     assert (e.sigma2_arch, e.sigma2_noise, e.snr, e.snr_ci) == (ref.sigma2_arch, ref.sigma2_noise, ref.snr, ref.snr_ci)
     rt, ts, tm = (a.comparison(n) for n in ("retest", "truth_single", "truth_mean"))

@@ -114,7 +114,7 @@ def test_kill_never_leaves_half_a_record(tmp_path):
 
 def _make_v1_store(path):
     """A store exactly as schema version 1 wrote it (the evaluator's version)."""
-    from cenas_jax import store as st
+    from cenas_jax.store import schema as st
 
     path.mkdir()
     c = sqlite3.connect(path / "store.sqlite")
@@ -165,7 +165,7 @@ def test_concurrent_first_opens_migrate_once(tmp_path):
 
 def _make_v2_store(path):
     """A store exactly as schema version 2 wrote it, with one evaluation."""
-    from cenas_jax import store as st
+    from cenas_jax.store import schema as st
 
     path.mkdir()
     c = sqlite3.connect(path / "store.sqlite")

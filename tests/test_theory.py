@@ -461,7 +461,8 @@ def test_import_is_cheap_no_jax_no_scipy_stats():
 def test_estimate_snr_chunked_bootstrap_equals_one_block(monkeypatch):
     x = _simulate(np.random.default_rng(12), 30, 4, 1.0, 1.0)
     whole = T.estimate_snr(x, n_boot=250, seed=5)
-    monkeypatch.setattr(T, "_BOOT_BLOCK_ELEMENTS", 30 * 4 * 7)  # blocks of 7 resamples
+    # estimate_snr reads the block size from its own module (theory.reliability).
+    monkeypatch.setattr("cenas_jax.theory.reliability._BOOT_BLOCK_ELEMENTS", 30 * 4 * 7)  # blocks of 7 resamples
     chunked = T.estimate_snr(x, n_boot=250, seed=5)
     assert chunked == whole
 

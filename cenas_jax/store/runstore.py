@@ -1,29 +1,13 @@
-"""The run store: one SQLite database (WAL) per run directory.
-
-Tables (schema version 1, the evaluator's; version 2 adds the loop's columns and tables; version 3 the
-evaluations' degeneracy flags):
-- ``runs``: one row per run (name, created, status, config and manifest as JSON).
-- ``cycles``: per-cycle facts of a run (a JSON bag of fields the loop records).
-- ``candidates``: every program seen (source, hash, parent, mode, cycle, index, dataset).
-- ``evaluations``: one row per evaluation of a candidate (status, error kind, accuracy
-  as the mean over seeds, loss, params, FLOPs, timings, structure hash, budget, split).
-- ``seed_scores``: the per-seed accuracies of an evaluation.
-- ``errors``: the error of a failed evaluation (kind from the fixed taxonomy, stage, message).
-
-The phases ask their questions through named queries that return frozen dataclasses, each question defined
-here once: ``latest_evaluation(s)`` (a candidate's latest ok evaluation for a budget), ``trained_candidates``,
-``cycle_elites`` / ``elites_before``, ``reference_accuracies`` / ``corpus_reference``. Verdicts and evaluation
-statuses are ``StrEnum``s stored as their readable strings.
+"""``RunStore``: the run store's connection, its transactional writes and its named read queries.
 
 Every public write is one transaction, so a kill leaves either the whole record or
-none of it. The schema is versioned (``PRAGMA user_version``); ``MIGRATIONS`` takes
-an older store forward, and a store from a newer version is refused with a clear error.
+none of it. Opening checks the file is a cenas_jax store and migrates an older schema
+forward (``schema.MIGRATIONS``); a store from a newer version is refused with a clear error.
 """
 
 from __future__ import annotations
 
 import enum
-import hashlib
 import json
 import os
 import signal
@@ -31,324 +15,33 @@ import sqlite3
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from collections.abc import Mapping as MappingABC
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cenas_jax.errors import UserError
-
-STORE_FILENAME = "store.sqlite"
-APPLICATION_ID = 0x43454E41  # "CENA": marks a file as a cenas_jax store
-
-_SCHEMA_V1 = """
-CREATE TABLE runs (
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
-    created REAL NOT NULL,
-    status TEXT NOT NULL DEFAULT 'created',
-    config_json TEXT NOT NULL DEFAULT '{}',
-    manifest_json TEXT NOT NULL DEFAULT '{}'
-);
-CREATE TABLE cycles (
-    run_id INTEGER NOT NULL REFERENCES runs(id),
-    cycle INTEGER NOT NULL,
-    data_json TEXT NOT NULL DEFAULT '{}',
-    updated REAL NOT NULL,
-    PRIMARY KEY (run_id, cycle)
-);
-CREATE TABLE candidates (
-    id TEXT PRIMARY KEY,
-    run_id INTEGER REFERENCES runs(id),
-    cycle INTEGER,
-    idx INTEGER,
-    mode TEXT,
-    parent_id TEXT,
-    dataset TEXT,
-    source TEXT NOT NULL,
-    source_hash TEXT NOT NULL,
-    created REAL NOT NULL
-);
-CREATE INDEX candidates_run_cycle ON candidates(run_id, cycle, idx);
-CREATE INDEX candidates_hash ON candidates(source_hash);
-CREATE TABLE evaluations (
-    id INTEGER PRIMARY KEY,
-    candidate_id TEXT NOT NULL REFERENCES candidates(id),
-    budget TEXT NOT NULL DEFAULT 'proxy',
-    split TEXT NOT NULL DEFAULT 'val',
-    dataset TEXT,
-    status TEXT NOT NULL,
-    stage TEXT,
-    error_kind TEXT,
-    accuracy REAL,
-    loss REAL,
-    params INTEGER,
-    flops REAL,
-    compile_s REAL,
-    train_s REAL,
-    wall_s REAL,
-    structure_hash TEXT,
-    created REAL NOT NULL
-);
-CREATE INDEX evaluations_candidate ON evaluations(candidate_id);
-CREATE TABLE seed_scores (
-    evaluation_id INTEGER NOT NULL REFERENCES evaluations(id),
-    seed INTEGER NOT NULL,
-    accuracy REAL,
-    PRIMARY KEY (evaluation_id, seed)
-);
-CREATE TABLE errors (
-    evaluation_id INTEGER NOT NULL REFERENCES evaluations(id),
-    candidate_id TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    stage TEXT,
-    message TEXT
-);
-CREATE INDEX errors_kind ON errors(kind);
-"""
-
-# Version 2 (the search loop's): a candidate row is one LLM generation, with its raw text,
-# prompt, token count, finish reason, sampling attempt and temperature, the verdict of the
-# cheap checks and the novelty filter (with the nearest neighbour and its similarity), and
-# its normalised quality; plus fine-tuning losses and per-phase timings.
-_SCHEMA_V2 = """
-ALTER TABLE candidates ADD COLUMN prompt TEXT;
-ALTER TABLE candidates ADD COLUMN raw_text TEXT;
-ALTER TABLE candidates ADD COLUMN token_count INTEGER;
-ALTER TABLE candidates ADD COLUMN finish_reason TEXT;
-ALTER TABLE candidates ADD COLUMN attempt INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE candidates ADD COLUMN temperature REAL;
-ALTER TABLE candidates ADD COLUMN verdict TEXT;
-ALTER TABLE candidates ADD COLUMN error_kind TEXT;
-ALTER TABLE candidates ADD COLUMN error_message TEXT;
-ALTER TABLE candidates ADD COLUMN nearest_id TEXT;
-ALTER TABLE candidates ADD COLUMN similarity REAL;
-ALTER TABLE candidates ADD COLUMN quality REAL;
-CREATE TABLE finetune_steps (
-    run_id INTEGER NOT NULL REFERENCES runs(id),
-    cycle INTEGER NOT NULL,
-    step INTEGER NOT NULL,
-    loss REAL,
-    PRIMARY KEY (run_id, cycle, step)
-);
-CREATE TABLE timings (
-    run_id INTEGER NOT NULL REFERENCES runs(id),
-    cycle INTEGER NOT NULL,
-    phase TEXT NOT NULL,
-    seconds REAL NOT NULL,
-    PRIMARY KEY (run_id, cycle, phase)
-);
-"""
-
-# Version 3: the degeneracy flags of an evaluation (JSON list of "code: explanation"; NULL: not analysed).
-_SCHEMA_V3 = """
-ALTER TABLE evaluations ADD COLUMN degenerate_json TEXT;
-"""
-
-# Migration i takes a store from version i to version i + 1 (MIGRATIONS[0] creates v1).
-MIGRATIONS: list[str] = [_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3]
-SCHEMA_VERSION = len(MIGRATIONS)
-
-
-def source_hash(source: str) -> str:
-    """Hex SHA-256 of a program's text (exact text, not normalised)."""
-    return hashlib.sha256(source.encode("utf-8")).hexdigest()
-
-
-@dataclass(frozen=True)
-class CandidateRow:
-    """A program as stored; ``id`` is chosen by the caller (deterministic ids make resume idempotent)."""
-
-    id: str
-    source: str
-    run_id: int | None = None
-    cycle: int | None = None
-    idx: int | None = None
-    mode: str | None = None
-    parent_id: str | None = None
-    dataset: str | None = None
-    prompt: str | None = None
-    raw_text: str | None = None
-    token_count: int | None = None
-    finish_reason: str | None = None
-    attempt: int = 0
-    temperature: float | None = None
-
-
-class Verdict(enum.StrEnum):
-    """A generation's verdict (the ``candidates.verdict`` column; NULL: not checked yet).
-
-    Stored as the member's value, the same readable string as before the enum existed, so older runs open
-    unchanged. ``INVALID``: failed before training (an edit that does not apply, a cheap check);
-    ``VALID``: passed the cheap checks, novelty not decided yet; ``ACCEPTED``: valid and novel, sent to
-    training; ``DUPLICATE``: valid but a near-copy of an earlier program (rejected, resampled)."""
-
-    INVALID = "invalid"
-    VALID = "valid"
-    ACCEPTED = "accepted"
-    DUPLICATE = "duplicate"
-
-
-# The verdicts of a generation that passed the cheap checks (the valid rate's numerator).
-VALID_VERDICTS = frozenset({Verdict.VALID, Verdict.ACCEPTED, Verdict.DUPLICATE})
-
-
-class EvalStatus(enum.StrEnum):
-    """An evaluation's outcome (``evaluations.status``)."""
-
-    OK = "ok"
-    ERROR = "error"
-
-
-# The budget label of the evaluations the search trains with (``retrain-...`` labels are the long budgets).
-PROXY = "proxy"
-CHECK = "check"
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """One stored evaluation of a candidate (``RunStore.evaluations`` as a typed record).
-
-    ``seed_accuracies`` in seed order; ``degenerate``: the degeneracy flags, None when not analysed;
-    ``error_message`` joined in from the errors table (None for an ok evaluation)."""
-
-    id: int
-    candidate_id: str
-    budget: str
-    split: str
-    dataset: str | None
-    status: str
-    stage: str | None
-    error_kind: str | None
-    error_message: str | None
-    accuracy: float | None
-    loss: float | None
-    params: int | None
-    flops: float | None
-    compile_s: float | None
-    train_s: float | None
-    wall_s: float | None
-    structure_hash: str | None
-    created: float
-    seed_accuracies: tuple[float | None, ...] = ()
-    degenerate: tuple[str, ...] | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.status == EvalStatus.OK
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Evaluation:
-        """From the dict ``RunStore.evaluations`` returns."""
-        deg = d.get("degenerate")
-        return cls(**{f.name: d.get(f.name) for f in fields(cls) if f.name not in ("seed_accuracies", "degenerate")},
-                   seed_accuracies=tuple(d.get("seed_accuracies") or ()),
-                   degenerate=None if deg is None else tuple(deg))
-
-    def to_dict(self) -> dict[str, Any]:
-        """The dict shape of ``RunStore.evaluations`` (lists for the sequences)."""
-        d = {f.name: getattr(self, f.name) for f in fields(self)}
-        d["seed_accuracies"] = list(self.seed_accuracies)
-        d["degenerate"] = None if self.degenerate is None else list(self.degenerate)
-        return d
-
-
-@dataclass(frozen=True)
-class StoredCandidate:
-    """A candidate row as stored (``RunStore.candidates`` as a typed record); ``verdict`` is a ``Verdict``
-    (None: not checked yet; corpus rows never are)."""
-
-    id: str
-    run_id: int | None
-    cycle: int | None
-    idx: int | None
-    mode: str | None
-    parent_id: str | None
-    dataset: str | None
-    source: str
-    source_hash: str
-    created: float
-    prompt: str | None = None
-    raw_text: str | None = None
-    token_count: int | None = None
-    finish_reason: str | None = None
-    attempt: int = 0
-    temperature: float | None = None
-    verdict: Verdict | None = None
-    error_kind: str | None = None
-    error_message: str | None = None
-    nearest_id: str | None = None
-    similarity: float | None = None
-    quality: float | None = None
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> StoredCandidate:
-        v = d.get("verdict")
-        return cls(**{f.name: d.get(f.name) for f in fields(cls) if f.name != "verdict"},
-                   verdict=None if v is None else Verdict(v))
-
-
-@dataclass(frozen=True)
-class TrainedCandidate:
-    """A generated candidate that trained: its row and its latest ok proxy evaluation."""
-
-    candidate: StoredCandidate
-    evaluation: Evaluation
-
-    @property
-    def id(self) -> str:
-        return self.candidate.id
-
-    @property
-    def quality(self) -> float:
-        return self.candidate.quality  # type: ignore[return-value]  # set for every trained candidate
-
-    @property
-    def accuracy(self) -> float | None:
-        return self.evaluation.accuracy
-
-    @property
-    def params(self) -> int | None:
-        return self.evaluation.params
-
-
-@dataclass(frozen=True)
-class EliteSet:
-    """The elite set S_t a cycle recorded: its cycle, the ids (best first), whether it reused S_{t-1}."""
-
-    cycle: int
-    ids: tuple[str, ...]
-    reused: bool = False
-
-
-@dataclass(frozen=True)
-class References(MappingABC):
-    """The reference accuracy per dataset: the median proxy accuracy of the seed corpus on it (DESIGN.md §6).
-
-    A read-only mapping dataset -> accuracy. ``recorded``: read from the reference phase's record (cycle -1),
-    which every phase after it uses; False: computed from the corpus's evaluations (before it is recorded)."""
-
-    accuracies: tuple[tuple[str, float], ...] = ()
-    recorded: bool = False
-
-    def __getitem__(self, dataset: str) -> float:
-        for ds, acc in self.accuracies:
-            if ds == dataset:
-                return acc
-        raise KeyError(dataset)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(ds for ds, _ in self.accuracies)
-
-    def __len__(self) -> int:
-        return len(self.accuracies)
-
-
-# Columns a caller may set after insertion (verdicts arrive after the cheap checks, quality after training).
-UPDATABLE_CANDIDATE_FIELDS = frozenset({"verdict", "error_kind", "error_message", "nearest_id", "similarity", "quality"})
+from cenas_jax.store.rows import (
+    PROXY,
+    CandidateRow,
+    EliteSet,
+    EvalStatus,
+    Evaluation,
+    References,
+    StoredCandidate,
+    TrainedCandidate,
+    Verdict,
+    source_hash,
+)
+from cenas_jax.store.schema import (
+    APPLICATION_ID,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    STORE_FILENAME,
+    UPDATABLE_CANDIDATE_FIELDS,
+    _statements,
+)
 
 
 class RunStore:
@@ -797,8 +490,3 @@ def _num(x: Any) -> float | None:
     if x is None:
         return None
     return float(x)
-
-
-def _statements(script: str) -> Sequence[str]:
-    """Split a schema script into statements (the schema has no semicolons inside strings)."""
-    return [s.strip() for s in script.split(";") if s.strip()]

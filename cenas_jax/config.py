@@ -140,7 +140,10 @@ class SamplingConfig:
     batch_size: int = 16
     # Speculative decoding by prompt lookup (llm/speculative.py): draft up to this many tokens per row and
     # forward from the row's own prompt and output; 0: off. Greedy output is unchanged, sampled output keeps
-    # its distribution (other draws, so other programs for the same seed).
+    # its distribution (other draws, so other programs for the same seed). Off by default: on a 2-core CPU at
+    # batch 16 a forward over k+1 positions is compute-bound and costs about what it gains at temperature 0.7
+    # (DESIGN.md §4 has the measurements); turn it on for greedy or low-temperature sampling, small batches,
+    # or accelerators.
     speculative_k: int = 0
     lookup_ngram: int = 3  # drafts continue the most recent match of the row's last n <= lookup_ngram tokens
 

@@ -17,21 +17,9 @@ killed and a fresh worker replaces it), crash (the worker died: segfault,
 recycled after a crash, a timeout, a memory error, a task that left a Python
 thread running, and after ``sandbox.max_tasks_per_worker`` tasks.
 
-The compilation cache. A candidate runs Python in the worker before the
-trainer compiles, so after the first candidate nothing in a worker is trusted,
-and a persistent cache keyed by the program's hash is only as safe as its
-least trusted writer: a candidate that can write an entry can plant a
-compiled program another candidate will load. No trusted process compiles
-candidates, so **the persistent compilation cache is off inside workers**
-(``train.compile_cache`` is forced to false there, and the worker turns
-``jax_enable_compilation_cache`` off). Each worker keeps JAX's in-memory
-cache for its lifetime, which serves every seed of a candidate. Within one
-worker's lifetime a candidate that escaped the policy and the restricted
-builtins could tamper with that worker's state (and forge its own record);
-``max_tasks_per_worker`` bounds how many later candidates share a worker;
-the worker also puts back any attribute a candidate reassigned on the
-allow-listed modules (``jnp.mean = ...``) after the build stage and after
-every task.
+The persistent compilation cache is off inside workers (``train.compile_cache`` forced to false,
+``jax_enable_compilation_cache`` off); each worker keeps JAX's in-memory cache for its lifetime. Why, and
+what ``max_tasks_per_worker`` bounds: DESIGN.md §3 "Compilation cache".
 
 Data: the datasets reach workers as read-only ``.npy`` files in the
 Evaluator's temp root (``workspace.py``). Isolation layers and what held on

@@ -324,3 +324,18 @@ def test_throughput_counts_valid_and_novel_candidates_per_minute_of_recorded_tim
     assert f"throughput: {tp.line()}" in out
     text = (tmp_path / "report" / "report.md").read_text()
     assert f"Throughput: {tp.line()}. Per cycle: 0: 24.00, 1: 28.80 per minute." in text
+
+
+def test_a_candidate_whose_latest_proxy_evaluation_failed_is_reported_not_a_crash(tmp_path):
+    """A store can hold a Q beside a later failed proxy evaluation (e.g. a retried training that crashed)."""
+    _fill(tmp_path)
+    before = analyse(tmp_path)
+    cid = "s0-c001-004-a0"
+    was = next(c for c in before.best if c["id"] == cid)["vs_corpus"]
+    with RunStore(tmp_path) as s:
+        s.add_evaluation(cid, {"status": "error", "stage": "train", "error_kind": "crash"})
+    a = analyse(tmp_path)
+    assert a.cycles[1].trained == before.cycles[1].trained == 6  # the candidate keeps its Q
+    # Without an accuracy it has no comparison with the corpus: it no longer counts as beating it.
+    assert a.cycles[1].beats_corpus == before.cycles[1].beats_corpus - (1 if (was or {}).get("beats") else 0)
+    assert write_report(tmp_path).is_file()

@@ -238,7 +238,7 @@ def analyse(run_dir: str | Path, migrate: bool = True) -> RunAnalysis:
             generated=len(rs),
             unchecked=sum(r["verdict"] is None for r in rs),
             complete=position is None or t < position[0],
-            beats_corpus=sum(verdicts.get(r["id"], {}).get("beats") is True for r in rs),
+            beats_corpus=sum((verdicts.get(r["id"]) or {}).get("beats") is True for r in rs),
             degenerate=sum(bool(degenerate.get(r["id"])) for r in rs if r["quality"] is not None),
             valid=sum(r["verdict"] in VALID_VERDICTS for r in rs),
             accepted=sum(r["verdict"] == Verdict.ACCEPTED for r in rs),

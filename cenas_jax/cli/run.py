@@ -31,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true",
                    help="replace a finished, failed or interrupted run already in the run directory (says what it removes)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_distributed_args(p)
     p.set_defaults(func=_guarded(cmd_run))
 
     r = sub.add_parser("resume", help="continue a run that was stopped or killed",
@@ -45,6 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--redo-update", action="store_true",
                    help="when the adapter checkpoint the run needs is missing or incomplete, redo the CE update that "
                         "wrote it (from the checkpoint before it) instead of stopping with an error")
+    add_distributed_args(r)
     r.set_defaults(func=_guarded(cmd_resume))
 
     ls = sub.add_parser("runs", help="list the runs in a directory with their state",
@@ -67,21 +69,87 @@ def register(sub: argparse._SubParsersAction) -> None:
     ex.set_defaults(func=cmd_export)
 
 
-def _build(cfg, run_dir: Path, new: bool, progress: bool, redo_update: bool = False):
-    from cenas_jax.candidates.evaluator import Evaluator
-    from cenas_jax.rundir import build_manifest
-    from cenas_jax.search.llm_generator import LLMGenerator
-    from cenas_jax.search.loop import SearchLoop, select_corpus
+def add_distributed_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "many hosts (jax.distributed)",
+        "Run with every process of a multi-host job (one per host; `cenas launch --local-processes N` starts N on "
+        "this machine). Process 0 owns the run directory and the store and needs the config or run directory; "
+        "the others take the config from it, sample and evaluate their share on their own sandbox workers, and "
+        "join the CE update, one FSDP program over all devices. Unset values come from JAX_COORDINATOR_ADDRESS, "
+        "JAX_NUM_PROCESSES and JAX_PROCESS_ID, else from the cluster JAX detects (Slurm, TPU VMs, Open MPI, "
+        "Kubernetes). A lost process stops the run at its last checkpoint (exit 75): resume with `cenas resume "
+        "RUN_DIR --distributed` on all hosts.")
+    g.add_argument("--distributed", action="store_true", help="join a multi-process run through jax.distributed")
+    g.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address (default $JAX_COORDINATOR_ADDRESS)")
+    g.add_argument("--num-processes", type=int, metavar="N", help="processes in the run (default $JAX_NUM_PROCESSES)")
+    g.add_argument("--process-id", type=int, metavar="I", help="this process's index (default $JAX_PROCESS_ID)")
 
-    corpus = select_corpus(cfg.search)
+
+def _join(args):
+    """The process group of a ``--distributed`` run (None without the flag). Must come before any JAX use."""
+    if not getattr(args, "distributed", False):
+        if any(getattr(args, k, None) is not None for k in ("coordinator", "num_processes", "process_id")):
+            from cenas_jax.errors import UserError
+
+            raise UserError("--coordinator, --num-processes and --process-id need --distributed")
+        return None
+    from cenas_jax.distributed.group import initialize, resolve
+
+    return initialize(resolve(args.coordinator, args.num_processes, args.process_id))
+
+
+def _follow(group, progress: bool) -> int:
+    """A process other than 0 of a distributed run: the config comes from process 0."""
+    from cenas_jax.config import RunConfig, from_dict
+    from cenas_jax.distributed.roles import serve
+
+    import cenas_jax.cli as cli
+
+    def build(config: dict):
+        cfg = from_dict(RunConfig, config)
+        return _components(cfg, progress=False, tag=f"process {group.process_id}: ")
+
+    # Ends with os._exit: JAX's exit hook would disconnect from a coordination service that may be gone
+    # (process 0 ends first), which aborts the process.
+    cli.HARD_EXIT = True
+    return serve(group, build)
+
+
+def _components(cfg, progress: bool, tag: str = ""):
+    """The run's generator and sandbox pool."""
+    from cenas_jax.candidates.evaluator import Evaluator
+    from cenas_jax.search.llm_generator import LLMGenerator
+
     if cfg.search.generator == "mutation":
         from cenas_jax.search.mutation import MutationGenerator
 
         gen = MutationGenerator(seed=cfg.seed, edit_format=cfg.search.edit_format)
     else:
-        print(f"loading the LLM {cfg.llm.model.name} ...", flush=True)
+        print(f"{tag}loading the LLM {cfg.llm.model.name} ...", flush=True)
         gen = LLMGenerator(cfg.llm, seed=cfg.seed, progress=progress)
-    evaluator = Evaluator(cfg.data, cfg.train, cfg.sandbox, seed=cfg.seed)
+    return gen, Evaluator(cfg.data, cfg.train, cfg.sandbox, seed=cfg.seed)
+
+
+def _build(cfg, run_dir: Path, new: bool, progress: bool, redo_update: bool = False, group=None):
+    from cenas_jax.config import to_dict
+    from cenas_jax.rundir import build_manifest
+    from cenas_jax.search.loop import SearchLoop, select_corpus
+
+    corpus = select_corpus(cfg.search)
+    primary = None
+    if group is not None:
+        from cenas_jax.distributed.roles import Primary
+
+        primary = Primary(group)
+        primary.hello(to_dict(cfg))  # the others load their LLM meanwhile
+    gen, evaluator = _components(cfg, progress)
+    if primary is not None:
+        from cenas_jax.distributed.roles import DistributedEvaluator, DistributedGenerator
+
+        primary.wait_ready(gen.fingerprint)
+        print(f"{group.num_processes} processes ready", flush=True)
+        gen = DistributedGenerator(gen, primary, on_lost_in_collective=_lost_in_collective(run_dir))
+        evaluator = DistributedEvaluator(evaluator, primary)
     from cenas_jax.paths import cache_root
 
     cache = cache_root() / "warmstart"
@@ -91,15 +159,42 @@ def _build(cfg, run_dir: Path, new: bool, progress: bool, redo_update: bool = Fa
     return loop, evaluator
 
 
+def _lost_in_collective(run_dir: Path):
+    """Process 0 lost a peer inside a collective step (the CE update): record the run as interrupted at the
+    phase it was in (redone on resume) and end the process, which would otherwise wait in it for good."""
+
+    def on_lost(message: str) -> None:
+        import os
+
+        from cenas_jax.rundir import LoopState, RunDir
+        from cenas_jax.search.loop import EXIT_INTERRUPTED
+
+        rd = RunDir(run_dir)
+        try:
+            st = rd.load_state()
+            rd.save_state(LoopState(cycle=st.cycle, phase=st.phase, status="interrupted"))
+        finally:
+            print(f"cenas: {message} during a collective step; stopped at cycle {st.cycle}, phase {st.phase} "
+                  f"(redone on resume): cenas resume {run_dir} --distributed", file=sys.stderr, flush=True)
+            os._exit(EXIT_INTERRUPTED)
+
+    return on_lost
+
+
 def _drive(loop, evaluator) -> int:
     import cenas_jax.cli as cli
     from cenas_jax.search.loop import EXIT_INTERRUPTED
+
+    primary = getattr(evaluator, "primary", None)  # a distributed run: the others are told when it ends
 
     try:
         loop.run()
     finally:
         evaluator.close()
         loop.close()
+        if primary is not None:
+            primary.shutdown("the run " + ("was interrupted" if loop.stopped_by_signal else "ended"),
+                             EXIT_INTERRUPTED if loop.stopped_by_signal else 0)
         if loop.abandoned_work:  # everything is recorded and closed; end without finalising a busy XLA
             cli.HARD_EXIT = True
     print(f"run directory: {loop.rundir.path}   report: cenas report {loop.rundir.path}")
@@ -139,6 +234,32 @@ def _guarded(fn):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    group = _join(args)
+    if group is not None and not group.is_primary:
+        return _follow(group, progress=not args.no_progress)
+    with _telling_the_others(group):
+        return _cmd_run(args, group)
+
+
+def _telling_the_others(group):
+    """Process 0 of a distributed run that fails before its loop runs tells the others why, so they end too."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def guard():
+        try:
+            yield
+        except BaseException as e:
+            if group is not None:
+                from cenas_jax.distributed.roles import abort_others
+
+                abort_others(group, f"{type(e).__name__}: {e}")
+            raise
+
+    return guard()
+
+
+def _cmd_run(args: argparse.Namespace, group) -> int:
     from cenas_jax.config import load_config
     from cenas_jax.rundir import RunDir, lock_run_dir
     from cenas_jax.search import preflight
@@ -154,11 +275,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     status = preflight.check_new_run_dir(rd, args.force)  # again, now that no one else can change it
     if status is not None:
         preflight.replace_run_dir(rd, status)
-    loop, ev = _build(cfg, Path(run_dir), new=True, progress=not args.no_progress)
+    loop, ev = _build(cfg, Path(run_dir), new=True, progress=not args.no_progress, group=group)
     return _drive(loop, ev)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
+    group = _join(args)
+    if group is not None and not group.is_primary:
+        return _follow(group, progress=not args.no_progress)
+    with _telling_the_others(group):
+        return _cmd_resume(args, group)
+
+
+def _cmd_resume(args: argparse.Namespace, group) -> int:
     from cenas_jax.rundir import LoopState, RunDir, lock_run_dir
     from cenas_jax.search import preflight
 
@@ -172,6 +301,10 @@ def cmd_resume(args: argparse.Namespace) -> int:
     if state.status == "finished" and cfg.search.cycles <= state.cycle:
         print(f"{rd.path}: run already finished ({state.cycle} cycles); nothing to resume. "
               f"`cenas report {rd.path}` writes its report; --set search.cycles=N (N > {state.cycle}) extends it")
+        if group is not None:
+            from cenas_jax.distributed.roles import abort_others
+
+            abort_others(group, "the run had already finished", code=0)
         return 0
     _check_store(rd, state)  # before anything is written
     preflight.check_inputs(cfg)
@@ -182,7 +315,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
         state = LoopState(cycle=state.cycle, phase="generate", status="interrupted")
         rd.save_state(state)
     print(f"resuming {rd.path} at cycle {state.cycle}, phase {state.phase} (was {state.status})")
-    loop, ev = _build(cfg, rd.path, new=False, progress=not args.no_progress, redo_update=args.redo_update)
+    loop, ev = _build(cfg, rd.path, new=False, progress=not args.no_progress, redo_update=args.redo_update,
+                      group=group)
     return _drive(loop, ev)
 
 

@@ -221,12 +221,14 @@ class SearchLoop:
                 self.echo(summary.line(self.cfg.search.cycles))
             self.rundir.save_state(LoopState(cycle=state.cycle, phase="done", status="finished"))
             self.store.set_run_status(self.run_id, "finished")
-        except StopRequested:
+        except StopRequested as e:
             st = self.rundir.load_state()
             self._mark("interrupted", st)
-            self.stopped_by_signal = self.stop.by_signal
-            self.echo(f"stopped ({self.stop.reason}); checkpointed at cycle {st.cycle}, phase {st.phase}; "
-                      f"resume with: cenas resume {self.rundir.path}")
+            # A lost process of a distributed run (PeerLost) is a stop from outside, like a signal: exit 75.
+            self.stopped_by_signal = self.stop.by_signal or e.external
+            distributed = " --distributed" if e.external else ""
+            self.echo(f"stopped ({self.stop.reason or e}); checkpointed at cycle {st.cycle}, phase {st.phase}; "
+                      f"resume with: cenas resume {self.rundir.path}{distributed}")
         except BaseException as e:
             st = self.rundir.load_state()
             # A full disk is not the run's failure: it stays resumable as it is, once there is space.

@@ -19,7 +19,12 @@ from cenas_jax.config import SearchConfig
 
 
 class StopRequested(Exception):
-    """Raised between units of work when a stop (Ctrl-C, SIGTERM, budget) was asked for."""
+    """Raised between units of work when a stop (Ctrl-C, SIGTERM, budget) was asked for.
+
+    ``external``: raised from outside the ``StopControl`` (a lost process of a distributed run,
+    ``distributed.group.PeerLost``): the run is interrupted, as by a signal."""
+
+    external = False
 
 
 class StopControl:

@@ -1,0 +1,1 @@
+"""Multi-host runs through ``jax.distributed`` (``cenas run CONFIG --distributed``; DESIGN.md §7 "Many hosts")."""

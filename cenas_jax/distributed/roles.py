@@ -1,0 +1,434 @@
+"""The parts each process plays in a ``--distributed`` run (DESIGN.md §7 "Many hosts").
+
+Every process loads the same LLM and starts its own sandbox pool; all of them go through the same phases in
+lockstep. Process 0 runs the ``SearchLoop``: it alone reads and writes the run directory and the store and
+makes every decision that depends on them (slots, prompts, verdicts, elites). What the others must do it sends
+as numbered operations, which they carry out in ``serve``:
+
+- ``generate``: the call's batches (``LLMGenerator.batches``: the same batches a single process makes) are
+  dealt out in turn (batch j to process j mod P); each process samples its own, and process 0 records every
+  batch as it arrives. Generation i depends only on its prompt, temperature, key and batch, so the store is
+  the one a single process writes.
+- ``evaluate``: candidate i goes to process i mod P and is checked or trained by that host's sandbox workers;
+  the records come back as JSON and are parsed as untrusted (``records.record_from_worker``).
+- ``update``: the CE update is one SPMD program over the global mesh (FSDP: ``llm/sharding.FSDP_RULES``,
+  gloo collectives on CPU). Afterwards every process holds the full adapters again.
+- ``sync``: process 0 broadcasts its adapters (after restoring a checkpoint or a cached warm start: only
+  process 0 reads the run directory, so no host needs to see it but process 0's).
+
+Candidate code never runs in a process that joined: the sandbox workers are processes of their own with a
+scrubbed environment (``Evaluator._worker_env``). Process 0 alone writes checkpoints; the optimiser state of a
+sharded update is not kept (the CE update starts from a fresh optimiser every cycle anyway).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from cenas_jax.distributed.group import Group, PeerLost
+from cenas_jax.search.generator import Generation, OnBatch, UpdateResult
+
+FINISH_REASONS = ("eos", "stop", "length")
+
+
+class Primary:
+    """Process 0's side of the protocol: numbered operations out, results in."""
+
+    def __init__(self, group: Group) -> None:
+        self.group = group
+        self.seq = 0
+
+    def send(self, op: str, payload: dict[str, Any] | None = None) -> int:
+        self.seq += 1
+        self.group.put(f"op/{self.seq}", {"op": op, **(payload or {})})
+        return self.seq
+
+    def hello(self, config: dict[str, Any]) -> None:
+        """Give the others the run's config, then wait until each has loaded its LLM and started its pool."""
+        self.group.put("op/0", {"op": "hello", "config": config})
+
+    def wait_ready(self, fingerprint: str) -> None:
+        for p in self.group.peers:
+            msg = self.group.wait(f"ready/{p}")
+            if "error" in msg:
+                raise RuntimeError(f"process {p} could not start: {msg['error']}")
+            if msg.get("fingerprint") != fingerprint:
+                raise RuntimeError(f"process {p} loaded another model ({msg.get('fingerprint')}) than process 0 "
+                                   f"({fingerprint}): every host must have the same weights")
+
+    def shutdown(self, reason: str = "", code: int = 0) -> None:
+        """Tell the others the run ended and wait until each has closed its pool (the coordination service
+        lives in this process: it must outlive their last message)."""
+        try:
+            self.send("shutdown", {"reason": reason, "code": code})
+            for p in self.group.peers:
+                self.group.wait(f"bye/{p}", watch=[p])
+        except PeerLost:
+            pass
+        self.group.close()
+
+
+def abort_others(group: Group, reason: str, code: int = 2) -> None:
+    """Process 0 ends before (or instead of) its loop: the others, waiting for the config, end too."""
+    try:
+        if group.try_get("op/0") is None:
+            group.put("op/0", {"op": "abort", "reason": reason, "code": code})
+        else:
+            Primary(group).send("shutdown", {"reason": reason, "code": code})  # (after hello; the others' next op is 1)
+    except PeerLost:
+        pass
+    group.close()
+
+
+# ---------------------------------------------------------------------------------------------- generation
+
+
+def batch_plan(inner: Any, prompts: Sequence[Any]) -> list[list[int]]:
+    """How ``inner.generate`` cuts a call into batches (``LLMGenerator.batches``); one prompt per batch for a
+    generator without batches (the mutation control)."""
+    if hasattr(inner, "batches"):
+        return [list(b) for b in inner.batches(prompts)]
+    return [[i] for i in range(len(prompts))]
+
+
+def deal(plan: Sequence[Sequence[int]], skip: Collection[int], n: int) -> list[list[list[int]]]:
+    """The batches with something to generate, dealt out in turn: result[p] = process p's batches."""
+    todo = [list(b) for b in plan if any(i not in skip for i in b)]
+    return [todo[p::n] for p in range(n)]
+
+
+def _prompt_json(p: Any) -> dict[str, Any]:
+    return dataclasses.asdict(p) if dataclasses.is_dataclass(p) else {"system": "", "user": str(p)}
+
+
+def _prompt_from(d: dict[str, Any]) -> Any:
+    from cenas_jax.search.prompts import Prompt
+
+    return Prompt(**{k: d.get(k) for k in ("system", "user", "mode", "dataset", "edit_format")})
+
+
+def _generation_from(item: Any, where: str) -> tuple[int, Generation]:
+    ok = (isinstance(item, list) and len(item) == 4 and isinstance(item[0], int) and isinstance(item[1], str)
+          and isinstance(item[2], int) and item[2] >= 0 and item[3] in FINISH_REASONS)
+    if not ok:
+        raise RuntimeError(f"{where}: a malformed generation came back: {str(item)[:120]}")
+    return item[0], Generation(text=item[1], num_tokens=item[2], finish_reason=item[3])
+
+
+class DistributedGenerator:
+    """Process 0's generator: the ``Generator`` protocol over all processes (see the module docstring)."""
+
+    def __init__(self, inner: Any, primary: Primary, on_lost_in_collective: Callable[[str], None] | None = None) -> None:
+        self.inner = inner
+        self.primary = primary
+        self.group = primary.group
+        self.fingerprint = inner.fingerprint
+        self.learns = getattr(inner, "learns", True)
+        self.on_lost_in_collective = on_lost_in_collective
+
+    def __getattr__(self, name: str) -> Any:  # count_tokens, speculation, ...: the local generator's
+        return getattr(self.inner, name)
+
+    def generate(self, prompts: Sequence[Any], temperatures: Sequence[float], seeds: Sequence[int], *,
+                 skip: Collection[int] = (), on_batch: OnBatch | None = None) -> list[Generation | None]:
+        n = self.group.num_processes
+        dealt = deal(batch_plan(self.inner, prompts), skip, n)
+        seq = self.primary.send("generate", {
+            "prompts": [_prompt_json(p) for p in prompts], "temperatures": [float(t) for t in temperatures],
+            "seeds": [int(s) for s in seeds], "skip": sorted(int(i) for i in skip), "dealt": dealt})
+        out: list[Generation | None] = [None] * len(prompts)
+        pending = {f"g/{seq}/{p}/{j}": (p, set(b) - set(skip)) for p in range(1, n) for j, b in enumerate(dealt[p])}
+
+        def deliver(key: str, value: Any) -> None:
+            p, wanted = pending.pop(key)
+            items = [_generation_from(x, f"process {p}") for x in (value if isinstance(value, list) else [None])]
+            if {i for i, _ in items} != wanted:
+                raise RuntimeError(f"process {p} returned generations {sorted(i for i, _ in items)} for a batch of "
+                                   f"{sorted(wanted)}")
+            for i, g in items:
+                out[i] = g
+            if on_batch is not None:
+                on_batch([i for i, _ in items], [g for _, g in items])
+
+        def drain() -> None:
+            for key in list(pending):
+                value = self.group.try_get(key)
+                if value is not None:
+                    deliver(key, value)
+
+        def own(ids: list[int], gens: list[Generation]) -> None:
+            for i, g in zip(ids, gens):
+                out[i] = g
+            if on_batch is not None:
+                on_batch(ids, gens)
+            drain()
+
+        mine = {i for b in dealt[0] for i in b}
+        self.inner.generate(prompts, temperatures, seeds, skip={i for i in range(len(prompts)) if i not in mine} | set(skip),
+                            on_batch=own)
+        while pending:
+            key = next(iter(pending))
+            deliver(key, self.group.wait(key))
+        self.group.delete(f"g/{seq}/{p}" for p in range(1, n))
+        return out
+
+    def update(self, examples: Sequence[tuple[Any, str]], seed: int, epochs: float | None = None,
+               learning_rate: float | None = None) -> UpdateResult:
+        if not collective_update(self.inner):
+            return self.inner.update(examples, seed, epochs, learning_rate)
+        self.primary.send("update", {"examples": [[_prompt_json(p), c] for p, c in examples], "seed": int(seed),
+                                     "epochs": epochs, "learning_rate": learning_rate})
+        with watchdog(self.group, self.on_lost_in_collective):
+            return sharded_update(self.inner, examples, seed, epochs, learning_rate)
+
+    def save(self, directory: Path) -> None:
+        self.inner.save(directory)
+
+    def restore(self, directory: Path) -> None:
+        self.inner.restore(directory)
+        if collective_update(self.inner):
+            self.primary.send("sync")
+            with watchdog(self.group, self.on_lost_in_collective):
+                broadcast_adapters(self.inner)
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+
+
+class DistributedEvaluator:
+    """Process 0's evaluator: candidate i is evaluated by process i mod P's own sandbox pool."""
+
+    def __init__(self, inner: Any, primary: Primary) -> None:
+        self.inner = inner
+        self.primary = primary
+        self.group = primary.group
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def evaluate(self, candidates: Iterable[Any], train: bool = True, progress: bool = False) -> list[Any]:
+        return list(self.evaluate_iter(candidates, train=train, progress=progress))
+
+    def evaluate_iter(self, candidates: Iterable[Any], train: bool = True, progress: bool = False) -> Iterator[Any]:
+        from cenas_jax.candidates.records import record_from_worker
+
+        cands = list(candidates)
+        n = self.group.num_processes
+        seq = self.primary.send("evaluate", {"train": bool(train), "items": [
+            [i, c.id, c.source, c.dataset] for i, c in enumerate(cands) if i % n != 0]})
+        pending = {f"e/{seq}/{i}": c for i, c in enumerate(cands) if i % n != 0}
+        finished = False
+        t0 = time.monotonic()
+
+        def parse(key: str, value: Any) -> Any:
+            c = pending.pop(key)
+            msg = value if isinstance(value, dict) else {}
+            if msg.get("candidate_id") != c.id:
+                msg = {"status": "error", "error_kind": "crash",
+                       "error_message": f"protocol violation: another process returned a record for "
+                                        f"{str(msg.get('candidate_id'))[:80]!r} in place of {c.id!r}"}
+            return record_from_worker(c.id, msg, time.monotonic() - t0, c.dataset or msg.get("dataset") or "")
+
+        own = self.inner.evaluate_iter([c for i, c in enumerate(cands) if i % n == 0], train=train)
+        try:
+            for rec in own:
+                yield rec
+                for key in list(pending):
+                    value = self.group.try_get(key)
+                    if value is not None:
+                        yield parse(key, value)
+            while pending:
+                key = next(iter(pending))
+                yield parse(key, self.group.wait(key))
+            finished = True
+        finally:
+            if hasattr(own, "close"):
+                own.close()
+            if not finished:  # a stop: the others drop what they have not finished (resume redoes it)
+                self.group.put(f"cancel/{seq}", True)
+            self.group.delete([f"e/{seq}"])
+
+
+# ---------------------------------------------------------------------------------------------- the CE update
+
+
+def collective_update(gen: Any) -> bool:
+    """Whether ``gen``'s update is the sharded SPMD program (an LLM); the mutation control learns nothing."""
+    return getattr(gen, "learns", True) and hasattr(gen, "model")
+
+
+def _variables(model: Any):
+    from flax import nnx
+
+    for path, node in nnx.iter_graph(model):
+        if isinstance(node, nnx.Variable):
+            yield path, node
+
+
+def sharded_update(gen: Any, examples: Sequence[tuple[Any, str]], seed: int, epochs: float | None,
+                   learning_rate: float | None) -> UpdateResult:
+    """``gen.update`` as one program over every device of every process (FSDP), then the adapters gathered
+    back into this process (every process samples with them) and the base weights put back as they were."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+    from jax.experimental import multihost_utils
+
+    from cenas_jax.llm import sharding
+
+    model = gen.model
+    local = {path: v.get_value() for path, v in _variables(model)}
+    mesh = sharding.make_mesh(devices=jax.devices())
+    sharding.shard_model(model, mesh, sharding.FSDP_RULES)
+    ok = False
+    try:
+        result = gen.update(examples, seed, epochs, learning_rate)
+        ok = True
+    finally:
+        for path, v in _variables(model):
+            if ok and isinstance(v, nnx.LoRAParam):
+                v.set_value(jnp.asarray(multihost_utils.process_allgather(v.get_value(), tiled=True)))
+            else:
+                v.set_value(local[path])
+        gen._optimizer = None  # sharded over the processes; the next update starts from a fresh one anyway
+    return result
+
+
+def broadcast_adapters(gen: Any) -> None:
+    """Process 0's adapters into every process (a collective: every process calls it)."""
+    import jax.numpy as jnp
+    from flax import nnx
+    from jax.experimental import multihost_utils
+
+    lora = [(p, v) for p, v in _variables(gen.model) if isinstance(v, nnx.LoRAParam)]
+    values = multihost_utils.broadcast_one_to_all([v.get_value() for _, v in lora])
+    for (_, v), x in zip(lora, values):
+        v.set_value(jnp.asarray(x))
+
+
+class watchdog:
+    """While a collective runs, a lost peer would leave this process waiting in it for good: a thread watches
+    the heartbeats and calls ``on_lost(message)`` (which ends the process) when a peer is lost."""
+
+    def __init__(self, group: Group, on_lost: Callable[[str], None] | None) -> None:
+        self.group = group
+        self.on_lost = on_lost or _exit_lost
+        self.done = threading.Event()
+
+    def __enter__(self) -> watchdog:
+        def watch() -> None:
+            while not self.done.wait(1.0):
+                try:
+                    self.group.check_alive(self.group.peers)
+                except PeerLost as e:
+                    self.on_lost(str(e))
+                    return
+                except Exception:  # noqa: BLE001 - the store itself is gone: process 0 ended
+                    self.on_lost("the coordination service (process 0) stopped answering")
+                    return
+
+        threading.Thread(target=watch, name="cenas-watchdog", daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.done.set()
+
+
+def _exit_lost(message: str) -> None:
+    from cenas_jax.search.loop import EXIT_INTERRUPTED
+
+    print(f"cenas: {message} during a collective step; stopping (the run resumes from its last checkpoint)",
+          file=sys.stderr, flush=True)
+    os._exit(EXIT_INTERRUPTED)
+
+
+# ---------------------------------------------------------------------------------------------- processes 1..P-1
+
+
+def serve(group: Group, build: Callable[[dict[str, Any]], tuple[Any, Any]], echo: Callable[[str], None] = print) -> int:
+    """A process other than 0: build the generator and the sandbox pool from process 0's config, then carry out
+    its operations until ``shutdown``. Returns the exit code."""
+    from cenas_jax.search.loop import EXIT_INTERRUPTED
+
+    pid = group.process_id
+    try:
+        hello = group.wait("op/0", watch=[0])
+        if hello.get("op") == "abort":
+            echo(f"process {pid}: process 0 ended before the run started: {hello.get('reason')}")
+            return int(hello.get("code", 2))
+        try:
+            gen, evaluator = build(hello["config"])
+        except Exception as e:
+            group.put(f"ready/{pid}", {"error": f"{type(e).__name__}: {e}"})
+            raise
+        group.put(f"ready/{pid}", {"fingerprint": gen.fingerprint})
+        echo(f"process {pid}: ready ({group.num_processes} processes)")
+        try:
+            seq = 1
+            while True:
+                op = group.wait(f"op/{seq}", watch=[0])
+                kind = op.get("op")
+                if kind == "shutdown":
+                    evaluator.close()
+                    group.put(f"bye/{pid}", True)
+                    echo(f"process {pid}: done" + (f" ({op['reason']})" if op.get("reason") else ""))
+                    return int(op.get("code", 0))
+                _carry_out(group, seq, op, gen, evaluator)
+                seq += 1
+        finally:
+            evaluator.close()
+    except PeerLost as e:
+        echo(f"process {pid}: {e}; stopping (process 0 keeps the run at its last checkpoint; "
+             f"resume with `cenas resume RUN_DIR --distributed`)")
+        return EXIT_INTERRUPTED
+    finally:
+        group.close()
+
+
+def _carry_out(group: Group, seq: int, op: dict[str, Any], gen: Any, evaluator: Any) -> None:
+    pid, n = group.process_id, group.num_processes
+    kind = op.get("op")
+    if kind == "generate":
+        prompts = [_prompt_from(d) for d in op["prompts"]]
+        mine = op["dealt"][pid]
+        where = {i: j for j, b in enumerate(mine) for i in b}
+        keep = {i for b in mine for i in b}
+        skip = {i for i in range(len(prompts)) if i not in keep} | set(op["skip"])
+
+        def post(ids: list[int], gens: list[Generation]) -> None:
+            group.put(f"g/{seq}/{pid}/{where[ids[0]]}", [[i, g.text, g.num_tokens, g.finish_reason]
+                                                         for i, g in zip(ids, gens)])
+
+        gen.generate(prompts, op["temperatures"], op["seeds"], skip=skip, on_batch=post)
+    elif kind == "evaluate":
+        from cenas_jax.candidates.records import Candidate
+
+        mine = [(i, Candidate(id=cid, source=src, dataset=ds)) for i, cid, src, ds in op["items"] if i % n == pid]
+        index = {c.id: i for i, c in mine}
+        it = evaluator.evaluate_iter([c for _, c in mine], train=op["train"])
+        try:
+            for rec in it:
+                group.put(f"e/{seq}/{index[rec.candidate_id]}", rec.to_dict())
+                if group.try_get(f"cancel/{seq}") is not None:
+                    break
+        finally:
+            if hasattr(it, "close"):
+                it.close()
+    elif kind == "update":
+        if collective_update(gen):
+            examples = [(_prompt_from(p), c) for p, c in op["examples"]]
+            with watchdog(group, None):
+                sharded_update(gen, examples, op["seed"], op["epochs"], op["learning_rate"])
+    elif kind == "sync":
+        if collective_update(gen):
+            with watchdog(group, None):
+                broadcast_adapters(gen)
+    else:
+        raise RuntimeError(f"process {pid}: unknown operation {kind!r} from process 0")

@@ -32,6 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run-dir", help="where the run is written (as for `cenas run`)")
     p.add_argument("--force", action="store_true", help="replace a finished or interrupted run in --run-dir")
     p.add_argument("--port", type=int, default=0, help="coordinator port on localhost (default: a free one)")
+    p.add_argument("--peer-timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="a process silent this long is lost; the run stops at its last checkpoint (default 30)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_launch)
 
@@ -62,7 +64,7 @@ def commands(args: argparse.Namespace) -> list[str]:
             cmd += ["--set", f"sandbox.workers={share}"]
     for o in args.overrides:
         cmd += ["--set", o]
-    return cmd + ["--distributed"] + (["--no-progress"] if args.no_progress or args.local_processes > 1 else [])
+    return cmd + ["--distributed", "--peer-timeout", f"{args.peer_timeout:g}"] + (["--no-progress"] if args.no_progress or args.local_processes > 1 else [])
 
 
 def cmd_launch(args: argparse.Namespace) -> int:

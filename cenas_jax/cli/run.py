@@ -83,6 +83,8 @@ def add_distributed_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address (default $JAX_COORDINATOR_ADDRESS)")
     g.add_argument("--num-processes", type=int, metavar="N", help="processes in the run (default $JAX_NUM_PROCESSES)")
     g.add_argument("--process-id", type=int, metavar="I", help="this process's index (default $JAX_PROCESS_ID)")
+    g.add_argument("--peer-timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="a process silent this long is lost and the run stops at its last checkpoint (default 30)")
 
 
 def _join(args):
@@ -95,15 +97,18 @@ def _join(args):
         return None
     from cenas_jax.distributed.group import initialize, resolve
 
-    return initialize(resolve(args.coordinator, args.num_processes, args.process_id))
+    if args.peer_timeout <= 0:
+        from cenas_jax.errors import UserError
+
+        raise UserError(f"--peer-timeout must be > 0 seconds, got {args.peer_timeout}")
+    return initialize(resolve(args.coordinator, args.num_processes, args.process_id), peer_timeout_s=args.peer_timeout)
 
 
 def _follow(group, progress: bool) -> int:
     """A process other than 0 of a distributed run: the config comes from process 0."""
+    import cenas_jax.cli as cli
     from cenas_jax.config import RunConfig, from_dict
     from cenas_jax.distributed.roles import serve
-
-    import cenas_jax.cli as cli
 
     def build(config: dict):
         cfg = from_dict(RunConfig, config)

@@ -79,7 +79,7 @@ def resolve(coordinator: str | None = None, num_processes: int | None = None, pr
     return spec
 
 
-def initialize(spec: DistributedSpec, *, init_timeout_s: int = 300) -> Group:
+def initialize(spec: DistributedSpec, *, init_timeout_s: int = 300, peer_timeout_s: float = DEAD_AFTER_S) -> Group:
     """Join the run's processes (``jax.distributed.initialize``) before anything uses a JAX backend."""
     import jax
 
@@ -99,7 +99,7 @@ def initialize(spec: DistributedSpec, *, init_timeout_s: int = 300) -> Group:
             f"Open MPI, Kubernetes); `cenas launch --local-processes N` starts N on this machine") from None
     from jax._src.distributed import global_state
 
-    group = Group(global_state.client, jax.process_index(), jax.process_count())
+    group = Group(global_state.client, jax.process_index(), jax.process_count(), dead_after_s=peer_timeout_s)
     group.start_heartbeat()
     return group
 

@@ -80,8 +80,10 @@ def abort_others(group: Group, reason: str, code: int = 2) -> None:
     try:
         if group.try_get("op/0") is None:
             group.put("op/0", {"op": "abort", "reason": reason, "code": code})
+            for p in group.peers:  # the store lives in this process: it must outlive their reading it
+                group.wait(f"bye/{p}", watch=[p])
         else:
-            Primary(group).send("shutdown", {"reason": reason, "code": code})  # (after hello; the others' next op is 1)
+            Primary(group).shutdown(reason, code)  # (after hello; the others' next op is 1)
     except PeerLost:
         pass
     group.close()
@@ -361,6 +363,7 @@ def serve(group: Group, build: Callable[[dict[str, Any]], tuple[Any, Any]], echo
     try:
         hello = group.wait("op/0", watch=[0])
         if hello.get("op") == "abort":
+            group.put(f"bye/{pid}", True)
             echo(f"process {pid}: process 0 ended before the run started: {hello.get('reason')}")
             return int(hello.get("code", 2))
         try:
@@ -401,10 +404,16 @@ def _carry_out(group: Group, seq: int, op: dict[str, Any], gen: Any, evaluator: 
         where = {i: j for j, b in enumerate(mine) for i in b}
         keep = {i for b in mine for i in b}
         skip = {i for i in range(len(prompts)) if i not in keep} | set(op["skip"])
+        wanted = {j: {i for i in b if i not in skip} for j, b in enumerate(mine)}
+        done: dict[int, list[list[Any]]] = {j: [] for j in wanted}
 
         def post(ids: list[int], gens: list[Generation]) -> None:
-            group.put(f"g/{seq}/{pid}/{where[ids[0]]}", [[i, g.text, g.num_tokens, g.finish_reason]
-                                                         for i, g in zip(ids, gens)])
+            """Each batch is posted whole, when its last generation is in (however ``on_batch`` is called)."""
+            for i, g in zip(ids, gens):
+                j = where[i]
+                done[j].append([i, g.text, g.num_tokens, g.finish_reason])
+                if len(done[j]) == len(wanted[j]):
+                    group.put(f"g/{seq}/{pid}/{j}", done[j])
 
         gen.generate(prompts, op["temperatures"], op["seeds"], skip=skip, on_batch=post)
     elif kind == "evaluate":

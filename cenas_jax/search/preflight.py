@@ -94,7 +94,7 @@ def replace_run_dir(rd: RunDir, status: str, echo=print) -> list[Path]:
         if p.is_dir():
             shutil.rmtree(p)
         else:
-            p.unlink()
+            p.unlink(missing_ok=True)  # (SQLite's -wal/-shm may go with the store)
     return gone
 
 

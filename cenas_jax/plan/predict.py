@@ -260,7 +260,7 @@ def predict(cfg: RunConfig, costs: CostModel, hosts: int = 1, devices_per_host: 
     per_candidate = sum(training_s(sh) for sh in shapes) / len(shapes)  # a candidate trains on one dataset
     trained = slots * w.trained_share
     train = Phase("train", trained * per_candidate / capacity(trained) if trained > 0 else 0.0,
-                  f"{trained:,.1f} candidates x {per_candidate:,.1f} s (compile {costs.compile_s:g} s + "
+                  f"{trained:,.3g} candidates x {per_candidate:,.1f} s (compile {costs.compile_s:.3g} s + "
                   f"{tc.seeds} seed(s) x {_steps_words(shapes, tc.epochs, tc.batch_size)}) on "
                   f"{min(total_workers, max(1, math.ceil(trained - 1e-9)))} of {total_workers} worker(s)")
 
@@ -278,9 +278,11 @@ def predict(cfg: RunConfig, costs: CostModel, hosts: int = 1, devices_per_host: 
         passes = _passes(cfg, kept)
         fed = passes * kept * tok_pair
         rate = costs.finetune_rate(params) * update_devices
+        made = f"{elites} elite(s) + {pairs - elites} replayed"
+        which = f"the token budget keeps {kept} of {made}" if kept < pairs else made
         update = Phase("update", costs.update_overhead_s + fed / rate,
-                       f"{kept} pairs ({elites} elite(s) + replayed corpus) of ~{tok_pair:,.0f} tokens x {passes:g} "
-                       f"pass(es) at {rate:,.0f} tok/s + {costs.update_overhead_s:g} s fixed")
+                       f"{kept} pairs ({which}) of ~{tok_pair:,.0f} tokens x {passes:g} pass(es) at {rate:,.0f} tok/s "
+                       f"+ {costs.update_overhead_s:.3g} s fixed")
     else:
         update = Phase("update", 0.0, "no CE update (" + ("no LLM" if not llm else "search.ce_update: false") + ")")
 
@@ -296,7 +298,7 @@ def predict(cfg: RunConfig, costs: CostModel, hosts: int = 1, devices_per_host: 
         rate = costs.finetune_rate(params) * update_devices
         warm_phase = Phase("warm_start", costs.update_overhead_s + ws.passes * ws.tokens / rate,
                            f"{ws.pairs} corpus pairs, ~{ws.tokens:,.0f} tokens x {ws.passes} pass(es) at "
-                           f"{rate:,.0f} tok/s + {costs.update_overhead_s:g} s fixed")
+                           f"{rate:,.0f} tok/s + {costs.update_overhead_s:.3g} s fixed")
     else:
         warm_phase = Phase("warm_start", 0.0, {"off": "none", "shipped": "the shipped adapter for its key, restored",
                                                "cached": "the cached adapter for its key, restored"}[ws.status])
@@ -346,7 +348,7 @@ def _assumptions(cfg: RunConfig, costs: CostModel, w: Workload, hosts: int, devi
     out.append("training examples: " + ", ".join(
         f"{sh.name} {sh.train_examples:,} ({sh.height}x{sh.width}x{sh.channels})" for sh in shapes)
         + " (nominal sizes of the named datasets, after the validation split)")
-    out.append(f"generations: {w.generations_per_slot:g} per slot ({w.sources.get('generations_per_slot', '')})")
+    out.append(f"generations: {w.generations_per_slot:.3g} per slot ({w.sources.get('generations_per_slot', '')})")
     out.append(f"trained: {w.trained_share:.0%} of the slots ({w.sources.get('trained_share', '')})")
     out.append("tokens per prompt: " + ", ".join(f"{m} {w.prompt_tokens[m]:,.0f}" for m in ("full", "delta"))
                + f" ({w.sources.get('prompt_tokens', '')})")
@@ -358,6 +360,11 @@ def _assumptions(cfg: RunConfig, costs: CostModel, w: Workload, hosts: int, devi
     if cfg.search.max_wall_s is not None:
         out.append(f"search.max_wall_s = {cfg.search.max_wall_s:g} s stops the run at a phase boundary")
     return out
+
+
+def params_words(n: float) -> str:
+    """A parameter count as models are named: 7.6B, 134.5M."""
+    return f"{n / 1e9:.3g}B" if n >= 1e9 else f"{n / 1e6:,.1f}M"
 
 
 def hours_unit(device: str) -> str:
@@ -376,7 +383,7 @@ def format_prediction(pred: Prediction, title: str | None = None) -> str:
     unit = "core" if pred.device == "cpu" else pred.device.upper()
     lines = [title or (f"cenas plan: {pred.label or 'config'} on {pred.device}: {pred.hosts} host(s) x "
                        f"{pred.devices_per_host} {unit}(s), {pred.workers_per_host} sandbox worker(s) per host; "
-                       + (f"LLM {pred.model} ({pred.model_params / 1e6:,.1f}M parameters)" if pred.model
+                       + (f"LLM {pred.model} ({params_words(pred.model_params)} parameters)" if pred.model
                           else "no LLM (mutation generator)"))]
     lines.append(f"  {'phase':<11} {'s/cycle':>9} {'share':>6}  what")
     for p in pred.cycle:

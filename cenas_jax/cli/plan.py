@@ -128,9 +128,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
         if measured.cfg.search.generator == "llm":
             try:
                 run_params = model_params(measured.cfg.llm.model.name)
-            except UserError:
+            except UserError as e:
                 if args.model_params is None:
-                    raise
+                    raise UserError(f"{args.from_run}: {e} (give the run's LLM size with --model-params, e.g. 7B)") \
+                        from None
                 run_params = args.model_params
         cal = calibrate(measured, base, model_params=run_params)
         workload = cal.workload

@@ -78,10 +78,13 @@ reproduce-small: install
 	$(VENV)/bin/cenas reproduce small --out runs/reproduce-small
 
 # The paper's scale on a GPU/TPU machine: make reproduce DATA_DIR=/data LLMS="dir1 dir2 dir3"
-# CHECK=1: check data, checkpoints, devices and disk, print the plan and its cost, run nothing.
+# CHECK=1: check data, checkpoints, devices and disk, print the plan and `cenas plan`'s prediction of it (seconds per
+# phase of every search run, its dominant phase, the total device-hours), run nothing. The prediction is for
+# HOSTS hosts x DEVICES devices of kind DEVICE (gpu|tpu|cpu; default: this machine's accelerators, else one GPU),
+# with the figures of COSTS (a YAML file, see `cenas plan --help`) where it gives them.
 # SMOKE=1: a minutes-long version on one GPU (one LLM, one dataset).
 reproduce: install
-	$(VENV)/bin/cenas reproduce paper --out runs/reproduce $(if $(CHECK),--check) $(if $(SMOKE),--smoke) --data-dir "$(DATA_DIR)" --llms "$(LLMS)"
+	$(VENV)/bin/cenas reproduce paper --out runs/reproduce $(if $(CHECK),--check) $(if $(SMOKE),--smoke) --data-dir "$(DATA_DIR)" --llms "$(LLMS)" $(if $(HOSTS),--hosts $(HOSTS)) $(if $(DEVICES),--devices-per-host $(DEVICES)) $(if $(DEVICE),--device $(DEVICE)) $(if $(COSTS),--costs "$(COSTS)")
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

@@ -39,9 +39,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--llms", default=os.environ.get("LLMS", ""),
                    help='space-separated checkpoint directories, e.g. "dir1 dir2 dir3" (default: $LLMS)')
     g.add_argument("--check", action="store_true",
-                   help="check data, checkpoints, devices and disk; print the plan and its GPU-hours; run nothing")
+                   help="check data, checkpoints, devices and disk; print the plan, `cenas plan`'s prediction of each "
+                        "search run (seconds per phase, the dominant phase) and the total device-hours; run nothing")
     g.add_argument("--smoke", action="store_true", help="a minutes-long version on one GPU (one LLM, one dataset)")
     g.add_argument("--summary-only", action="store_true", help="only (re)write SUMMARY.md from what exists")
+    g.add_argument("--device", choices=("cpu", "gpu", "tpu"), default=None,
+                   help="with --check: the device kind of the prediction (default: this machine's accelerators, "
+                        "else gpu; $DEVICE in make)")
+    g.add_argument("--hosts", type=int, default=1, help="with --check: hosts of the prediction (default: 1; $HOSTS)")
+    g.add_argument("--devices-per-host", type=int, default=None, metavar="D",
+                   help="with --check: GPUs or TPU chips per host (default: this machine's, else 1; $DEVICES)")
+    g.add_argument("--costs", metavar="FILE",
+                   help="with --check: YAML of per-device figures replacing the built-in ones, as for `cenas plan` "
+                        "($COSTS)")
     g.set_defaults(func=cmd_reproduce)
 
 
@@ -51,5 +61,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if args.which == "small":
         return reproduce_small(args.out, plan_only=args.plan, summary_only=args.summary_only)
     llms = [x for x in (args.llms or "").split() if x]
+    from cenas_jax.errors import UserError
+
+    if args.hosts < 1 or (args.devices_per_host is not None and args.devices_per_host < 1):
+        raise UserError("--hosts and --devices-per-host must be >= 1")
     return reproduce_paper(args.out, llms, args.data_dir, check=args.check, smoke=args.smoke,
-                           summary_only=args.summary_only)
+                           summary_only=args.summary_only, device=args.device, hosts=args.hosts,
+                           devices_per_host=args.devices_per_host, costs_file=args.costs)

@@ -24,11 +24,14 @@ Every step is restartable: a finished run is skipped, an interrupted one resumed
 fig1 and fig2 runs for each, the ablation and the frozen control for the first, the
 mutation control once), six datasets, 50-epoch retrain; ``--check`` checks what it
 needs (data of the six datasets, Llama-family checkpoints, accelerators, free disk),
-prints the plan and the estimated GPU-hours (DESIGN.md §8: 30-60 s per
-generate-and-train step) and exits (1 when something is missing) without running;
+prints the plan with the GPU-hours of DESIGN.md §8's 30-60 s per generate-and-train
+step, and ``cenas plan``'s prediction of every search run (seconds per phase, the
+dominant phase) and of the total device-hours (``costs.py``), and exits (1 when
+something is missing) without running;
 ``--smoke`` is a minutes-long version on one GPU. Exit codes: 0 done, 1 something
 missing or a step failed, 2 bad arguments.
 
-Modules: ``plan.py`` (the plans and their cost), ``checks.py`` (what the paper scale needs),
+Modules: ``plan.py`` (the plans and their cost), ``costs.py`` (the paper plan's predicted cost),
+``checks.py`` (what the paper scale needs),
 ``execute.py`` (running a plan, the step log, the two commands).
 """

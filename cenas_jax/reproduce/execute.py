@@ -22,6 +22,7 @@ from cenas_jax.report.fmt import duration
 from cenas_jax.report.summary import ExecutedStep, PlannedRun, PlannedStep, Reproduction, Summary
 from cenas_jax.report.summary_read import read_summary
 from cenas_jax.reproduce import checks
+from cenas_jax.reproduce.costs import format_plan_cost, plan_cost
 from cenas_jax.reproduce.plan import (
     Plan,
     Step,
@@ -142,6 +143,26 @@ def write_summary(plan: Plan, path: str | Path | None = None) -> Path:
 # ---------------------------------------------------------------------------------------------- the commands
 
 
+def _predicted_cost(plan: Plan, device: str | None, hosts: int, devices_per_host: int | None,
+                    costs_file: str | None) -> str:
+    """``cenas plan``'s prediction of the plan, as text (the device kind and count default to this machine's
+    accelerators, else one GPU: the paper's scale is not for a CPU)."""
+    from cenas_jax.candidates.placement import detect_inventory
+    from cenas_jax.plan import default_costs, load_costs
+
+    files = load_costs(costs_file) if costs_file else {}
+    inv = detect_inventory()
+    guessed = device is None
+    if device is None:
+        device = inv.platform if inv.platform in ("gpu", "tpu") else "gpu"
+    if devices_per_host is None:
+        devices_per_host = len(inv.devices) if inv.platform == device and inv.devices else 1
+    text = format_plan_cost(plan_cost(plan, files.get(device) or default_costs(device), hosts, devices_per_host))
+    if guessed and inv.platform == "cpu":
+        text += "\n  - no accelerator on this machine: one GPU assumed (DEVICE=gpu|tpu DEVICES=N HOSTS=N set it)"
+    return text
+
+
 def _run_and_summarise(plan: Plan, summary_only: bool, echo: Echo) -> int:
     failed = 0
     if not summary_only:
@@ -164,12 +185,21 @@ def reproduce_small(out: str | Path = "runs/reproduce-small", plan_only: bool = 
 
 
 def reproduce_paper(out: str | Path = "runs/reproduce", llms: Sequence[str] = (), data_dir: str | None = None,
-                    check: bool = False, smoke: bool = False, summary_only: bool = False, echo: Echo = print) -> int:
+                    check: bool = False, smoke: bool = False, summary_only: bool = False, echo: Echo = print, *,
+                    device: str | None = None, hosts: int = 1, devices_per_host: int | None = None,
+                    costs_file: str | None = None) -> int:
     """``cenas reproduce paper``: print the plan and the checks; with everything there, run it (unless ``check``)
-    and write the summary. Returns the exit code: 1 when something is missing or a step failed."""
+    and write the summary. Returns the exit code: 1 when something is missing or a step failed.
+
+    With ``check``, also ``cenas plan``'s prediction of every search run and the total device-hours on ``hosts`` x
+    ``devices_per_host`` devices of kind ``device`` (default: this machine's accelerator kind and count, else one
+    GPU), with the figures of ``costs_file`` where it gives them."""
     plan = paper_plan(out, llms, data_dir, smoke=smoke)
+    prediction = _predicted_cost(plan, device, hosts, devices_per_host, costs_file) if check else None
     found = checks.paper_checks(plan, llms, data_dir, paper_datasets(smoke), smoke=smoke)
     echo(format_plan(plan))
+    if prediction is not None:
+        echo(prediction)
     echo("checks:")
     for c in found:
         echo(c.line())

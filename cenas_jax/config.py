@@ -99,6 +99,13 @@ class SandboxConfig:
     workers_per_device: int = 1  # GPU: workers sharing one device (memory split evenly among them)
     device_memory_fraction: float = 0.0  # GPU/TPU: share of a device for all its workers; 0: 0.75
     tpu_worker_per_chip: bool = True  # TPU: one single-chip worker per chip; false: one worker owns them all
+    # Where the workers run (DESIGN.md §7 "Ray"): "local", this host's pool; "ray", pools hosted by Ray actors.
+    backend: Literal["local", "ray"] = "local"
+    ray_address: str = ""  # "": a local Ray started for the run; else the cluster to join ("auto", "ray://h:10001")
+    ray_actors: int = 0  # 0: one per group of ray_gpus_per_actor GPUs; with CPU actors, one per node
+    # GPUs each actor holds (a worker per GPU there): -1, as many as the GPU node with the fewest has (one actor
+    # per GPU node; CPU actors on a cluster without GPUs); 0: CPU actors; N: N GPUs.
+    ray_gpus_per_actor: int = -1
 
     def __post_init__(self) -> None:
         _check(self.workers >= 0, "sandbox.workers", "must be >= 0")
@@ -115,6 +122,11 @@ class SandboxConfig:
         _check(self.workers_per_device >= 1, "sandbox.workers_per_device", "must be >= 1")
         _check(0.0 <= self.device_memory_fraction <= 1.0, "sandbox.device_memory_fraction",
                "must be in [0, 1] (0: the default, 0.75)")
+        _check(self.ray_actors >= 0, "sandbox.ray_actors", "must be >= 0 (0: one per node or GPU group)")
+        _check(self.ray_gpus_per_actor >= -1, "sandbox.ray_gpus_per_actor",
+               "must be -1 (the GPUs of the smallest GPU node), 0 (CPU actors) or a number of GPUs")
+        _check(self.ray_address == self.ray_address.strip(), "sandbox.ray_address",
+               f"has leading or trailing spaces: {self.ray_address!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -308,6 +320,9 @@ class ProxySNRConfig:
     n_boot: int = 1000  # bootstrap resamples for every CI
     ci: float = 0.95
     from_run: str | None = None  # a run directory: use its trained candidates instead of the corpus
+    # Seeds per task: an architecture's S seeds are trained as tasks of this many seeds each, spread over the
+    # workers (0: all S in one task, trained one after the other on CPU, vmapped on accelerators).
+    seeds_per_task: int = 0
 
     def __post_init__(self) -> None:
         _check(self.max_architectures >= 0, "proxy_snr.max_architectures", "must be >= 0 (0: no cap)")
@@ -317,6 +332,7 @@ class ProxySNRConfig:
         _check(self.truth_seeds >= 1, "proxy_snr.truth_seeds", "must be >= 1")
         _check(self.n_boot >= 0, "proxy_snr.n_boot", "must be >= 0")
         _check(0 < self.ci < 1, "proxy_snr.ci", "must be in (0, 1)")
+        _check(self.seeds_per_task >= 0, "proxy_snr.seeds_per_task", "must be >= 0 (0: all seeds in one task)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from cenas_jax import theory
-from cenas_jax.candidates.evaluator import Evaluator
+from cenas_jax.candidates.backends import make_evaluator
 from cenas_jax.candidates.records import Candidate
 from cenas_jax.errors import UserError
 from cenas_jax.progress import progress_bar
@@ -133,7 +133,7 @@ EvaluatorFactory = Callable[[Any, Any, Any, int], Any]
 
 
 def _default_evaluator(data_cfg: Any, train_cfg: Any, sandbox_cfg: Any, seed: int) -> Any:
-    return Evaluator(data_cfg, train_cfg, sandbox_cfg, seed=seed, eval_split="test")
+    return make_evaluator(data_cfg, train_cfg, sandbox_cfg, seed=seed, eval_split="test")
 
 
 def retrain(

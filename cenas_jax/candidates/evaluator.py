@@ -30,12 +30,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import queue
 import secrets
 import select
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import weakref
 from collections import deque
@@ -52,6 +54,20 @@ from cenas_jax.config import DataConfig, SandboxConfig, TrainConfig, to_dict
 BYPASSES = ("policy", "exec")  # what ``Evaluator.evaluate_bypassing`` can skip; see the Evaluator's docstring
 _EXTRA_PROCESSES = 64  # threads/processes a worker may add beyond those it has when it drops to nobody
 _START_FAILURES_BEFORE_GIVING_UP = 3
+
+
+def _take(feed: queue.Queue, wait_s: float) -> tuple[list[Candidate], bool]:
+    """What ``feed`` holds now (waiting up to ``wait_s`` for a first item), and whether it is still open."""
+    got: list[Candidate] = []
+    try:
+        item = feed.get(timeout=wait_s) if wait_s > 0 else feed.get_nowait()
+        while True:
+            if item is None:
+                return got, False
+            got.append(item)
+            item = feed.get_nowait()
+    except queue.Empty:
+        return got, True
 
 
 def _cleanup(workers: list[WorkerHandle], root: str) -> None:
@@ -261,19 +277,30 @@ class Evaluator:
             out[index] = rec
         return [r for r in out if r is not None]
 
+    def evaluate_stream(
+        self, feed: queue.Queue, train: bool = True, stop: threading.Event | None = None
+    ) -> Iterator[EvalRecord]:
+        """Evaluate candidates as they arrive on ``feed``; yield each record as soon as it is complete.
+
+        ``feed`` holds ``Candidate``s and, last, ``None``: the stream ends once every candidate before it
+        has its record. A set ``stop`` ends it at once, dropping the evaluations in flight (their workers
+        are retired, as when an ``evaluate_iter`` is abandoned). A pool that stays up between batches of
+        candidates that arrive over time: a Ray actor's (``ray_pool.py``).
+        """
+        return (rec for _, rec in self._run([], train, False, feed=feed, stop=stop))
+
     def _run(
-        self, items: list[tuple[Candidate, str | None]], train: bool, progress: bool
-    ) -> Iterator[tuple[int, EvalRecord]]:
+        self, items: list[tuple[Candidate, str | None]], train: bool, progress: bool,
+        feed: queue.Queue | None = None, stop: threading.Event | None = None,
+    ) -> Iterator[tuple[int, EvalRecord]]:  # fmt: skip
         cands = [c for c, _ in items]
         if self._closed:
             raise RuntimeError("this Evaluator is closed")
         if self._busy_generator:
             raise RuntimeError("another evaluation of this Evaluator is still in progress")
-        infos = {}
+        infos: dict[str, dict] = {}
         for c in cands:
-            name = c.dataset or self.data_cfg.name
-            if name not in infos:
-                infos[name] = self._files.dataset_info(name, write=train)
+            self._info(infos, c, train)
         pending = deque((i, c, b) for i, (c, b) in enumerate(items))
         bar = None
         if progress:
@@ -281,12 +308,27 @@ class Evaluator:
 
             bar = progress_bar(total=len(cands), file=sys.stderr, desc="evaluating", unit="cand")
         self._busy_generator = True
+        feeding = feed is not None
+        arrived = len(items)
         try:
             for index, rec in self._refuse_oversized(pending):
                 if bar is not None:
                     bar.update(1)
                 yield index, rec
-            while pending or any(w.state == "busy" for w in self._workers):
+            while pending or feeding or any(w.state == "busy" for w in self._workers):
+                if stop is not None and stop.is_set():
+                    return
+                if feeding:
+                    idle = not pending and not any(w.state == "busy" for w in self._workers)
+                    new, feeding = _take(feed, wait_s=0.2 if idle else 0.0)
+                    for c in new:
+                        self._info(infos, c, train)
+                    fresh = deque((arrived + i, c, None) for i, c in enumerate(new))
+                    arrived += len(new)
+                    yield from self._refuse_oversized(fresh)
+                    pending.extend(fresh)
+                    if idle and not pending:
+                        continue
                 busy = sum(w.state == "busy" for w in self._workers)
                 self._ensure_pool(len(pending) + busy)
                 for w in list(self._workers):
@@ -308,6 +350,12 @@ class Evaluator:
             for w in list(self._workers):  # abandoned mid-way: in-flight results would leak into the next call
                 if w.state == "busy":
                     self._retire(w)
+
+    def _info(self, infos: dict[str, dict], cand: Candidate, train: bool) -> None:
+        """The worker's metadata of ``cand``'s dataset, exported (once) when training."""
+        name = cand.dataset or self.data_cfg.name
+        if name not in infos:
+            infos[name] = self._files.dataset_info(name, write=train)
 
     def _refuse_oversized(self, pending: deque) -> list[tuple[int, EvalRecord]]:
         """Sources over ``max_source_bytes`` get their policy record here, without a trip to a worker."""
@@ -339,6 +387,8 @@ class Evaluator:
             "input_shape": info["input_shape"],
             "data": info,
             "seed": self.seed,
+            "seed_offset": cand.seed_offset,
+            "seeds": cand.seeds,
             "max_params": self.cfg.max_params,
             "max_source_bytes": self.cfg.max_source_bytes,
         }

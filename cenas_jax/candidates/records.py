@@ -24,11 +24,25 @@ CHEAP_STAGES = STAGES[:-1]
 
 @dataclasses.dataclass(frozen=True)
 class Candidate:
-    """One architecture to evaluate: an id chosen by the caller, its source, optionally another dataset."""
+    """One architecture to evaluate: an id chosen by the caller, its source, optionally another dataset.
+
+    ``seeds`` (None: ``train.seeds``) and ``seed_offset`` choose which training seeds it trains: seeds
+    ``seed_offset .. seed_offset + seeds - 1`` of the candidate, each the seed a task of every seed would
+    train under that number (proxy-SNR's seed groups: DESIGN.md §7).
+    """
 
     id: str
     source: str
     dataset: str | None = None  # None: the Evaluator's data_cfg.name
+    seed_offset: int = 0
+    seeds: int | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.seed_offset, bool) or not isinstance(self.seed_offset, int) or self.seed_offset < 0:
+            raise ValueError(f"Candidate.seed_offset must be an int >= 0, got {self.seed_offset!r}")
+        if self.seeds is not None and (isinstance(self.seeds, bool) or not isinstance(self.seeds, int)
+                                       or self.seeds < 1):  # fmt: skip
+            raise ValueError(f"Candidate.seeds must be None or an int >= 1, got {self.seeds!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,6 +161,18 @@ def record_from_worker(cid: str, msg: dict, wall_s: float, dataset: str) -> Eval
         dataset=dataset,
         degenerate=_flags(msg.get("degenerate")),
     )
+
+
+def record_from_json(cid: str, value: Any, wall_s: float, dataset: str) -> EvalRecord:
+    """The record of candidate ``cid`` from an ``EvalRecord.to_dict()`` that crossed a process boundary as JSON
+    (a Ray actor's: ``ray_pool.py``), checked like a worker's message; its ``wall_s`` when it is a plausible
+    number, else the caller's. Anything but an object is a ``crash`` record."""
+    if not isinstance(value, dict):
+        return EvalRecord(cid, "error", "crash", f"protocol violation: a record that is not an object "
+                                                 f"({clip_text(type(value).__name__)})", None, wall_s=wall_s,
+                          dataset=dataset)  # fmt: skip
+    theirs = _num(value.get("wall_s"), 0.0)
+    return record_from_worker(cid, value, theirs if theirs is not None and math.isfinite(theirs) else wall_s, dataset)
 
 
 def voided(rec: EvalRecord, why: str) -> EvalRecord:

@@ -24,6 +24,7 @@ framing helpers, and the launcher forks before anything heavy is loaded.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import select
@@ -460,7 +461,7 @@ class _Runtime:
         import numpy as np
 
         jax.config.update("jax_enable_compilation_cache", False)  # see evaluator.py: who may write the cache
-        from cenas_jax.config import TrainConfig, from_dict
+        from cenas_jax.config import TrainConfig, from_dict, to_dict
         from cenas_jax.train import TrainError, exported
 
         self.jax, self.np = jax, np
@@ -470,6 +471,7 @@ class _Runtime:
         self.broken = False
         self.datasets: dict[str, Any] = {}
         self.train_cfg = from_dict(TrainConfig, spec["train_cfg"])
+        self.to_dict = to_dict
         self.platform = export_platform(jax)
         # Warm-up: every lazily imported piece the trainer uses, while files are readable.
         jax.jit(lambda x: jnp.tanh(x) * 2)(jnp.ones((2, 2))).block_until_ready()
@@ -487,8 +489,9 @@ class _Runtime:
         progs = self.exported.load_programs(out.record.get("export"), out.blobs, shapes, self.platform)
         self.jax.jit(lambda k: progs.init.call(k)).lower(self.jax.ShapeDtypeStruct((2,), self.np.uint32)).compile()
 
-    def _trace(self, task: dict, shapes: Any, report_stage) -> tuple[TracerOutput, int | None]:
-        tracer_task = dict(task, train_cfg=self.spec["train_cfg"], platform=self.platform,
+    def _trace(self, task: dict, shapes: Any, report_stage, train_cfg: dict | None = None
+               ) -> tuple[TracerOutput, int | None]:  # fmt: skip
+        tracer_task = dict(task, train_cfg=train_cfg or self.spec["train_cfg"], platform=self.platform,
                            shapes=shapes.to_dict() if shapes is not None else None)  # fmt: skip
         try:
             conn = self.zygote.start_tracer(tracer_task)
@@ -543,6 +546,19 @@ class _Runtime:
             self.datasets[key] = Dataset(name=info["name"], num_classes=int(info["num_classes"]), **arrays)
         return self.datasets[key]
 
+    def _task_cfg(self, task: dict) -> tuple[Any, dict | None, int]:
+        """The recipe of this task (``train.seeds``, or the task's own ``seeds``; its dict when it is not the
+        spec's) and its first seed's number (``seed_offset``)."""
+        seeds, offset = task.get("seeds"), task.get("seed_offset") or 0
+        if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+            raise ValueError(f"seed_offset {offset!r} is not an int >= 0")
+        if seeds is None or seeds == self.train_cfg.seeds:
+            return self.train_cfg, None, offset
+        if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
+            raise ValueError(f"seeds {seeds!r} is not an int >= 1")
+        cfg = dataclasses.replace(self.train_cfg, seeds=seeds)
+        return cfg, self.to_dict(cfg), offset
+
     def run(self, task: dict, report_stage) -> dict:
         """One candidate: traced in a new tracer, then (``task["train"]``) trained here; always a record."""
         t0 = time.perf_counter()
@@ -550,13 +566,17 @@ class _Runtime:
         shapes = None
         dataset = None
         try:
+            train_cfg, train_dict, seed_offset = self._task_cfg(task)
+        except ValueError as e:  # the parent's task, not the candidate: never happens with our parent
+            return {"status": "error", "error_kind": "crash", "stage": None, "error_message": _short(f"bad task: {e}")}
+        try:
             if task["train"]:
                 dataset = self._dataset(task["data"])
-                shapes = self.exported.Shapes.for_dataset(dataset, self.train_cfg, eval_split)
+                shapes = self.exported.Shapes.for_dataset(dataset, train_cfg, eval_split)
         except Exception as e:  # noqa: BLE001 - our own data; never the candidate's fault
             return {"status": "error", "error_kind": "crash", "stage": None,
                     "error_message": _short(f"loading the dataset failed: {type(e).__name__}: {e}")}  # fmt: skip
-        out, code = self._trace(task, shapes, report_stage)
+        out, code = self._trace(task, shapes, report_stage, train_dict)
         if out.violation is not None:
             return {"status": "error", "error_kind": "crash", "stage": out.stage,
                     "error_message": f"tracer protocol violation: {out.violation}"}  # fmt: skip
@@ -574,8 +594,8 @@ class _Runtime:
             export_s = time.perf_counter() - t_export
             key = self.jax.random.fold_in(self.jax.random.PRNGKey(int(task["seed"])),
                                           zlib.crc32(task["source"].encode()) & 0x7FFFFFFF)  # fmt: skip
-            res = self.exported.train_exported(progs, dataset, self.train_cfg, key, eval_split=eval_split,
-                                               max_params=int(task["max_params"]))  # fmt: skip
+            res = self.exported.train_exported(progs, dataset, train_cfg, key, eval_split=eval_split,
+                                               max_params=int(task["max_params"]), seed_offset=seed_offset)  # fmt: skip
         except BaseException as e:  # noqa: BLE001 - hostile programs may make XLA raise anything
             kind, message = self._classify(e)
             rec.update(status="error", error_kind=kind, error_message=_short(message))

@@ -122,7 +122,7 @@ def format_table(rows: list[tuple[str, object]]) -> str:
 
 
 def cmd_eval(args) -> int:
-    from cenas_jax.candidates.evaluator import Evaluator
+    from cenas_jax.candidates.backends import make_evaluator
     from cenas_jax.candidates.naming import NetNameError, check_name, select_net
     from cenas_jax.candidates.records import Candidate, EvalRecord
     from cenas_jax.errors import UserError
@@ -149,7 +149,7 @@ def cmd_eval(args) -> int:
             continue
         cands.append((i, Candidate(id=f"{i}:{path}", source=src)))
     if cands:
-        with Evaluator(cfg.data, cfg.train, cfg.sandbox, seed=cfg.seed) as ev:
+        with make_evaluator(cfg.data, cfg.train, cfg.sandbox, seed=cfg.seed) as ev:
             recs = ev.evaluate([c for _, c in cands], train=not args.no_train, progress=not args.no_progress)
         records.update({i: rec for (i, _), rec in zip(cands, recs)})
     rows = [(path, records[i]) for i, (path, _, _) in enumerate(files)]

@@ -122,7 +122,7 @@ def _follow(group, progress: bool) -> int:
 
 def _components(cfg, progress: bool, tag: str = ""):
     """The run's generator and sandbox pool."""
-    from cenas_jax.candidates.evaluator import Evaluator
+    from cenas_jax.candidates.backends import make_evaluator
     from cenas_jax.search.llm_generator import LLMGenerator
 
     if cfg.search.generator == "mutation":
@@ -132,7 +132,7 @@ def _components(cfg, progress: bool, tag: str = ""):
     else:
         print(f"{tag}loading the LLM {cfg.llm.model.name} ...", flush=True)
         gen = LLMGenerator(cfg.llm, seed=cfg.seed, progress=progress)
-    return gen, Evaluator(cfg.data, cfg.train, cfg.sandbox, seed=cfg.seed)
+    return gen, make_evaluator(cfg.data, cfg.train, cfg.sandbox, seed=cfg.seed)
 
 
 def _build(cfg, run_dir: Path, new: bool, progress: bool, redo_update: bool = False, group=None):

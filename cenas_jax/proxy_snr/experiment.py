@@ -9,7 +9,11 @@
   (``ceiling.json``, ``ceiling.png``: :func:`write_ceiling`).
 
 Training goes through a ``ScoreFn`` seam; the default (:func:`evaluator_score_fn`)
-is the sandbox ``Evaluator``, so no candidate code runs in this process. The
+is the sandbox, on the backend ``sandbox.backend`` names (this host's pool or Ray
+actors), so no candidate code runs in this process. The K x S trainings are
+(architecture, seed group) tasks of ``proxy_snr.seeds_per_task`` seeds each
+(:func:`seed_groups`): a group trains exactly the numbers its seeds give in one
+task of all S, and smaller groups spread one architecture over several workers. The
 proxy is keyed by ``RunConfig.seed`` and the ground truth by ``seed + 1``
 (``TRUTH_SEED_OFFSET``): the truth runs never share an initialisation with a
 proxy run, which would correlate their noise and flatter the proxy
@@ -75,31 +79,54 @@ class ArchScores:
 ScoreFn = Callable[[Sequence[Arch], TrainConfig, int], list[ArchScores]]
 
 
-def evaluator_score_fn(data_cfg: DataConfig, sandbox_cfg: SandboxConfig, progress: bool = False) -> ScoreFn:
-    """The default ScoreFn: train through a sandbox ``Evaluator`` pool (one pool per call)."""
+def seed_groups(seeds: int, per_task: int) -> list[tuple[int, int]]:
+    """(first seed, number of seeds) of each task that trains seeds ``0 .. seeds - 1`` of one architecture,
+    ``per_task`` at a time (0, or ``per_task >= seeds``: one task of all of them)."""
+    n = seeds if per_task <= 0 or per_task >= seeds else per_task
+    return [(first, min(n, seeds - first)) for first in range(0, seeds, n)]
+
+
+def evaluator_score_fn(data_cfg: DataConfig, sandbox_cfg: SandboxConfig, progress: bool = False,
+                       seeds_per_task: int = 0) -> ScoreFn:  # fmt: skip
+    """The default ScoreFn: train through a sandbox pool (``sandbox.backend``; one pool per call), each
+    architecture's seeds as tasks of ``seeds_per_task`` seeds (``seed_groups``)."""
 
     def score(archs: Sequence[Arch], train_cfg: TrainConfig, seed: int) -> list[ArchScores]:
-        from cenas_jax.candidates.evaluator import Evaluator
+        from cenas_jax.candidates.backends import make_evaluator
         from cenas_jax.candidates.records import Candidate
 
-        cands = [Candidate(a.id, a.source, a.dataset) for a in archs]
-        with Evaluator(data_cfg, train_cfg, sandbox_cfg, seed=seed) as ev:
+        groups = seed_groups(train_cfg.seeds, seeds_per_task)
+        whole = len(groups) == 1
+        tasks = [(i, first, n) for i in range(len(archs)) for first, n in groups]
+        cands = [Candidate(archs[i].id if whole else f"{archs[i].id}#seeds{first}-{first + n - 1}", archs[i].source,
+                           archs[i].dataset, seed_offset=0 if whole else first, seeds=None if whole else n)
+                 for i, first, n in tasks]  # fmt: skip
+        with make_evaluator(data_cfg, train_cfg, sandbox_cfg, seed=seed) as ev:
             records = ev.evaluate(cands, train=True, progress=progress)
-        by_id = {r.candidate_id: r for r in records}
-        out = []
-        for a in archs:
-            r = by_id.get(a.id)
-            if r is None:
-                out.append(ArchScores(error="no record came back from the sandbox"))
-            elif r.status != "ok":
-                out.append(ArchScores(error=f"{r.error_kind}: {r.error_message or ''}".strip()))
-            elif len(r.seed_accuracies) != train_cfg.seeds:
-                out.append(ArchScores(error=f"expected {train_cfg.seeds} seed accuracies, got {len(r.seed_accuracies)}"))
-            else:
-                out.append(ArchScores(seed_accuracies=tuple(float(x) for x in r.seed_accuracies)))
-        return out
+        if len(records) != len(cands):
+            raise RuntimeError(f"the sandbox returned {len(records)} records for {len(cands)} tasks")
+        parts: list[list[tuple[int, int, Any]]] = [[] for _ in archs]
+        for (i, first, n), r in zip(tasks, records):
+            parts[i].append((first, n, r))
+        return [_assemble(got, train_cfg.seeds, whole) for got in parts]
 
     return score
+
+
+def _assemble(parts: list[tuple[int, int, Any]], seeds: int, whole: bool) -> ArchScores:
+    """One architecture's scores from its tasks' (first seed, seeds, record), in seed order; the first failed
+    task's error."""
+    accs: list[float] = []
+    for first, n, r in parts:
+        where = "" if whole else f" (seeds {first}..{first + n - 1})"
+        if r.status != "ok":
+            return ArchScores(error=f"{r.error_kind}: {r.error_message or ''}".strip() + where)
+        if len(r.seed_accuracies) != n:
+            return ArchScores(error=f"expected {n} seed accuracies, got {len(r.seed_accuracies)}{where}")
+        accs += [float(x) for x in r.seed_accuracies]
+    if len(accs) != seeds:
+        return ArchScores(error=f"expected {seeds} seed accuracies, got {len(accs)}")
+    return ArchScores(seed_accuracies=tuple(accs))
 
 
 def _matrix(scores: Sequence[ArchScores], n_seeds: int) -> np.ndarray:
@@ -284,14 +311,14 @@ def run_proxy_snr(
     ``cfg.proxy_snr`` says which architectures and budgets (the rest of the
     recipe is ``cfg.train``); ``out_dir`` receives ``proxy_snr.json`` and
     ``proxy_snr.png`` (None: nothing is written). ``score_fn`` defaults to the
-    sandbox Evaluator; ``archs`` overrides the selection (tests).
+    sandbox (``evaluator_score_fn``); ``archs`` overrides the selection (tests).
     """
     p = cfg.proxy_snr
     if archs is None:
         archs, source = select_architectures(cfg)
     else:
         archs, source = list(archs), "given"
-    score = score_fn or evaluator_score_fn(cfg.data, cfg.sandbox, progress=progress)
+    score = score_fn or evaluator_score_fn(cfg.data, cfg.sandbox, progress=progress, seeds_per_task=p.seeds_per_task)
     proxy_cfg, truth_cfg = _proxy_truth_cfgs(cfg)
 
     _say(progress, f"proxy: {len(archs)} architectures x {p.seeds} seeds, {p.proxy_epochs:g} epoch(s) ...")
@@ -404,7 +431,7 @@ def ceiling_effect(
         scores_from = "stored"
         _say(progress, f"ceiling: {len(archs)} candidates with {S} stored proxy seeds each")
     else:
-        score = score or evaluator_score_fn(cfg.data, cfg.sandbox, progress=progress)
+        score = score or evaluator_score_fn(cfg.data, cfg.sandbox, progress=progress, seeds_per_task=p.seeds_per_task)
         S = p.seeds
         _say(progress, f"ceiling: the run stored {min(counts)} seed(s) per candidate; retraining {len(archs)} x {S} seeds")
         res = score(archs, proxy_cfg, cfg.seed)
@@ -413,7 +440,7 @@ def ceiling_effect(
         scores_from = "retrained"
     truth: dict[str, np.ndarray] = {}
     if with_truth:
-        score = score or evaluator_score_fn(cfg.data, cfg.sandbox, progress=progress)
+        score = score or evaluator_score_fn(cfg.data, cfg.sandbox, progress=progress, seeds_per_task=p.seeds_per_task)
         todo = [a for a in archs if a.id in proxy]
         _say(progress, f"ceiling: truth budget for {len(todo)} candidates ({p.truth_epochs:g} epochs)")
         res = score(todo, truth_cfg, cfg.seed + TRUTH_SEED_OFFSET)

@@ -24,7 +24,9 @@ from cenas_jax.rundir import RunDir, lock_holder, write_atomic
 
 
 def check_inputs(cfg: RunConfig) -> None:
-    """Every dataset of the pool is available, the corpus selection exists, the model can be found."""
+    """Every dataset of the pool is available, the corpus selection exists, the model can be found, the
+    sandbox's backend can be used."""
+    from cenas_jax.candidates.backends import check_backend
     from cenas_jax.data.catalog import check_available
     from cenas_jax.search.loop import select_corpus
 
@@ -36,6 +38,7 @@ def check_inputs(cfg: RunConfig) -> None:
             raise UserError(f"{key}: {e}") from None
     if not select_corpus(cfg.search):
         raise UserError("search.corpus: the seed corpus is empty")
+    check_backend(cfg.sandbox)
     if cfg.search.generator != "mutation":
         from cenas_jax.llm.weights import resolve_model_path
 

@@ -380,11 +380,14 @@ def train_exported(
     *,
     eval_split: str = "val",
     max_params: int | None = None,
+    seed_offset: int = 0,
 ) -> TrainResult:
     """Train the exported programs for ``cfg.epochs`` on ``dataset`` for ``cfg.seeds`` seeds and score them.
 
     The same contract as ``proxy.train_candidate`` (``TrainError`` kinds "nan", "compile", "shape"),
-    plus "budget" when the model's parameters (counted here) exceed ``max_params``.
+    plus "budget" when the model's parameters (counted here) exceed ``max_params``. The seeds are numbers
+    ``seed_offset .. seed_offset + cfg.seeds - 1`` (seed ``s`` from ``fold_in(key, s)``), so a task of some
+    seeds trains exactly what those seeds train in a task of all of them.
     """
     if max_params is not None and progs.params > max_params:
         raise TrainError("budget", f"{progs.params:,} parameters exceed the budget of {max_params:,}")
@@ -420,7 +423,7 @@ def train_exported(
                                 donate=(0,)) for n in sorted({n for _, n in schedule})}  # fmt: skip
 
     train_data, eval_data = train.as_tuple(), evald.as_tuple()
-    seed_keys = [jax.random.fold_in(key, s) for s in range(seeds)]
+    seed_keys = [jax.random.fold_in(key, seed_offset + s) for s in range(seeds)]
 
     def run(state: dict, label: str) -> dict:
         return run_schedule(state, schedule, n_train, vm, step_c, epoch_cs, train_data, label)
@@ -436,12 +439,12 @@ def train_exported(
     correct: list[int] = []
     losses: list[float] = []
     if vm:
-        state = run(init_c(jnp.stack(seed_keys)), f"0..{seeds - 1}")
+        state = run(init_c(jnp.stack(seed_keys)), f"{seed_offset}..{seed_offset + seeds - 1}")
         correct = score(state)
         losses = [float(v) / last for v in np.asarray(state["loss_sum"])]
     else:
         for s in range(seeds):
-            state = run(init_c(seed_keys[s]), str(s))
+            state = run(init_c(seed_keys[s]), str(seed_offset + s))
             correct += score(state)
             losses.append(float(state["loss_sum"]) / last)
     train_s = time.perf_counter() - t1

@@ -230,6 +230,112 @@ def test_config_section_is_validated():
 
 
 # ---------------------------------------------------------------------------
+# (architecture, seed group) tasks
+# ---------------------------------------------------------------------------
+
+
+def test_seed_groups_cover_every_seed_once_in_order():
+    assert experiment.seed_groups(5, 2) == [(0, 2), (2, 2), (4, 1)]
+    assert experiment.seed_groups(3, 1) == [(0, 1), (1, 1), (2, 1)]
+    assert experiment.seed_groups(3, 0) == experiment.seed_groups(3, 3) == experiment.seed_groups(3, 7) == [(0, 3)]
+
+
+class FakePool:
+    """Stands in for ``make_evaluator``'s pool: seed ``s`` of a source scores ``q(source) + 0.01 * s``; a source
+    containing "nan-on-seed-3" fails the task holding seed 3. Records every pool it builds and its tasks."""
+
+    built: list = []
+
+    def __init__(self, data_cfg, train_cfg, sandbox_cfg, *, seed=0, eval_split="val"):
+        self.train_cfg, self.sandbox_cfg, self.seed, self.tasks = train_cfg, sandbox_cfg, seed, []
+        FakePool.built.append(self)
+
+    def evaluate(self, cands, train=True, progress=False):
+        from cenas_jax.candidates.records import EvalRecord
+
+        out = []
+        for c in cands:
+            self.tasks.append(c)
+            n = self.train_cfg.seeds if c.seeds is None else c.seeds
+            seeds = range(c.seed_offset, c.seed_offset + n)
+            if "nan-on-seed-3" in c.source and 3 in seeds:
+                out.append(EvalRecord(c.id, "error", "nan", "loss became NaN", "train"))
+                continue
+            q = 0.3 + 0.4 * (zlib.crc32(c.source.encode()) % 1000) / 1000 + 0.001 * self.train_cfg.epochs
+            accs = tuple(q + 0.01 * s for s in seeds)
+            out.append(EvalRecord(c.id, "ok", accuracy=float(np.mean(accs)), seed_accuracies=accs))
+        return out
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+
+def test_seed_group_tasks_reassemble_into_the_scores_of_one_task(monkeypatch):
+    from cenas_jax.candidates import backends
+    from cenas_jax.config import DataConfig, SandboxConfig, TrainConfig
+
+    monkeypatch.setattr(backends, "make_evaluator", FakePool)
+    FakePool.built = []
+    archs = [experiment.Arch("a", "# a"), experiment.Arch("b", "# b nan-on-seed-3"), experiment.Arch("c", "# c", "mnist")]
+    train = TrainConfig(seeds=5)
+    whole = experiment.evaluator_score_fn(DataConfig(), SandboxConfig())(archs, train, 7)
+    grouped = experiment.evaluator_score_fn(DataConfig(), SandboxConfig(), seeds_per_task=2)(archs, train, 7)
+    one, two = FakePool.built
+    assert [(c.id, c.seed_offset, c.seeds) for c in one.tasks] == [("a", 0, None), ("b", 0, None), ("c", 0, None)]
+    assert [(c.id, c.seed_offset, c.seeds, c.dataset) for c in two.tasks[:3]] == [
+        ("a#seeds0-1", 0, 2, None), ("a#seeds2-3", 2, 2, None), ("a#seeds4-4", 4, 1, None)]
+    assert [c.dataset for c in two.tasks[6:]] == ["mnist"] * 3 and two.seed == one.seed == 7
+    assert grouped[0] == whole[0] and grouped[2] == whole[2]  # the same five numbers, in seed order
+    assert len(whole[0].seed_accuracies) == 5
+    assert whole[1].error == "nan: loss became NaN"
+    assert grouped[1].error == "nan: loss became NaN (seeds 2..3)" and grouped[1].seed_accuracies == ()
+
+
+def test_cenas_proxy_snr_goes_through_the_backend_factory_with_seed_groups(tmp_path, monkeypatch):
+    """``--set sandbox.backend=ray`` reaches the pool factory, and ``proxy_snr.seeds_per_task`` its tasks."""
+    from cenas_jax.candidates import backends
+    from cenas_jax.cli import main
+
+    monkeypatch.setattr(backends, "make_evaluator", FakePool)
+    FakePool.built = []
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("proxy_snr: {architectures: [lenet5, mlp_small, vgg_small, resnet_basic], seeds: 3,"
+                   " truth_seeds: 1, n_boot: 50}\n")
+    out = tmp_path / "out"
+    assert main(["proxy-snr", str(cfg), "--out", str(out), "--no-progress", "--set", "sandbox.backend=ray",
+                 "--set", "proxy_snr.seeds_per_task=1"]) == 0
+    proxy, truth = FakePool.built
+    assert proxy.sandbox_cfg.backend == truth.sandbox_cfg.backend == "ray"
+    assert [(c.seed_offset, c.seeds) for c in proxy.tasks[:3]] == [(0, 1), (1, 1), (2, 1)] and len(proxy.tasks) == 12
+    assert [(c.seed_offset, c.seeds) for c in truth.tasks] == [(0, None)] * 4  # one truth seed: one task each
+    scores = np.array(json.loads((out / experiment.RESULT_JSON).read_text())["analysis"]["proxy_scores"])
+    assert scores.shape == (4, 3) and np.allclose(np.diff(scores, axis=1), 0.01)  # seeds 0, 1, 2 in order
+
+
+def test_a_seed_trained_alone_gives_the_number_it_gives_among_all_seeds():
+    """In the sandbox: seeds 0..2 of one architecture as one task, as three tasks of one seed, and seeds 1..2
+    as one task give the same accuracies, to the last bit (sequential seeds on CPU)."""
+    from cenas_jax.candidates.corpus import load_corpus
+    from cenas_jax.candidates.evaluator import Evaluator
+    from cenas_jax.candidates.records import Candidate
+    from cenas_jax.config import DataConfig, SandboxConfig, TrainConfig
+
+    src = next(e.source for e in load_corpus() if e.name == "mlp_deep_dropout")  # dropout: a key per seed too
+    train = TrainConfig(epochs=0.5, batch_size=32, seeds=3)
+    sandbox = SandboxConfig(workers=1, timeout_s=120, check_timeout_s=30, memory_mb=3072)
+    cands = [Candidate("all", src), *(Candidate(f"s{s}", src, seed_offset=s, seeds=1) for s in range(3)),
+             Candidate("s1-2", src, seed_offset=1, seeds=2)]
+    with Evaluator(DataConfig(name="digits"), train, sandbox, seed=5) as ev:
+        every, *singles, pair = ev.evaluate(cands)
+    assert every.ok and len(every.seed_accuracies) == 3 and len(set(every.seed_accuracies)) > 1
+    assert tuple(r.seed_accuracies[0] for r in singles) == every.seed_accuracies
+    assert pair.seed_accuracies == every.seed_accuracies[1:]
+
+
+# ---------------------------------------------------------------------------
 # The ceiling effect from a run store
 # ---------------------------------------------------------------------------
 

@@ -429,12 +429,15 @@ class RayEvaluator:
 
     def _dispatch(self, pending: deque, train: bool) -> None:
         """Hand each ready actor without a call in progress the candidates it has room for, and a call to
-        wait on."""
+        wait on. A candidate whose actor was lost goes to an actor that holds nothing else, and alone: if it
+        is what kills actors, it takes no other candidate with it the next time."""
         for a in self._actors:
             if a.state != "ready" or a.ref is not None:
                 continue
             batch = []
             while pending and len(a.in_flight) < a.capacity:
+                if any(self._tasks[t].losses for t in a.in_flight) or (pending[0][2] and a.in_flight):
+                    break
                 index, cand, losses = pending.popleft()
                 token = f"t{next(self._tokens)}"
                 self._tasks[token] = _Task(token, index, cand, a.key, time.monotonic(), losses)

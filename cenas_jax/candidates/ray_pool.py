@@ -564,6 +564,8 @@ class RayEvaluator:
         self._closed = True
         refs = []
         for a in self._actors:
+            if a.state == "starting" and a.ref is not None:
+                continue  # a close() would wait behind its start(): the kill below ends it (and its workers)
             try:
                 refs.append(a.handle.close.remote())
             except Exception:  # noqa: BLE001 - gone already

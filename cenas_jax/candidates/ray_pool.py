@@ -276,6 +276,7 @@ class RayEvaluator:
         self.seed = int(seed)
         self.eval_split = eval_split
         self._actor_class = actor_class or SandboxActor
+        self._remote: Any = None  # the actor class as Ray's, with its resources
         self._actors: list[_Actor] = []
         self._tasks: dict[str, _Task] = {}
         self._keys = itertools.count()
@@ -315,11 +316,12 @@ class RayEvaluator:
 
     def _spawn(self) -> _Actor:
         _, gpus = self._plan()
-        remote = self.ray.remote(self._actor_class).options(
-            num_cpus=cpus_per_actor(self.cfg), num_gpus=gpus, max_restarts=0, max_task_retries=0,
-            scheduling_strategy="SPREAD",
-        )  # fmt: skip
-        handle = remote.remote(self._config_json(gpus))
+        if self._remote is None:
+            self._remote = self.ray.remote(self._actor_class).options(
+                num_cpus=cpus_per_actor(self.cfg), num_gpus=gpus, max_restarts=0, max_task_retries=0,
+                scheduling_strategy="SPREAD",  # our replacements, not Ray's restarts: see _lost
+            )  # fmt: skip
+        handle = self._remote.remote(self._config_json(gpus))
         a = _Actor(key=next(self._keys), handle=handle)
         self._actors.append(a)
         return a
@@ -404,7 +406,8 @@ class RayEvaluator:
             bar = progress_bar(total=len(cands), file=sys.stderr, desc="evaluating", unit="cand")
         pending: deque[tuple[int, Candidate, int]] = deque((i, c, 0) for i, c in enumerate(cands))
         try:
-            self.start(wait=False)
+            if pending:
+                self.start(wait=False)
             while pending or self._tasks:
                 self._dispatch(pending, train)
                 refs = {a.ref: a for a in self._actors if a.ref is not None}

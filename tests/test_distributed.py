@@ -206,7 +206,8 @@ def _dump(run_dir: Path) -> list[tuple]:
         out = []
         for r in sorted(s.candidates(), key=lambda r: r["id"]):
             ev = s.latest_evaluation(r["id"], PROXY)
-            out.append((r["id"], hashlib.sha256((r["source"] or "").encode()).hexdigest(), r["verdict"],
+            out.append((r["id"], hashlib.sha256((r["source"] or "").encode()).hexdigest(),
+                        hashlib.sha256((r["raw_text"] or "").encode()).hexdigest(), r["verdict"],
                         None if ev is None else ev.accuracy))
         return out
 
@@ -263,7 +264,7 @@ def _same_store_on_one_and_two_processes(tmp_path: Path, config: Path) -> None:
     assert two.returncode == 0, two.stdout + two.stderr
     assert "2 processes ready" in two.stdout and "[p1] process 1: done" in two.stdout
     a, b = _dump(tmp_path / "one"), _dump(tmp_path / "two")
-    assert len(a) > 10 and any(x[3] is not None for x in a)
+    assert len(a) > 10 and any(x[4] is not None for x in a)
     assert a == b
 
 
@@ -278,6 +279,14 @@ def test_two_processes_give_the_one_process_store_mutation(tmp_path):
 @pytest.mark.timeout(2400)
 def test_two_processes_give_the_one_process_store_llm(tmp_path):
     _same_store_on_one_and_two_processes(tmp_path, _tiny_llm_config(tmp_path))
+    # Extending both runs by a cycle restores the last adapters (every process reads them) and updates again.
+    one = _cenas(["resume", str(tmp_path / "one"), "--set", "search.cycles=3", "--no-progress"], tmp_path / "a")
+    assert one.returncode == 0, one.stdout + one.stderr
+    two = _cenas(["launch", "--local-processes", "2", "--resume", str(tmp_path / "two"), "--set", "search.cycles=3"],
+                 tmp_path / "b")
+    assert two.returncode == 0, two.stdout + two.stderr
+    assert "cycle 2 (of 0-2)" in two.stdout
+    assert _dump(tmp_path / "one") == _dump(tmp_path / "two")
 
 
 @pytest.mark.slow

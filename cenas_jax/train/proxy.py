@@ -41,7 +41,7 @@ NAN_CHECK_EVERY = 64
 INIT_COMPILER_OPTIONS_CPU = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
 EVAL_COMPILER_OPTIONS_CPU = {"xla_cpu_use_fusion_emitters": False}
 # The train step (or epoch scan) of a candidate that trains few steps in all: without the fusion emitters
-# it compiles 15-40% (0.15-0.7 s) faster and steps 0-10% slower (most for ResNet-small and VGG+BN), so
+# it compiles 15-40% (0.15-0.7 s) faster and steps 0-11% slower (most for ResNet-small and VGG+BN), so
 # over the six bench-eval nets the compile saved outweighs the steps lost below about 200 steps
 # (DESIGN.md §3 "Speed": one core, A/B interleaved in one process).
 FEW_STEPS = 128

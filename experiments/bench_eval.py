@@ -49,6 +49,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cenas_jax.config import DataConfig
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -67,7 +71,7 @@ PAPER_TIMEOUT_S = 3600.0  # per candidate: 3 seeds of 781 ResNet steps take minu
 class Regime:
     name: str  # "small" | "paper"
     title: str
-    data_cfg: object  # DataConfig
+    data_cfg: DataConfig
     seeds: int
     timeout_s: float | None  # the sandbox's per-candidate wall clock (None: its default)
 
@@ -239,8 +243,14 @@ def main(argv: list[str] | None = None) -> int:
         from bench.cifar_shaped import CIFAR_TRAIN, paper_data_config
 
         n_train = QUICK_STEPS * 64 if args.quick else CIFAR_TRAIN
+        from cenas_jax.errors import UserError
+
         t0 = time.perf_counter()
-        data_cfg, built = paper_data_config(Path(args.out) / "data", data_dir=args.data_dir, n_train=n_train)
+        try:
+            data_cfg, built = paper_data_config(Path(args.out) / "data", data_dir=args.data_dir, n_train=n_train)
+        except (UserError, ValueError) as e:  # e.g. --data-dir without cifar-10-batches-py under it
+            print(f"bench-eval: {e}", file=sys.stderr)
+            return 2
         what = "CIFAR-10 from " + args.data_dir if args.data_dir else "mnist5k digits padded, tiled and shifted to 32x32x3"
         print(f"paper regime data: {what}, {n_train:,} training images; "
               f"{'written' if built else 'reused'} {data_cfg.data_dir} ({time.perf_counter() - t0:.1f} s)", flush=True)

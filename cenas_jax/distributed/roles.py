@@ -272,6 +272,58 @@ class DistributedEvaluator:
             self.group.delete([f"e/{seq}"])
 
 
+# ---------------------------------------------------------------------------------------------- proxy-snr
+
+
+def distributed_score_fn(primary: Primary, local_score: Callable) -> Callable:
+    """``cenas proxy-snr --distributed``: a ``proxy_snr.experiment.ScoreFn`` over all processes. Architecture i
+    is scored by process i mod P with its own score function (its own sandbox pool); an architecture's
+    accuracies depend only on its source, the recipe and the key seed, not on which process trains it."""
+    group = primary.group
+
+    def score(archs: Sequence[Any], train_cfg: Any, seed: int) -> list[Any]:
+        from cenas_jax.config import to_dict
+
+        n = group.num_processes
+        seq = primary.send("score", {"archs": [[i, a.id, a.source, a.dataset] for i, a in enumerate(archs) if i % n],
+                                     "train": to_dict(train_cfg), "seed": int(seed)})
+        out: list[Any] = [None] * len(archs)
+        mine = [i for i in range(len(archs)) if i % n == 0]
+        for i, sc in zip(mine, local_score([archs[i] for i in mine], train_cfg, seed)):
+            out[i] = sc
+        for i in range(len(archs)):
+            if out[i] is None:
+                out[i] = _arch_scores_from(group.wait(f"s/{seq}/{i}"), f"process {i % n}")
+        group.delete([f"s/{seq}"])
+        return out
+
+    return score
+
+
+def _arch_scores_from(v: Any, where: str) -> Any:
+    from cenas_jax.proxy_snr.experiment import ArchScores
+
+    if isinstance(v, dict) and isinstance(v.get("error"), str):
+        return ArchScores(error=v["error"][:2000])
+    seeds = v.get("seed_accuracies") if isinstance(v, dict) else None
+    if not isinstance(seeds, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                              and 0.0 <= x <= 1.0 for x in seeds):
+        return ArchScores(error=f"{where} returned malformed scores: {str(v)[:120]}")
+    return ArchScores(seed_accuracies=tuple(float(x) for x in seeds))
+
+
+class ScoreHost:
+    """What a process other than 0 holds in ``cenas proxy-snr --distributed``: its own score function."""
+
+    fingerprint = "proxy-snr"
+
+    def __init__(self, local_score: Callable) -> None:
+        self.local_score = local_score
+
+    def close(self) -> None:
+        pass
+
+
 # ---------------------------------------------------------------------------------------------- the CE update
 
 
@@ -475,5 +527,13 @@ def _carry_out(group: Group, seq: int, op: dict[str, Any], gen: Any, evaluator: 
         if group.wait(f"go/{seq}", watch=[0]):
             with watchdog(group, None):
                 collective_checkpoint(gen, "restore", Path(op["directory"]))
+    elif kind == "score":
+        from cenas_jax.config import TrainConfig, from_dict
+        from cenas_jax.proxy_snr.experiment import Arch
+
+        mine = [(i, Arch(id=aid, source=src, dataset=ds)) for i, aid, src, ds in op["archs"] if i % n == pid]
+        scores = evaluator.local_score([a for _, a in mine], from_dict(TrainConfig, op["train"]), op["seed"])
+        for (i, _), sc in zip(mine, scores):
+            group.put(f"s/{seq}/{i}", {"error": sc.error, "seed_accuracies": list(sc.seed_accuracies)})
     else:
         raise RuntimeError(f"process {pid}: unknown operation {kind!r} from process 0")

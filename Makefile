@@ -62,8 +62,10 @@ warm-start: install
 	  --run-dir runs/warm-start --set search.cycles=1 --set search.candidates_per_cycle=2
 	$(PY) experiments/ship_warm_start.py runs/warm-start-cache/warmstart
 
+# Two regimes, the paper's last: make bench-eval DATA_DIR=/data trains on the CIFAR-10 under /data
+# (cifar-10-batches-py) instead of the CIFAR-sized set made from mnist5k (written once to runs/bench-eval/data).
 bench-eval: install
-	$(PY) experiments/bench_eval.py
+	$(PY) experiments/bench_eval.py $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
 bench-llm: install
 	$(PY) experiments/bench_llm.py

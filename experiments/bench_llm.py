@@ -29,6 +29,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench.machine import machine_limits  # noqa: E402 - after the path set-up above
 
 MODEL = "smollm2-135m"
 PROMPTS = [
@@ -76,24 +79,6 @@ def _theirs():
 
 
 QUICKSTART = Path(__file__).resolve().parent / "configs" / "quickstart.yaml"
-
-
-def machine_limits() -> dict:
-    """What this machine can do: memory copy bandwidth (GB/s) and fp32 GEMM (GFLOP/s), best of 3."""
-    import numpy as np
-
-    src = np.ones(64 * 2**20, np.float32)  # 256 MB
-    dst = np.empty_like(src)
-    copy = min(_timed(lambda: np.copyto(dst, src)) for _ in range(3))
-    a = np.random.default_rng(0).standard_normal((2048, 2048), dtype=np.float32)
-    gemm = min(_timed(lambda: a @ a) for _ in range(3))
-    return dict(copy_gb_s=2 * src.nbytes / copy / 1e9, gemm_gflop_s=2 * 2048**3 / gemm / 1e9)
-
-
-def _timed(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 def search_prompts(kind: str, n: int, tok) -> list[str]:

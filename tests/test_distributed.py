@@ -206,7 +206,8 @@ def _dump(run_dir: Path) -> list[tuple]:
         out = []
         for r in sorted(s.candidates(), key=lambda r: r["id"]):
             ev = s.latest_evaluation(r["id"], PROXY)
-            out.append((r["id"], hashlib.sha256((r["source"] or "").encode()).hexdigest(), r["verdict"],
+            out.append((r["id"], hashlib.sha256((r["source"] or "").encode()).hexdigest(),
+                        hashlib.sha256((r["raw_text"] or "").encode()).hexdigest(), r["verdict"],
                         None if ev is None else ev.accuracy))
         return out
 
@@ -263,7 +264,7 @@ def _same_store_on_one_and_two_processes(tmp_path: Path, config: Path) -> None:
     assert two.returncode == 0, two.stdout + two.stderr
     assert "2 processes ready" in two.stdout and "[p1] process 1: done" in two.stdout
     a, b = _dump(tmp_path / "one"), _dump(tmp_path / "two")
-    assert len(a) > 10 and any(x[3] is not None for x in a)
+    assert len(a) > 10 and any(x[4] is not None for x in a)
     assert a == b
 
 
@@ -278,6 +279,14 @@ def test_two_processes_give_the_one_process_store_mutation(tmp_path):
 @pytest.mark.timeout(2400)
 def test_two_processes_give_the_one_process_store_llm(tmp_path):
     _same_store_on_one_and_two_processes(tmp_path, _tiny_llm_config(tmp_path))
+    # Extending both runs by a cycle restores the last adapters (every process reads them) and updates again.
+    one = _cenas(["resume", str(tmp_path / "one"), "--set", "search.cycles=3", "--no-progress"], tmp_path / "a")
+    assert one.returncode == 0, one.stdout + one.stderr
+    two = _cenas(["launch", "--local-processes", "2", "--resume", str(tmp_path / "two"), "--set", "search.cycles=3"],
+                 tmp_path / "b")
+    assert two.returncode == 0, two.stdout + two.stderr
+    assert "cycle 2 (of 0-2)" in two.stdout
+    assert _dump(tmp_path / "one") == _dump(tmp_path / "two")
 
 
 @pytest.mark.slow
@@ -317,3 +326,52 @@ def test_killing_process_1_mid_cycle_stops_both_and_the_resume_completes(tmp_pat
     one = _cenas(["run", str(config), "--run-dir", str(tmp_path / "one"), "--no-progress"], tmp_path / "a")
     assert one.returncode == 0, one.stdout + one.stderr
     assert _dump(run) == _dump(tmp_path / "one")  # nothing lost, nothing recorded twice
+
+
+def test_distributed_score_fn_gives_the_local_scores_in_order():
+    from cenas_jax.config import TrainConfig
+    from cenas_jax.proxy_snr.experiment import Arch, ArchScores
+
+    def local(archs, train_cfg, seed):  # a formula of (source, epochs, seed): a test double for the sandbox
+        return [ArchScores(error="bad") if "bad" in a.source else
+                ArchScores(seed_accuracies=tuple((len(a.source) * (k + 1) + seed + train_cfg.epochs) % 10 / 10
+                                                 for k in range(3))) for a in archs]
+
+    store = grp.MemoryStore()
+    g0, g1 = grp.Group(store, 0, 2), grp.Group(store, 1, 2)
+    t = threading.Thread(target=roles.serve, args=(g1, lambda cfg: (roles.ScoreHost(local),) * 2),
+                         kwargs={"echo": lambda s: None}, daemon=True)
+    t.start()
+    primary = roles.Primary(g0)
+    primary.hello({})
+    primary.wait_ready(roles.ScoreHost.fingerprint)
+    archs = [Arch(id=f"a{i}", source="x" * i + ("bad" if i == 3 else "")) for i in range(5)]
+    got = roles.distributed_score_fn(primary, local)(archs, TrainConfig(epochs=2.0), 7)
+    assert got == local(archs, TrainConfig(epochs=2.0), 7)
+    primary.shutdown()
+    t.join(5)
+
+
+@pytest.mark.slow
+def test_proxy_snr_on_two_processes_gives_the_one_process_scores(tmp_path):
+    cfg = tmp_path / "psnr.yaml"
+    cfg.write_text("""
+seed: 0
+data: {name: digits}
+train: {epochs: 1, batch_size: 64, optimizer: sgd, learning_rate: 0.01, momentum: 0.9}
+sandbox: {workers: 1, timeout_s: 300}
+proxy_snr: {architectures: [mlp_small, lenet5, all_conv], seeds: 2, proxy_epochs: 1.0, truth_epochs: 2.0}
+""")
+    one = _cenas(["proxy-snr", str(cfg), "--out", str(tmp_path / "one"), "--no-progress"], tmp_path / "a")
+    assert one.returncode == 0, one.stdout + one.stderr
+    port = __import__("cenas_jax.cli.launch", fromlist=["free_port"]).free_port()
+    env = _env(tmp_path / "b")
+    procs = [subprocess.Popen([sys.executable, "-m", "cenas_jax", "proxy-snr", str(cfg), "--out", str(tmp_path / "two"),
+                               "--no-progress", "--distributed", "--coordinator", f"localhost:{port}",
+                               "--num-processes", "2", "--process-id", str(i)], env=env, cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=900)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    a = json.loads((tmp_path / "one" / "proxy_snr.json").read_text())["analysis"]
+    b = json.loads((tmp_path / "two" / "proxy_snr.json").read_text())["analysis"]
+    assert a == b

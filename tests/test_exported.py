@@ -3,6 +3,7 @@ and every malformed or hostile export refused with its own error kind before any
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import jax
@@ -11,7 +12,7 @@ import pytest
 from cenas_jax.candidates import contract
 from cenas_jax.config import DataConfig, TrainConfig
 from cenas_jax.data import load_dataset
-from cenas_jax.train import TrainError, exported, train_candidate
+from cenas_jax.train import TrainError, exported, proxy, train_candidate
 
 MLP = """
 import flax.linen as nn
@@ -132,3 +133,53 @@ def test_host_callbacks_and_unknown_custom_calls_are_refused(digits):
         "xla_python_cpu_callback"
     ]
     assert exported.refused_custom_calls(Fake('"stablehlo.custom_call"(%a) {call_target_name = "evil"}')) == ["evil"]
+
+
+@contextlib.contextmanager
+def _count_compiles():
+    """The function names of the XLA backend compiles inside the block."""
+    names: list[str] = []
+
+    def listener(event, duration, **kw):
+        if event == "/jax/core/compile/backend_compile_duration":
+            names.append(str(kw.get("fun_name", "")))
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield names
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+
+
+@pytest.mark.parametrize("source", [CONV_BN, MLP], ids=["conv-loop", "mlp-scan"])
+def test_every_seed_runs_the_same_compiled_programs(digits, source):
+    # the sequential-seed path: one compile of init, eval and the step (or epoch) for all seeds
+    warm = TrainConfig(epochs=1, seeds=1)
+    _, shapes, meta, blobs = _export(source, digits, warm)
+    exported.train_exported(exported.load_programs(meta, blobs, shapes, "cpu"), digits, warm, jax.random.PRNGKey(0))
+    counts = {}
+    for seeds in (1, 3):
+        cfg = TrainConfig(epochs=1, seeds=seeds, seed_strategy="sequential")
+        _, shapes, meta, blobs = _export(source, digits, cfg)
+        progs = exported.load_programs(meta, blobs, shapes, "cpu")
+        with _count_compiles() as names:
+            r = exported.train_exported(progs, digits, cfg, jax.random.PRNGKey(1))
+        assert len(r.seed_accuracies) == seeds and r.strategy.endswith("/sequential")
+        counts[seeds] = names
+    assert len(counts[3]) == len(counts[1]) == 3, counts  # init, eval batch, train step or epoch: once each
+
+
+def test_the_step_compiles_for_few_steps_without_the_fusion_emitters(digits, monkeypatch):
+    assert proxy.step_options(proxy.FEW_STEPS) == {"xla_cpu_use_fusion_emitters": False}
+    assert proxy.step_options(proxy.FEW_STEPS + 1) is None
+    # the count is every step of every sequential seed (digits: 19 steps an epoch), once for vmapped seeds
+    assert proxy.train_steps_per_process([(0, 19), (1, 19)], 3, vmapped=False) == 114
+    assert proxy.train_steps_per_process([(0, 19), (1, 19)], 3, vmapped=True) == 38
+    asked = []
+    monkeypatch.setattr(exported, "step_options", lambda n: asked.append(n) or proxy.step_options(n))
+    for epochs, seeds in ((2, 3), (4, 2)):
+        cfg = TrainConfig(epochs=epochs, seeds=seeds, seed_strategy="sequential")
+        _, shapes, meta, blobs = _export(CONV_BN, digits, cfg)
+        exported.train_exported(exported.load_programs(meta, blobs, shapes, "cpu"), digits, cfg, jax.random.PRNGKey(0))
+    steps_per_epoch = len(digits.y_train) // 64
+    assert asked == [2 * steps_per_epoch * 3, 4 * steps_per_epoch * 2]

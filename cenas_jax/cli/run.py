@@ -7,6 +7,15 @@ import sys
 import time
 from pathlib import Path
 
+from cenas_jax.cli._distributed import add_distributed_args, join
+
+RUN_HELP = (
+    "Run with every process of a multi-host job (one per host; `cenas launch --local-processes N` starts N on "
+    "this machine). Process 0 owns the run directory and the store and needs the config or run directory; "
+    "the others take the config from it, sample and evaluate their share on their own sandbox workers, and "
+    "join the CE update, one FSDP program over all devices. A lost process stops the run at its last "
+    "checkpoint (exit 75): resume with `cenas resume RUN_DIR --distributed` on all hosts.")
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -31,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true",
                    help="replace a finished, failed or interrupted run already in the run directory (says what it removes)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    add_distributed_args(p)
+    add_distributed_args(p, RUN_HELP)
     p.set_defaults(func=_guarded(cmd_run))
 
     r = sub.add_parser("resume", help="continue a run that was stopped or killed",
@@ -46,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--redo-update", action="store_true",
                    help="when the adapter checkpoint the run needs is missing or incomplete, redo the CE update that "
                         "wrote it (from the checkpoint before it) instead of stopping with an error")
-    add_distributed_args(r)
+    add_distributed_args(r, RUN_HELP)
     r.set_defaults(func=_guarded(cmd_resume))
 
     ls = sub.add_parser("runs", help="list the runs in a directory with their state",
@@ -67,41 +76,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="JSON lines, one object per candidate")
     ex.add_argument("--out", help="output file (default RUN_DIR/candidates.csv or .jsonl; - for standard output)")
     ex.set_defaults(func=cmd_export)
-
-
-def add_distributed_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group(
-        "many hosts (jax.distributed)",
-        "Run with every process of a multi-host job (one per host; `cenas launch --local-processes N` starts N on "
-        "this machine). Process 0 owns the run directory and the store and needs the config or run directory; "
-        "the others take the config from it, sample and evaluate their share on their own sandbox workers, and "
-        "join the CE update, one FSDP program over all devices. Unset values come from JAX_COORDINATOR_ADDRESS, "
-        "JAX_NUM_PROCESSES and JAX_PROCESS_ID, else from the cluster JAX detects (Slurm, TPU VMs, Open MPI, "
-        "Kubernetes). A lost process stops the run at its last checkpoint (exit 75): resume with `cenas resume "
-        "RUN_DIR --distributed` on all hosts.")
-    g.add_argument("--distributed", action="store_true", help="join a multi-process run through jax.distributed")
-    g.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address (default $JAX_COORDINATOR_ADDRESS)")
-    g.add_argument("--num-processes", type=int, metavar="N", help="processes in the run (default $JAX_NUM_PROCESSES)")
-    g.add_argument("--process-id", type=int, metavar="I", help="this process's index (default $JAX_PROCESS_ID)")
-    g.add_argument("--peer-timeout", type=float, default=30.0, metavar="SECONDS",
-                   help="a process silent this long is lost and the run stops at its last checkpoint (default 30)")
-
-
-def _join(args):
-    """The process group of a ``--distributed`` run (None without the flag). Must come before any JAX use."""
-    if not getattr(args, "distributed", False):
-        if any(getattr(args, k, None) is not None for k in ("coordinator", "num_processes", "process_id")):
-            from cenas_jax.errors import UserError
-
-            raise UserError("--coordinator, --num-processes and --process-id need --distributed")
-        return None
-    from cenas_jax.distributed.group import initialize, resolve
-
-    if args.peer_timeout <= 0:
-        from cenas_jax.errors import UserError
-
-        raise UserError(f"--peer-timeout must be > 0 seconds, got {args.peer_timeout}")
-    return initialize(resolve(args.coordinator, args.num_processes, args.process_id), peer_timeout_s=args.peer_timeout)
 
 
 def _follow(group, progress: bool) -> int:
@@ -239,7 +213,7 @@ def _guarded(fn):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    group = _join(args)
+    group = join(args)
     if group is not None and not group.is_primary:
         return _follow(group, progress=not args.no_progress)
     with _telling_the_others(group):
@@ -285,7 +259,7 @@ def _cmd_run(args: argparse.Namespace, group) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    group = _join(args)
+    group = join(args)
     if group is not None and not group.is_primary:
         return _follow(group, progress=not args.no_progress)
     with _telling_the_others(group):

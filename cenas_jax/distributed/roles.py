@@ -13,12 +13,12 @@ as numbered operations, which they carry out in ``serve``:
   the records come back as JSON and are parsed as untrusted (``records.record_from_worker``).
 - ``update``: the CE update is one SPMD program over the global mesh (FSDP: ``llm/sharding.FSDP_RULES``,
   gloo collectives on CPU). Afterwards every process holds the full adapters again.
-- ``sync``: process 0 broadcasts its adapters (after restoring a checkpoint or a cached warm start: only
-  process 0 reads the run directory, so no host needs to see it but process 0's).
+- ``save`` / ``restore``: orbax's multi-host checkpointing, every process taking part
+  (``collective_checkpoint``); the run directory and the cache must be on a filesystem all hosts see.
 
 Candidate code never runs in a process that joined: the sandbox workers are processes of their own with a
-scrubbed environment (``Evaluator._worker_env``). Process 0 alone writes checkpoints; the optimiser state of a
-sharded update is not kept (the CE update starts from a fresh optimiser every cycle anyway).
+scrubbed environment (``Evaluator._worker_env``). The optimiser state of a sharded update is not kept (the CE
+update starts from a fresh optimiser every cycle anyway).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from cenas_jax.distributed.group import Group, PeerLost
+from cenas_jax.errors import UserError
 from cenas_jax.search.generator import Generation, OnBatch, UpdateResult
 
 FINISH_REASONS = ("eos", "stop", "length")
@@ -191,14 +192,27 @@ class DistributedGenerator:
             return sharded_update(self.inner, examples, seed, epochs, learning_rate)
 
     def save(self, directory: Path) -> None:
-        self.inner.save(directory)
+        if not collective_update(self.inner):
+            return self.inner.save(directory)
+        self.primary.send("save", {"directory": str(directory)})
+        with watchdog(self.group, self.on_lost_in_collective):
+            collective_checkpoint(self.inner, "save", Path(directory))
 
     def restore(self, directory: Path) -> None:
-        self.inner.restore(directory)
-        if collective_update(self.inner):
-            self.primary.send("sync")
-            with watchdog(self.group, self.on_lost_in_collective):
-                broadcast_adapters(self.inner)
+        if not collective_update(self.inner):
+            return self.inner.restore(directory)
+        seq = self.primary.send("restore", {"directory": str(directory)})
+        # Every process reads the checkpoint: first make sure each one sees it.
+        unseen = [p for p in self.group.peers if not self.group.wait(f"sees/{seq}/{p}")]
+        if not Path(directory).is_dir():
+            unseen.insert(0, 0)
+        self.group.put(f"go/{seq}", not unseen)
+        if unseen:
+            raise UserError(f"{directory}: process(es) {unseen} cannot see it. In a --distributed run every host "
+                            f"reads the adapters: the run directory and the cache (CENAS_CACHE) must be on a "
+                            f"filesystem all hosts share")
+        with watchdog(self.group, self.on_lost_in_collective):
+            collective_checkpoint(self.inner, "restore", Path(directory))
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
@@ -258,6 +272,58 @@ class DistributedEvaluator:
             self.group.delete([f"e/{seq}"])
 
 
+# ---------------------------------------------------------------------------------------------- proxy-snr
+
+
+def distributed_score_fn(primary: Primary, local_score: Callable) -> Callable:
+    """``cenas proxy-snr --distributed``: a ``proxy_snr.experiment.ScoreFn`` over all processes. Architecture i
+    is scored by process i mod P with its own score function (its own sandbox pool); an architecture's
+    accuracies depend only on its source, the recipe and the key seed, not on which process trains it."""
+    group = primary.group
+
+    def score(archs: Sequence[Any], train_cfg: Any, seed: int) -> list[Any]:
+        from cenas_jax.config import to_dict
+
+        n = group.num_processes
+        seq = primary.send("score", {"archs": [[i, a.id, a.source, a.dataset] for i, a in enumerate(archs) if i % n],
+                                     "train": to_dict(train_cfg), "seed": int(seed)})
+        out: list[Any] = [None] * len(archs)
+        mine = [i for i in range(len(archs)) if i % n == 0]
+        for i, sc in zip(mine, local_score([archs[i] for i in mine], train_cfg, seed)):
+            out[i] = sc
+        for i in range(len(archs)):
+            if out[i] is None:
+                out[i] = _arch_scores_from(group.wait(f"s/{seq}/{i}"), f"process {i % n}")
+        group.delete([f"s/{seq}"])
+        return out
+
+    return score
+
+
+def _arch_scores_from(v: Any, where: str) -> Any:
+    from cenas_jax.proxy_snr.experiment import ArchScores
+
+    if isinstance(v, dict) and isinstance(v.get("error"), str):
+        return ArchScores(error=v["error"][:2000])
+    seeds = v.get("seed_accuracies") if isinstance(v, dict) else None
+    if not isinstance(seeds, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                              and 0.0 <= x <= 1.0 for x in seeds):
+        return ArchScores(error=f"{where} returned malformed scores: {str(v)[:120]}")
+    return ArchScores(seed_accuracies=tuple(float(x) for x in seeds))
+
+
+class ScoreHost:
+    """What a process other than 0 holds in ``cenas proxy-snr --distributed``: its own score function."""
+
+    fingerprint = "proxy-snr"
+
+    def __init__(self, local_score: Callable) -> None:
+        self.local_score = local_score
+
+    def close(self) -> None:
+        pass
+
+
 # ---------------------------------------------------------------------------------------------- the CE update
 
 
@@ -280,6 +346,7 @@ def sharded_update(gen: Any, examples: Sequence[tuple[Any, str]], seed: int, epo
     back into this process (every process samples with them) and the base weights put back as they were."""
     import jax
     import jax.numpy as jnp
+    import numpy as np
     from flax import nnx
     from jax.experimental import multihost_utils
 
@@ -288,7 +355,10 @@ def sharded_update(gen: Any, examples: Sequence[tuple[Any, str]], seed: int, epo
     model = gen.model
     local = {path: v.get_value() for path, v in _variables(model)}
     mesh = sharding.make_mesh(devices=jax.devices())
-    sharding.shard_model(model, mesh, sharding.FSDP_RULES)
+    placed = sharding.param_shardings(model, mesh, sharding.FSDP_RULES)
+    for path, v in _variables(model):  # every process holds the whole value: each takes its shards of it
+        host = np.asarray(local[path])
+        v.set_value(jax.make_array_from_callback(host.shape, placed[path], lambda index, host=host: host[index]))
     ok = False
     try:
         result = gen.update(examples, seed, epochs, learning_rate)
@@ -303,16 +373,30 @@ def sharded_update(gen: Any, examples: Sequence[tuple[Any, str]], seed: int, epo
     return result
 
 
-def broadcast_adapters(gen: Any) -> None:
-    """Process 0's adapters into every process (a collective: every process calls it)."""
+def collective_checkpoint(gen: Any, kind: str, directory: Path) -> None:
+    """Save or restore the adapters with every process taking part, as orbax does it in a multi-process job:
+    the adapters become arrays replicated over every device of every process (process 0 writes them; every
+    process reads them), then local arrays again."""
+    import jax
     import jax.numpy as jnp
+    import numpy as np
     from flax import nnx
-    from jax.experimental import multihost_utils
+    from jax.sharding import NamedSharding, PartitionSpec
 
-    lora = [(p, v) for p, v in _variables(gen.model) if isinstance(v, nnx.LoRAParam)]
-    values = multihost_utils.broadcast_one_to_all([v.get_value() for _, v in lora])
-    for (_, v), x in zip(lora, values):
-        v.set_value(jnp.asarray(x))
+    from cenas_jax.llm import sharding
+
+    replicated = NamedSharding(sharding.make_mesh(devices=jax.devices()), PartitionSpec())
+    lora = [v for _, v in _variables(gen.model) if isinstance(v, nnx.LoRAParam)]
+    local = [v.get_value() for v in lora]
+    for v, x in zip(lora, local):
+        v.set_value(jax.make_array_from_process_local_data(replicated, np.asarray(x)))
+    ok = False
+    try:
+        gen.save(directory) if kind == "save" else gen.restore(directory)
+        ok = True
+    finally:
+        for v, x in zip(lora, local):
+            v.set_value(jnp.asarray(v.get_value().addressable_data(0)) if ok and kind == "restore" else x)
 
 
 class watchdog:
@@ -435,9 +519,21 @@ def _carry_out(group: Group, seq: int, op: dict[str, Any], gen: Any, evaluator: 
             examples = [(_prompt_from(p), c) for p, c in op["examples"]]
             with watchdog(group, None):
                 sharded_update(gen, examples, op["seed"], op["epochs"], op["learning_rate"])
-    elif kind == "sync":
-        if collective_update(gen):
+    elif kind == "save":
+        with watchdog(group, None):
+            collective_checkpoint(gen, "save", Path(op["directory"]))
+    elif kind == "restore":
+        group.put(f"sees/{seq}/{pid}", Path(op["directory"]).is_dir())
+        if group.wait(f"go/{seq}", watch=[0]):
             with watchdog(group, None):
-                broadcast_adapters(gen)
+                collective_checkpoint(gen, "restore", Path(op["directory"]))
+    elif kind == "score":
+        from cenas_jax.config import TrainConfig, from_dict
+        from cenas_jax.proxy_snr.experiment import Arch
+
+        mine = [(i, Arch(id=aid, source=src, dataset=ds)) for i, aid, src, ds in op["archs"] if i % n == pid]
+        scores = evaluator.local_score([a for _, a in mine], from_dict(TrainConfig, op["train"]), op["seed"])
+        for (i, _), sc in zip(mine, scores):
+            group.put(f"s/{seq}/{i}", {"error": sc.error, "seed_accuracies": list(sc.seed_accuracies)})
     else:
         raise RuntimeError(f"process {pid}: unknown operation {kind!r} from process 0")

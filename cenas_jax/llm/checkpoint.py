@@ -35,16 +35,10 @@ def _shapes(pure: dict) -> dict[str, list]:
 
 
 def _abstract(pure: dict) -> dict:
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), pure)
-
-
-def _checkpointer() -> ocp.Checkpointer:
-    """Orbax's checkpointer for this process alone: in a ``--distributed`` run process 0 alone saves and reads
-    adapters (and broadcasts them: DESIGN.md §7 "Many hosts"), so orbax must not wait for the others at its
-    barriers, as it does by default in a multi-process job."""
-    me = jax.process_index()
-    return ocp.Checkpointer(ocp.CompositeCheckpointHandler(), multiprocessing_options=ocp.options.MultiprocessingOptions(
-        primary_host=me, active_processes={me}))
+    """The restore target: shapes, dtypes and, for arrays, where they live (in a ``--distributed`` run the
+    adapters are restored as arrays replicated over every process: DESIGN.md §7 "Many hosts")."""
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=getattr(x, "sharding", None)),
+                        pure)
 
 
 def save_checkpoint(
@@ -75,7 +69,7 @@ def save_checkpoint(
     items = {"adapters": ocp.args.StandardSave(adapters), "meta": ocp.args.JsonSave(meta)}
     if optimizer is not None:
         items["optimizer"] = ocp.args.StandardSave(nnx.to_pure_dict(nnx.state(optimizer)))
-    with _checkpointer() as ckptr:
+    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
         ckptr.save(path, args=ocp.args.Composite(**items), force=overwrite)
     return path
 
@@ -86,7 +80,7 @@ def read_metadata(directory: str | os.PathLike) -> dict[str, Any]:
     if not path.is_dir():
         raise UserError(f"no LoRA checkpoint at {path}: the directory does not exist")
     try:
-        with _checkpointer() as ckptr:
+        with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
             meta = ckptr.restore(path, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
     except Exception as e:  # orbax raises many kinds on a damaged directory
         raise UserError(f"LoRA checkpoint {path} is unreadable (missing or corrupt 'meta' item): {e}") from None
@@ -126,7 +120,7 @@ def restore_checkpoint(
         opt_target = nnx.to_pure_dict(nnx.state(optimizer))
         items["optimizer"] = ocp.args.StandardRestore(_abstract(opt_target))
     try:
-        with _checkpointer() as ckptr:
+        with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
             restored = ckptr.restore(path, args=ocp.args.Composite(**items))
     except Exception as e:
         raise UserError(f"LoRA checkpoint {path} could not be restored (corrupt or mismatched arrays): {e}") from None

@@ -51,6 +51,8 @@ from cenas_jax.train.proxy import (
     _options,
     _schedule,
     run_schedule,
+    step_options,
+    train_steps_per_process,
 )
 from cenas_jax.train.steps import _TRANSIENT, make_optimizer, normalise
 from cenas_jax.train.strategy import Strategy, choose_strategy
@@ -414,13 +416,14 @@ def train_exported(
     eval_c = compiler(fns["eval"], vars_spec, eval_spec, i_spec, acc_spec, options=_options(EVAL_COMPILER_OPTIONS_CPU))
     flops_total = compiled_flops(eval_c)
     flops = flops_total / ((seeds if vm else 1) * evald.batch_size) if flops_total else None
+    opts = step_options(train_steps_per_process(schedule, seeds, vm))
     if strategy.epoch == "loop":
-        step_c = compiler(fns["step"], state_spec, train_spec, perm_spec, donate=(0,))
+        step_c = compiler(fns["step"], state_spec, train_spec, perm_spec, donate=(0,), options=opts)
         epoch_cs: dict[int, Any] = {}
     else:
         step_c = None
         epoch_cs = {n: compiler(lambda s, d, p, n=n: fns["epoch"](s, d, p, n), state_spec, train_spec, perm_spec,
-                                donate=(0,)) for n in sorted({n for _, n in schedule})}  # fmt: skip
+                                donate=(0,), options=opts) for n in sorted({n for _, n in schedule})}  # fmt: skip
 
     train_data, eval_data = train.as_tuple(), evald.as_tuple()
     seed_keys = [jax.random.fold_in(key, seed_offset + s) for s in range(seeds)]

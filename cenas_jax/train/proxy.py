@@ -40,10 +40,28 @@ NAN_CHECK_EVERY = 64
 # emitters). The eval batch runs a handful of times per seed: emitters off only.
 INIT_COMPILER_OPTIONS_CPU = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
 EVAL_COMPILER_OPTIONS_CPU = {"xla_cpu_use_fusion_emitters": False}
+# The train step (or epoch scan) of a candidate that trains few steps in all: without the fusion emitters
+# it compiles 15-40% (0.15-0.7 s) faster and steps 0-11% slower (most for ResNet-small and VGG+BN), so
+# over the six bench-eval nets the compile saved outweighs the steps lost below about 200 steps
+# (DESIGN.md §3 "Speed": one core, A/B interleaved in one process).
+FEW_STEPS = 128
+FEW_STEPS_COMPILER_OPTIONS_CPU = {"xla_cpu_use_fusion_emitters": False}
 
 
 def _options(cpu_options: dict) -> dict | None:
     return dict(cpu_options) if jax.default_backend() == "cpu" else None
+
+
+def train_steps_per_process(schedule: list[tuple[int, int]], seeds: int, vmapped: bool) -> int:
+    """How many train steps one candidate's step (or epoch) program runs: every epoch of every seed in turn,
+    or of all seeds at once when they are vmapped."""
+    return sum(n for _, n in schedule) * (1 if vmapped else seeds)
+
+
+def step_options(total_steps: int) -> dict | None:
+    """Compile options of the train step / epoch program: ``FEW_STEPS_COMPILER_OPTIONS_CPU`` on CPU when it
+    runs at most ``FEW_STEPS`` steps in all, else XLA's defaults (None)."""
+    return _options(FEW_STEPS_COMPILER_OPTIONS_CPU) if total_steps <= FEW_STEPS else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,8 +176,10 @@ def _program_key(module: nn.Module, takes_train: bool, input_shape: tuple, n_tra
                  schedule: list, evald: Any, cfg: TrainConfig, key_spec: Any) -> tuple | None:
     recipe = (cfg.optimizer, cfg.learning_rate, cfg.momentum, cfg.weight_decay, cfg.seeds,
               cfg.epoch_strategy, cfg.seed_strategy, cfg.fast_pooling, cfg.fast_depthwise)
+    # the step's compile options follow its step count: sequential seeds (all of them) or vmapped (one)
+    few = tuple(train_steps_per_process(schedule, cfg.seeds, vm) <= FEW_STEPS for vm in (False, True))
     k = (type(module), module, takes_train, input_shape, n_train, batch, tuple(sorted({n for _, n in schedule})),
-         evald.batch_size, evald.num_batches, recipe, str(key_spec.dtype), jax.default_backend())
+         evald.batch_size, evald.num_batches, recipe, few, str(key_spec.dtype), jax.default_backend())
     try:
         hash(k)
     except TypeError:  # a module with unhashable fields: compile every time
@@ -233,13 +253,15 @@ def _compile_programs(
         flops_total = compiled_flops(eval_c)
         flops = flops_total / evald.batch_size if flops_total else None
 
+    opts = step_options(train_steps_per_process(schedule, seeds, vmapped))
     if strategy.epoch == "loop":
-        step_c = compiler(step_fn, state_in, train_spec, perm_spec, donate=(0,))
+        step_c = compiler(step_fn, state_in, train_spec, perm_spec, donate=(0,), options=opts)
         epoch_cs = {}
     else:
         step_c = None
         epoch_cs = {
-            n: compiler(lambda s, d, p, n=n: epoch_fn(s, d, p, n), state_in, train_spec, perm_spec, donate=(0,))
+            n: compiler(lambda s, d, p, n=n: epoch_fn(s, d, p, n), state_in, train_spec, perm_spec, donate=(0,),
+                        options=opts)
             for n in sorted({n for _, n in schedule})
         }
     return _Programs(

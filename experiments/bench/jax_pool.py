@@ -18,7 +18,7 @@ from typing import Any
 _STATE: dict[str, Any] = {}
 
 
-def _init_worker(cache_dir: str, data_name: str, train_cfg: dict, ready: Any) -> None:
+def _init_worker(cache_dir: str, data_cfg: dict, train_cfg: dict, ready: Any) -> None:
     # Before jax is imported: one XLA thread per process, the pool uses the cores.
     os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
     os.environ["JAX_PLATFORMS"] = "cpu"
@@ -30,7 +30,7 @@ def _init_worker(cache_dir: str, data_name: str, train_cfg: dict, ready: Any) ->
     cfg = from_dict(TrainConfig, train_cfg)
     enable_compile_cache(cfg, cache_dir=cache_dir)
     _STATE["cfg"] = cfg
-    _STATE["dataset"] = load_dataset(DataConfig(name=data_name))
+    _STATE["dataset"] = load_dataset(from_dict(DataConfig, data_cfg))
     ready.wait()
 
 
@@ -59,10 +59,10 @@ def _train(task: tuple[str, str]) -> dict:
 class JaxPool:
     """``evaluate([(name, source)]) -> list[dict]`` in input order, on ``workers`` processes."""
 
-    def __init__(self, workers: int, cache_dir: str, data_name: str, train_cfg: dict) -> None:
+    def __init__(self, workers: int, cache_dir: str, data_cfg: dict, train_cfg: dict) -> None:
         ctx = mp.get_context("spawn")
         ready = ctx.Barrier(workers + 1)
-        self.pool = ctx.Pool(workers, initializer=_init_worker, initargs=(cache_dir, data_name, train_cfg, ready))
+        self.pool = ctx.Pool(workers, initializer=_init_worker, initargs=(cache_dir, data_cfg, train_cfg, ready))
         ready.wait()  # every worker has imported jax and loaded the data
 
     def evaluate(self, tasks: list[tuple[str, str]]) -> list[dict]:

@@ -245,6 +245,20 @@ def test_records_through_ray_equal_the_local_pools(pool, local_records):
     assert pool.losses == [] and pool.stale_records == 0
 
 
+def test_an_abandoned_evaluation_leaves_nothing_behind(pool, local_records):
+    """Leaving ``evaluate_iter`` early: the actors drop what they hold (their busy workers retired), and the
+    next evaluation gets its own records only, with the local pool's numbers."""
+    it = pool.evaluate_iter(CANDS)
+    first = next(it)
+    assert _numbers(first) == _numbers(local_records[first.candidate_id])
+    it.close()
+    assert all(v.in_flight == () for v in pool.actors())
+    again = pool.evaluate(CANDS[:2])
+    assert [r.candidate_id for r in again] == [c.id for c in CANDS[:2]]
+    assert all(_numbers(r) == _numbers(local_records[r.candidate_id]) for r in again)
+    assert pool.losses == []
+
+
 def test_an_actor_killed_mid_run_loses_and_repeats_nothing(pool, local_records, ray_session):
     got, killed = [], None
     for rec in pool.evaluate_iter(CANDS):

@@ -14,7 +14,7 @@ device nodes and the environment, and gives each worker the environment that pin
   started as a non-communicating single-chip process (``TPU_CHIPS_PER_PROCESS_BOUNDS=1,1,1``,
   ``TPU_PROCESS_BOUNDS=1,1,1``, its chip in ``TPU_VISIBLE_CHIPS`` / ``TPU_VISIBLE_DEVICES``, its own mesh
   controller port). Otherwise, or with ``sandbox.tpu_worker_per_chip: false``, one worker owns every chip
-  and shards its vmapped seeds over them.
+  (its vmapped seeds run on the first one: sharding them over a worker's chips is not built yet).
 
 ``plan_workers`` is pure (an inventory and a config in, plans out), so every case is tested on a CPU host
 with a faked inventory.

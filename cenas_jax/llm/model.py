@@ -297,7 +297,8 @@ class Llama(nnx.Module):
                 dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.inv_freq = tuple(rope_inv_freq(config).tolist())  # static, not a parameter
 
-    def _head(self, h_BxTxE: jax.Array) -> jax.Array:
+    def head(self, h_BxTxE: jax.Array) -> jax.Array:
+        """Float32 logits ``...xV`` of final-norm hidden states ``...xE`` (any leading axes): the output head."""
         if self.lm_head is None:
             logits = self.embed_tokens.attend(h_BxTxE)
         else:
@@ -343,7 +344,7 @@ class Llama(nnx.Module):
 
     def logits_from(self, x_BxTxE: jax.Array, layer: int) -> jax.Array:
         """Float32 logits ``BxTxV`` from the hidden states entering layer ``layer``."""
-        return self._head(self.hidden_from(x_BxTxE, layer))
+        return self.head(self.hidden_from(x_BxTxE, layer))
 
     def hidden_states(self, tokens_BxT: jax.Array, positions_BxT: jax.Array | None = None,
                       mask_BxT: jax.Array | None = None) -> jax.Array:
@@ -366,7 +367,7 @@ class Llama(nnx.Module):
         hides padding keys — needed for left padding only, right padding is
         already invisible to earlier positions under the causal mask.
         """
-        return self._head(self.hidden_states(tokens_BxT, positions_BxT, mask_BxT))
+        return self.head(self.hidden_states(tokens_BxT, positions_BxT, mask_BxT))
 
     def init_cache(self, batch: int, length: int, dtype=None) -> KVCache:
         """Zeroed KV cache for ``batch`` rows and ``length`` slots (dtype defaults to the compute dtype)."""
@@ -396,4 +397,4 @@ class Llama(nnx.Module):
         h, new_cache = self._run(tokens_BxT, positions_BxT, mask, cache, cache_index)
         if last_only:
             h = h[:, -1:, :]
-        return self._head(h), new_cache
+        return self.head(h), new_cache

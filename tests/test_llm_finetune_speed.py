@@ -1,4 +1,4 @@
-"""The fine-tuning's speed-ups keep its numbers: the chunked LM head + loss against full logits, the length buckets."""
+"""The fine-tuning's speed-ups keep its numbers: the chunked LM head + loss, block-causal attention, length buckets."""
 
 import jax
 import jax.numpy as jnp
@@ -136,3 +136,40 @@ def test_differentiating_the_frozen_head_is_refused():
     with pytest.raises(ValueError, match="output head is frozen"):
         jax.grad(loss)(w)
     assert np.isfinite(float(loss(w)))  # evaluating (not differentiating) is fine
+
+
+def _masked_softmax_attention(q, k, v, mask):
+    """The plain attention (the model's code before query blocks): full score matrices, one masked softmax."""
+    b, t, h, d = q.shape
+    kh = k.shape[2]
+    scores = jnp.einsum("btkgd,bskd->bkgts", q.reshape(b, t, kh, h // kh, d), k) / np.sqrt(d)
+    scores = jnp.where(mask[:, None, None], scores, jnp.finfo(jnp.float32).min)
+    return jnp.einsum("bkgts,bskd->btkgd", jax.nn.softmax(scores, axis=-1), v).reshape(b, t, h * d)
+
+
+@pytest.mark.parametrize("block", [4, 5, 11, 16])  # dividing T = 12 or not, one block
+def test_block_causal_attention_equals_masked_softmax(block):
+    from cenas_jax.llm.model import causal_attention
+
+    rng = np.random.default_rng(3)
+    b, t, h, kh, d = 2, 12, 4, 2, 8
+    q, k, v = (jnp.asarray(rng.normal(size=(b, t, n, d)), jnp.float32) for n in (h, kh, kh))
+    mask = np.tril(np.ones((t, t), bool))[None].repeat(b, 0)
+    mask[0, :, :3] = False  # row 0: three left-padding keys, hidden from every query
+    mask = jnp.asarray(mask)
+    # Queries that see no key at all (row 0's padding) have no defined output: weight 0.
+    w = rng.normal(size=(b, t, h * d)).astype(np.float32)
+    w[0, :3] = 0.0
+    w = jnp.asarray(w)
+    got = causal_attention(q, k, v, mask, block)
+    want = _masked_softmax_attention(q, k, v, mask)
+    np.testing.assert_allclose(np.asarray(got)[w[..., 0] != 0], np.asarray(want)[w[..., 0] != 0], rtol=1e-5, atol=1e-6)
+
+    def loss(f):
+        return jax.grad(lambda q, k, v: jnp.sum(w * f(q, k, v)), argnums=(0, 1, 2))(q, k, v)
+
+    grads_got = loss(lambda q, k, v: causal_attention(q, k, v, mask, block))
+    grads_want = loss(lambda q, k, v: _masked_softmax_attention(q, k, v, mask))
+    for a, c in zip(grads_want, grads_got):
+        np.testing.assert_allclose(np.asarray(c), np.asarray(a), rtol=1e-5, atol=1e-5)
+        assert float(jnp.abs(a).max()) > 1e-2

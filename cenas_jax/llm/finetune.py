@@ -14,6 +14,11 @@ shapes compile) and gradient accumulation over micro-batches inside one jitted s
 Each ``finetune`` call starts from a fresh optimiser state (the CE update resets it every
 cycle) while the adapters carry over in the model.
 
+The loss never holds B x T x V logits (``gathered_nll``): the output head runs only at the completion
+positions (gathered first), in chunks, and each chunk computes its gradient with respect to its hidden
+states while its logits exist, so the backward pass neither stores nor recomputes logits (measured:
+DESIGN.md §4 "Fine-tuning speed").
+
 Frozen-layer cache: when adapters sit only in the top layers (``lora.layers``) and a call sees an
 example more than once (epochs > 1), the layers below the first adapted one compute the same thing
 every time. ``finetune`` then runs them once per example (``Llama.layer_inputs``), keeps their output,
@@ -45,6 +50,12 @@ Pair = tuple[Sequence[int], Sequence[int]]
 # Padded lengths are taken from this ladder (x1, x1.5 per octave: at most a third is padding),
 # so a run of mixed lengths compiles a handful of shapes.
 _MIN_BUCKET = 16
+# Positions per chunk of the LM head in the loss (``gathered_nll``): one chunk's logits (256 x 49,152
+# float32 for SmolLM2, 50 MB) are the largest array of the loss, and at most 255 positions of a
+# micro-batch are computed for nothing. Measured (head + loss + gradient, 768 loss positions of
+# 4 x 256, A/B interleaved under load): chunks of 128 took 0.90 s, 192 0.81 s, 256 0.53 s, 384
+# 0.50 s; full 4 x 256 x V logits 1.14 s.
+LOSS_CHUNK = 256
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,16 +233,98 @@ def _hyperparams(optimizer: nnx.Optimizer) -> dict:
 # ----------------------------------------------------------------------------- loss
 
 
+def gathered_nll(head, h_BxTxE: jax.Array, targets_BxT: jax.Array, mask_BxT: jax.Array,
+                 chunk: int = LOSS_CHUNK) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """-log p(target) at the positions where ``mask_BxT > 0``, without materialising B x T x V logits.
+
+    ``head`` maps final-norm hidden states ``(C, E)`` to logits ``(C, V)`` (``Llama.head``); its
+    weights are frozen (differentiating through them is refused). The masked positions are gathered
+    first (in row-major order) and the head runs over them in chunks of ``chunk`` positions
+    (``jax.lax.map``); chunks past the last masked position are skipped (``lax.cond``), so prompt
+    and padding positions cost no logits. Under differentiation each chunk also computes its
+    gradient with respect to its hidden states while its logits exist (``_head_nll``), so the
+    backward pass neither keeps nor recomputes logits.
+
+    Returns ``(nll_P, index_P, valid_P)`` with P = B*T rounded up to a multiple of ``chunk``: the
+    negative log-likelihood of each gathered position, its flat index into B*T, and whether it is
+    a masked position (the others are filler: their nll is finite and to be ignored).
+    """
+    b, t, e = h_BxTxE.shape
+    n = b * t
+    n_chunks = -(-n // chunk)
+    p = n_chunks * chunk
+    take_N = mask_BxT.reshape(n) > 0
+    count = jnp.sum(take_N)
+    # Masked positions first, each group in its original order; filler past N points at position 0.
+    index_P = jnp.pad(jnp.argsort(~take_N, stable=True).astype(jnp.int32), (0, p - n))
+    valid_P = jnp.arange(p) < count
+    h_KxCxE = jnp.take(h_BxTxE.reshape(n, e), index_P, axis=0).reshape(n_chunks, chunk, e)
+    t_KxC = jnp.take(targets_BxT.reshape(n), index_P, axis=0).reshape(n_chunks, chunk)
+    # The head's weights become explicit arguments, so that differentiating them is detected (refused).
+    head_fn, weights = jax.closure_convert(head, h_KxCxE[0])
+    nll_KxC = _head_nll(head_fn, h_KxCxE, t_KxC, count, *weights)
+    return nll_KxC.reshape(p), index_P, valid_P
+
+
+def _head_chunks(head_fn, weights, h_KxCxE, t_KxC, count, with_grad: bool):
+    """Per chunk of positions: nll (C,) and, ``with_grad``, d nll / d h (C, E); chunks from ``count`` on are zeros."""
+    k, c, e = h_KxCxE.shape
+
+    def compute(h_CxE, t_C):
+        logits_CxV, head_vjp = jax.vjp(lambda x: head_fn(x, *weights).astype(jnp.float32), h_CxE)
+        lse_C = jax.nn.logsumexp(logits_CxV, axis=-1)
+        rows = jnp.arange(c)
+        nll_C = lse_C - logits_CxV[rows, t_C]
+        if not with_grad:
+            return nll_C
+        # d nll / d logits = softmax - one_hot(target)
+        dlogits_CxV = jnp.exp(logits_CxV - lse_C[:, None]).at[rows, t_C].add(-1.0)
+        return nll_C, head_vjp(dlogits_CxV)[0]
+
+    def skip(h_CxE, t_C):
+        zeros = jnp.zeros((c,), jnp.float32)
+        return (zeros, jnp.zeros_like(h_CxE)) if with_grad else zeros
+
+    def one(xs):
+        h_CxE, t_C, start = xs
+        return jax.lax.cond(start < count, compute, skip, h_CxE, t_C)
+
+    return jax.lax.map(one, (h_KxCxE, t_KxC, jnp.arange(k, dtype=jnp.int32) * c))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _head_nll(head_fn, h_KxCxE, t_KxC, count, *weights):
+    return _head_chunks(head_fn, weights, h_KxCxE, t_KxC, count, with_grad=False)
+
+
+def _head_nll_fwd(head_fn, h_KxCxE, t_KxC, count, *weights):
+    if any(w.perturbed for w in weights):
+        raise ValueError("gathered_nll: the output head is frozen here; its weights cannot be differentiated "
+                         "(the fine-tuning trains LoRA adapters of the decoder layers only)")
+    weights = tuple(w.value for w in weights)
+    nll_KxC, dh_KxCxE = _head_chunks(head_fn, weights, h_KxCxE.value, t_KxC.value, count.value, with_grad=True)
+    return nll_KxC, (dh_KxCxE, (None,) * len(weights))  # (None: no cotangent for each weight)
+
+
+def _head_nll_bwd(head_fn, res, g_KxC):
+    dh_KxCxE, no_weight_grads = res
+    return ((g_KxC[..., None] * dh_KxCxE).astype(dh_KxCxE.dtype), None, None, *no_weight_grads)
+
+
+_head_nll.defvjp(_head_nll_fwd, _head_nll_bwd, symbolic_zeros=True)
+
+
 def completion_nll(model: nnx.Module, tokens_BxT: jax.Array, targets_BxT: jax.Array, mask_BxT: jax.Array) -> jax.Array:
     """Per-row negative log-likelihood of the masked targets: (B,), nats, summed over tokens."""
-    return _nll(model(tokens_BxT), targets_BxT, mask_BxT)
+    return _row_nll(model.head, model.hidden_states(tokens_BxT), targets_BxT, mask_BxT)
 
 
-def _nll(logits_BxTxV: jax.Array, targets_BxT: jax.Array, mask_BxT: jax.Array) -> jax.Array:
-    logits_BxTxV = logits_BxTxV.astype(jnp.float32)
-    lse_BxT = jax.nn.logsumexp(logits_BxTxV, axis=-1)
-    target_logit_BxT = jnp.take_along_axis(logits_BxTxV, targets_BxT[..., None], axis=-1)[..., 0]
-    return jnp.sum((lse_BxT - target_logit_BxT) * mask_BxT, axis=-1)
+def _row_nll(head, h_BxTxE, targets_BxT, mask_BxT):
+    """sum_t mask[b, t] * -log p(targets[b, t]) per row b, through the chunked head (``gathered_nll``)."""
+    b, t = targets_BxT.shape
+    nll_P, index_P, valid_P = gathered_nll(head, h_BxTxE, targets_BxT, mask_BxT)
+    terms_P = jnp.where(valid_P, nll_P * jnp.take(mask_BxT.reshape(-1), index_P), 0.0)
+    return jax.ops.segment_sum(terms_P, index_P // t, num_segments=b)
 
 
 def _row_coefficients(batch: dict, token_mean: jax.Array) -> jax.Array:
@@ -258,11 +351,13 @@ def _accumulated_loss_and_grads(model, batch, token_mean, key, start_layer=0):
     def micro_loss(params, keys, micro_batch, coef_M):
         m = nnx.merge(lora_def, params, keys, rest)
         if start_layer:
-            logits = m.logits_from(micro_batch["hidden"], start_layer)
+            h = m.hidden_from(micro_batch["hidden"], start_layer)
         else:
-            logits = m(micro_batch["tokens"])
-        nll_M = _nll(logits, micro_batch["targets"], micro_batch["mask"])
-        return jnp.sum(coef_M * nll_M)
+            h = m.hidden_states(micro_batch["tokens"])
+        # The loss positions only, through the chunked head: sum over rows of coef * row nll.
+        nll_P, index_P, valid_P = gathered_nll(m.head, h, micro_batch["targets"], micro_batch["mask"])
+        w_P = jnp.take((coef_M[:, None] * micro_batch["mask"]).reshape(-1), index_P)
+        return jnp.sum(jnp.where(valid_P, w_P * nll_P, 0.0))
 
     grad_fn = jax.value_and_grad(micro_loss)
 

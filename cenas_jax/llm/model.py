@@ -189,6 +189,85 @@ def _linear(din: int, dout: int, axes: tuple[str, str], *, bias: bool, dtype, pa
     )
 
 
+# Query rows per block of the cache-free (causal) attention, ``causal_attention``. Measured on this 2-core
+# CPU (attention forward + backward of one layer, 9 heads over 3 KV heads of 64, A/B interleaved under
+# load): 4 x 256 tokens 52 ms with one masked softmax over the full score matrices (the code before),
+# 25 ms with the same full matrices and the hand-written backward pass, 21 / 19 / 24 ms with blocks of
+# 64 / 128 / 256; 1 x 768: 149, 72, 44 / 44 / 55 ms; 1 x 1024: 422, 139, 94 / 93 / 121 ms.
+ATTENTION_BLOCK = 128
+
+
+def causal_attention(q_BxTxHxD: jax.Array, k_BxTxKxD: jax.Array, v_BxTxKxD: jax.Array, mask_BxTxT: jax.Array,
+                     block: int = ATTENTION_BLOCK) -> jax.Array:
+    """Grouped-query softmax attention of T queries over the same T positions; returns ``BxTx(H*D)``.
+
+    ``mask_BxTxT`` (True: query t may attend key s) must be causal (False wherever s > t), possibly with
+    keys hidden (padding). Query rows go in blocks of ``block``; block i only builds the scores of the
+    keys up to its own last row, so the score blocks above the diagonal are never built, and each
+    block's softmax has a hand-written backward pass (``_block_attention``).
+    """
+    t = q_BxTxHxD.shape[1]
+    outs = []
+    for lo in range(0, t, block):
+        hi = min(lo + block, t)
+        outs.append(_block_attention(q_BxTxHxD[:, lo:hi], k_BxTxKxD[:, :hi], v_BxTxKxD[:, :hi], mask_BxTxT[:, lo:hi, :hi]))
+    return outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=1)
+
+
+def _block_forward(q_BxTxHxD, k_BxSxKxD, v_BxSxKxD, mask_BxTxS):
+    """Softmax attention with heads grouped by KV head: output ``BxKxGxTxD`` (float32) and what the backward needs."""
+    b, t, h, d = q_BxTxHxD.shape
+    kh = k_BxSxKxD.shape[2]
+    scale = 1.0 / math.sqrt(d)
+    q_BxKxGxTxD = q_BxTxHxD.reshape(b, t, kh, h // kh, d).transpose(0, 2, 3, 1, 4)
+    k_BxKxSxD = k_BxSxKxD.transpose(0, 2, 1, 3)
+    v_BxKxSxD = v_BxSxKxD.transpose(0, 2, 1, 3)
+    scores = jnp.einsum("bkgtd,bksd->bkgts", q_BxKxGxTxD, k_BxKxSxD, preferred_element_type=jnp.float32) * scale
+    scores = jnp.where(mask_BxTxS[:, None, None], scores, jnp.finfo(jnp.float32).min)
+    # Unnormalised probabilities; the output is divided by their sum instead (T x D values, not T x S).
+    p = jnp.exp(scores - jnp.max(scores, axis=-1, keepdims=True))
+    denom = jnp.sum(p, axis=-1, keepdims=True)
+    out = jnp.einsum("bkgts,bksd->bkgtd", p.astype(v_BxKxSxD.dtype), v_BxKxSxD,
+                     preferred_element_type=jnp.float32) / denom
+    return out, (q_BxKxGxTxD, k_BxKxSxD, v_BxKxSxD, p, denom)
+
+
+def _heads_last(x_BxKxGxTxD: jax.Array) -> jax.Array:
+    b, kh, g, t, d = x_BxKxGxTxD.shape
+    return x_BxKxGxTxD.transpose(0, 3, 1, 2, 4).reshape(b, t, kh * g * d)
+
+
+@jax.custom_vjp
+def _block_attention(q_BxTxHxD, k_BxSxKxD, v_BxSxKxD, mask_BxTxS):
+    out, _ = _block_forward(q_BxTxHxD, k_BxSxKxD, v_BxSxKxD, mask_BxTxS)
+    return _heads_last(out).astype(q_BxTxHxD.dtype)
+
+
+def _block_attention_fwd(q_BxTxHxD, k_BxSxKxD, v_BxSxKxD, mask_BxTxS):
+    out, res = _block_forward(q_BxTxHxD, k_BxSxKxD, v_BxSxKxD, mask_BxTxS)
+    return _heads_last(out).astype(q_BxTxHxD.dtype), (*res, out)
+
+
+def _block_attention_bwd(res, g_BxTxF):
+    q, k, v, p, denom, out = res  # q: BxKxGxTxD; k, v: BxKxSxD; p: BxKxGxTxS; denom: BxKxGxTx1
+    b, kh, g, t, d = q.shape
+    scale = 1.0 / math.sqrt(d)
+    f32 = jnp.float32
+    dout = g_BxTxF.astype(f32).reshape(b, t, kh, g, d).transpose(0, 2, 3, 1, 4)
+    # With P = p / denom: dV = P^T dO, dP = dO V^T, dS = P * (dP - rowsum(dO * O)).
+    dout_n = dout / denom
+    dv = jnp.einsum("bkgts,bkgtd->bksd", p, dout_n)
+    dp_n = jnp.einsum("bkgtd,bksd->bkgts", dout_n, v, preferred_element_type=f32)
+    ds = p * (dp_n - jnp.sum(dout_n * out, axis=-1, keepdims=True))
+    dq = jnp.einsum("bkgts,bksd->bkgtd", ds, k, preferred_element_type=f32) * scale
+    dk = jnp.einsum("bkgts,bkgtd->bksd", ds, q, preferred_element_type=f32) * scale
+    return (_heads_last(dq).reshape(b, t, kh * g, d).astype(q.dtype), dk.transpose(0, 2, 1, 3).astype(k.dtype),
+            dv.transpose(0, 2, 1, 3).astype(v.dtype), None)
+
+
+_block_attention.defvjp(_block_attention_fwd, _block_attention_bwd)
+
+
 class Attention(nnx.Module):
     """Causal grouped-query self-attention with RoPE and an optional KV cache."""
 
@@ -206,13 +285,16 @@ class Attention(nnx.Module):
         """Attention output ``BxTxE`` and the updated (k, v) cache of this layer (or None).
 
         ``mask_BxTxS`` is True where query t may attend key slot s; without a
-        cache the keys are this call's own T tokens (S == T).
+        cache the keys are this call's own T tokens (S == T) and the mask must be
+        causal (``causal_attention``).
         """
         b, t, _ = x_BxTxE.shape
         kh, g, d = self.num_kv_heads, self.num_heads // self.num_kv_heads, self.head_dim
         q = apply_rope(self.q_proj(x_BxTxE).reshape(b, t, self.num_heads, d), cos, sin)
         k = apply_rope(self.k_proj(x_BxTxE).reshape(b, t, kh, d), cos, sin)
         v = self.v_proj(x_BxTxE).reshape(b, t, kh, d)
+        if layer_cache is None:
+            return self.o_proj(causal_attention(q, k, v, mask_BxTxS).astype(self.dtype)), None
         new_cache = None
         if layer_cache is not None:
             ck, cv = layer_cache
@@ -297,7 +379,8 @@ class Llama(nnx.Module):
                 dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.inv_freq = tuple(rope_inv_freq(config).tolist())  # static, not a parameter
 
-    def _head(self, h_BxTxE: jax.Array) -> jax.Array:
+    def head(self, h_BxTxE: jax.Array) -> jax.Array:
+        """Float32 logits ``...xV`` of final-norm hidden states ``...xE`` (any leading axes): the output head."""
         if self.lm_head is None:
             logits = self.embed_tokens.attend(h_BxTxE)
         else:
@@ -343,7 +426,7 @@ class Llama(nnx.Module):
 
     def logits_from(self, x_BxTxE: jax.Array, layer: int) -> jax.Array:
         """Float32 logits ``BxTxV`` from the hidden states entering layer ``layer``."""
-        return self._head(self.hidden_from(x_BxTxE, layer))
+        return self.head(self.hidden_from(x_BxTxE, layer))
 
     def hidden_states(self, tokens_BxT: jax.Array, positions_BxT: jax.Array | None = None,
                       mask_BxT: jax.Array | None = None) -> jax.Array:
@@ -366,7 +449,7 @@ class Llama(nnx.Module):
         hides padding keys — needed for left padding only, right padding is
         already invisible to earlier positions under the causal mask.
         """
-        return self._head(self.hidden_states(tokens_BxT, positions_BxT, mask_BxT))
+        return self.head(self.hidden_states(tokens_BxT, positions_BxT, mask_BxT))
 
     def init_cache(self, batch: int, length: int, dtype=None) -> KVCache:
         """Zeroed KV cache for ``batch`` rows and ``length`` slots (dtype defaults to the compute dtype)."""
@@ -396,4 +479,4 @@ class Llama(nnx.Module):
         h, new_cache = self._run(tokens_BxT, positions_BxT, mask, cache, cache_index)
         if last_only:
             h = h[:, -1:, :]
-        return self._head(h), new_cache
+        return self.head(h), new_cache

@@ -97,6 +97,8 @@ class SandboxConfig:
     tmpfs_mb: int = 256  # size of the worker's private /tmp and /dev/shm (full isolation)
     file_size_mb: int = 64  # RLIMIT_FSIZE per worker
     workers_per_device: int = 1  # GPU: workers sharing one device (memory split evenly among them)
+    # GPU: devices each worker owns; its vmapped seeds are split over them (train.seed_strategy, DESIGN.md §3)
+    devices_per_worker: int = 1
     device_memory_fraction: float = 0.0  # GPU/TPU: share of a device for all its workers; 0: 0.75
     tpu_worker_per_chip: bool = True  # TPU: one single-chip worker per chip; false: one worker owns them all
     # Where the workers run (DESIGN.md §7 "Ray"): "local", this host's pool; "ray", pools hosted by Ray actors.
@@ -120,6 +122,9 @@ class SandboxConfig:
         _check(self.max_params >= 1, "sandbox.max_params", "must be >= 1")
         _check(self.max_tasks_per_worker >= 1, "sandbox.max_tasks_per_worker", "must be >= 1")
         _check(self.workers_per_device >= 1, "sandbox.workers_per_device", "must be >= 1")
+        _check(self.devices_per_worker >= 1, "sandbox.devices_per_worker", "must be >= 1")
+        _check(self.devices_per_worker == 1 or self.workers_per_device == 1, "sandbox.devices_per_worker",
+               "cannot be combined with workers_per_device > 1 (a worker owning several GPUs shares none)")
         _check(0.0 <= self.device_memory_fraction <= 1.0, "sandbox.device_memory_fraction",
                "must be in [0, 1] (0: the default, 0.75)")
         _check(self.ray_actors >= 0, "sandbox.ray_actors", "must be >= 0 (0: one per node or GPU group)")

@@ -80,6 +80,12 @@ def test_gpu_workers_one_per_device_then_shared():
     # An explicit pool size wraps round the devices too.
     plans = plan_workers(inv, SandboxConfig(workers=3), environ={})
     assert [p.devices for p in plans] == [("0",), ("1",), ("0",)]
+    # Workers owning several devices (their vmapped seeds split over them); a remainder device stays unused.
+    plans = plan_workers(Inventory("gpu", ("0", "1", "2", "3", "4"), 16), SandboxConfig(devices_per_worker=2), environ={})
+    assert [p.env["CUDA_VISIBLE_DEVICES"] for p in plans] == ["0,1", "2,3"]
+    assert [p.devices for p in plans] == [("0", "1"), ("2", "3")]
+    (one,) = plan_workers(Inventory("gpu", ("0",), 16), SandboxConfig(devices_per_worker=2), environ={})
+    assert one.devices == ("0",)
 
 
 def test_tpu_workers_one_per_chip_or_one_for_all():
@@ -103,6 +109,8 @@ def test_tpu_workers_one_per_chip_or_one_for_all():
 def test_config_checks():
     with pytest.raises(ConfigError, match="workers_per_device"):
         SandboxConfig(workers_per_device=0)
+    with pytest.raises(ConfigError, match="devices_per_worker"):
+        SandboxConfig(devices_per_worker=2, workers_per_device=2)
     with pytest.raises(ConfigError, match="device_memory_fraction"):
         SandboxConfig(device_memory_fraction=1.5)
 

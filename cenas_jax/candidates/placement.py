@@ -5,7 +5,7 @@ device nodes and the environment, and gives each worker the environment that pin
 
 * CPU: every worker is a single-threaded process (DESIGN.md §3); nothing device-specific.
 * GPU: ``CUDA_VISIBLE_DEVICES`` names one device per worker; ``sandbox.workers_per_device`` workers share
-  it. XLA's allocator does not preallocate (``XLA_PYTHON_CLIENT_PREALLOCATE=false``) and is capped at
+  it, or each worker owns ``sandbox.devices_per_worker`` devices (its vmapped seeds split over them). XLA's allocator does not preallocate (``XLA_PYTHON_CLIENT_PREALLOCATE=false``) and is capped at
   ``XLA_PYTHON_CLIENT_MEM_FRACTION`` of the device: ``sandbox.device_memory_fraction`` (default 0.75, the
   rest for the search process's LLM) split evenly among the workers of one device. No RLIMIT_AS: the CUDA
   driver maps far more address space than it uses. The device nodes stay reachable inside the worker's
@@ -14,7 +14,7 @@ device nodes and the environment, and gives each worker the environment that pin
   started as a non-communicating single-chip process (``TPU_CHIPS_PER_PROCESS_BOUNDS=1,1,1``,
   ``TPU_PROCESS_BOUNDS=1,1,1``, its chip in ``TPU_VISIBLE_CHIPS`` / ``TPU_VISIBLE_DEVICES``, its own mesh
   controller port). Otherwise, or with ``sandbox.tpu_worker_per_chip: false``, one worker owns every chip
-  (its vmapped seeds run on the first one: sharding them over a worker's chips is not built yet).
+  and splits its vmapped seeds over them (``train.exported``: one copy of the programs per chip).
 
 ``plan_workers`` is pure (an inventory and a config in, plans out), so every case is tested on a CPU host
 with a faked inventory.
@@ -145,7 +145,7 @@ def pool_size(inv: Inventory, cfg: SandboxConfig) -> int:
     if inv.platform == "cpu":
         return max(1, inv.cores // max(1, cfg.threads_per_worker))
     if inv.platform == "gpu":
-        return max(1, len(inv.devices)) * cfg.workers_per_device
+        return max(1, len(inv.devices) // cfg.devices_per_worker) * cfg.workers_per_device
     if inv.devices and cfg.tpu_worker_per_chip:
         return len(inv.devices)  # a chip serves one process at a time: workers_per_device does not apply
     return 1
@@ -182,9 +182,11 @@ def plan_workers(inv: Inventory, cfg: SandboxConfig, environ: Mapping[str, str] 
         env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{memory_fraction(cfg):.4f}"
         if inv.platform == "gpu":
             env["JAX_PLATFORMS"] = "cuda"
-            devices = (inv.devices[slot % len(inv.devices)],) if inv.devices else ()
+            k = min(cfg.devices_per_worker, len(inv.devices)) or 1
+            groups = [inv.devices[i : i + k] for i in range(0, len(inv.devices) - k + 1, k)]
+            devices = tuple(groups[slot % len(groups)]) if groups else ()
             if devices:
-                env["CUDA_VISIBLE_DEVICES"] = devices[0]
+                env["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
         else:
             env["JAX_PLATFORMS"] = "tpu"
             if inv.devices and cfg.tpu_worker_per_chip:

@@ -12,7 +12,10 @@ which turns the built module into three ``jax.export`` programs over flat tuples
   It gets images only, never labels.
 
 With vmapped seeds (accelerators) each program carries a leading seed axis on keys, variables and
-outputs (``loss_grad`` also on the batch: every seed draws its own batches).
+outputs (``loss_grad`` also on the batch: every seed draws its own batches). When the trainer sees several
+devices (e.g. one worker owning every chip of a TPU VM), the seeds are split over ``Shapes.seed_shards`` of
+them: the programs are exported for ``seeds // seed_shards`` seeds, and the trainer runs one copy per device
+under ``jax.shard_map`` with its state sharded along the seed axis (no collective: seeds never interact).
 
 The trainer (``train_exported``) never imports, executes or unpickles anything a candidate wrote.
 It checks every exported signature against the shapes it expects, refuses custom calls that are
@@ -74,16 +77,35 @@ class Shapes:
     eval_batch: int
     num_classes: int
     seeds: int
+    seed_shards: int = 1  # devices the vmapped seeds are split over (divides ``seeds``)
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.seed_shards, int) and 1 <= self.seed_shards and self.seeds % self.seed_shards == 0):
+            raise ValueError(f"seed_shards={self.seed_shards!r} must be a positive divisor of seeds={self.seeds}")
+
+    @property
+    def seeds_per_program(self) -> int:
+        """The seed axis of vmapped programs: the seeds one device runs."""
+        return self.seeds // self.seed_shards
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
-    def for_dataset(cls, dataset: Any, cfg: TrainConfig, eval_split: str = "val") -> Shapes:
+    def for_dataset(cls, dataset: Any, cfg: TrainConfig, eval_split: str = "val", devices: int | None = None) -> Shapes:
+        """``devices``: how many devices the trainer may split vmapped seeds over (default: this process's
+        local devices of the default backend)."""
         n_train = int(dataset.x_train.shape[0])
         evald = device_data.eval_arrays(dataset, eval_split, cfg.eval_batch_size)
+        n_dev = len(jax.local_devices()) if devices is None else devices
         return cls(tuple(int(d) for d in dataset.x_train.shape[1:]), min(cfg.batch_size, n_train),
-                   evald.batch_size, int(dataset.num_classes), cfg.seeds)  # fmt: skip
+                   evald.batch_size, int(dataset.num_classes), cfg.seeds, seed_shards(cfg.seeds, n_dev))  # fmt: skip
+
+
+def seed_shards(seeds: int, devices: int) -> int:
+    """How many devices ``seeds`` vmapped seeds are split over: the largest divisor of ``seeds`` that is at
+    most ``devices`` (every device runs the same number of seeds; 3 seeds on 2 devices stay on one)."""
+    return max(d for d in range(1, max(1, min(seeds, devices)) + 1) if seeds % d == 0)
 
 
 # ---------------------------------------------------------------------------
@@ -191,7 +213,7 @@ def export_programs(
     x_train = jax.ShapeDtypeStruct((shapes.batch,) + img, jnp.float32)
     y_train = jax.ShapeDtypeStruct((shapes.batch,), jnp.int32)
     if vmapped:
-        s = shapes.seeds
+        s = shapes.seeds_per_program
         stacked = [jax.ShapeDtypeStruct((s,) + tuple(a.shape), a.dtype) for a in leaf_specs]
         n = len(leaf_specs)
         init = _export(jax.vmap(init_flat), jax.ShapeDtypeStruct((s, 2), jnp.uint32))
@@ -241,6 +263,7 @@ class LoadedPrograms:
     params: int  # elements in the params leaves (the trainer's own count)
     state_size: int  # elements in every leaf the model carries (params and mutable collections)
     has_conv: bool
+    seed_shards: int = 1  # devices the seed axis is split over (``Shapes.seed_shards`` when vmapped)
 
 
 def _refuse(message: str) -> TrainError:
@@ -281,7 +304,7 @@ def load_programs(meta: Any, blobs: Any, shapes: Shapes, platform: str) -> Loade
             raise _refuse(f"the {name} program uses custom calls not on the allow-list: {', '.join(refused)}")
         progs[name] = exp
     init, loss_grad, forward = progs["init"], progs["loss_grad"], progs["forward"]
-    lead = (shapes.seeds,) if vmapped else ()
+    lead = (shapes.seeds_per_program,) if vmapped else ()
     img = tuple(shapes.input_shape)
     key = [(lead + (2,), "uint32")]
     if _avals(init.in_avals) != key:
@@ -304,15 +327,51 @@ def load_programs(meta: Any, blobs: Any, shapes: Shapes, platform: str) -> Loade
     if _avals(forward.out_avals) != want_logits:
         got = _avals(forward.out_avals)
         raise TrainError("shape", f"logits have shape {got[0][0] if len(got) == 1 else got}; expected {want_logits[0][0]}")
-    per_seed = shapes.seeds if vmapped else 1
+    per_seed = shapes.seeds_per_program if vmapped else 1
     params = sum(int(np.prod(s, dtype=np.int64)) for s, _ in params_leaves) // per_seed
     state = sum(int(np.prod(s, dtype=np.int64)) for s, _ in leaves) // per_seed
     return LoadedPrograms(init, loss_grad, forward, n_p, n_e, vmapped, params, state,
-                          _has_conv(forward.mlir_module()))  # fmt: skip
+                          _has_conv(forward.mlir_module()), shapes.seed_shards if vmapped else 1)  # fmt: skip
 
 
-def _trainer_fns(progs: LoadedPrograms, cfg: TrainConfig, shapes: Shapes, steps_per_epoch: int) -> dict:
-    """The trusted step, epoch and eval functions around the exported calls."""
+SEED_AXIS = "seed"
+
+
+class _SeedMesh:
+    """The seed axis split over ``n`` local devices: shardings for seed-led and replicated arrays, and the
+    exported calls run per device under ``shard_map`` (each device's copy sees its own seeds only)."""
+
+    def __init__(self, n: int) -> None:
+        from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+        devices = jax.local_devices()
+        if len(devices) < n:
+            raise TrainError("compile", f"the seeds are split over {n} devices but this process sees {len(devices)}")
+        self.mesh = Mesh(np.asarray(devices[:n]), (SEED_AXIS,))
+        self.P = PartitionSpec
+        self.seeded = NamedSharding(self.mesh, PartitionSpec(SEED_AXIS))
+        self.replicated = NamedSharding(self.mesh, PartitionSpec())
+
+    def call(self, exp: Any, *args: Any, seeded: tuple[bool, ...]) -> Any:
+        specs = tuple(self.P(SEED_AXIS) if s else self.P() for s in seeded)
+        return jax.shard_map(exp.call, mesh=self.mesh, in_specs=specs, out_specs=self.P(SEED_AXIS),
+                             check_vma=False)(*args)  # fmt: skip
+
+    def constrain_state(self, state: dict) -> dict:
+        """Every state leaf with a seed axis stays split along it; scalars (the step counter) replicated."""
+        return jax.tree.map(lambda a: jax.lax.with_sharding_constraint(a, self.seeded if a.ndim else self.replicated), state)
+
+    def spec(self, tree: Any, seeded: bool) -> Any:
+        sh = self.seeded if seeded else self.replicated
+        return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh), tree)
+
+    def put(self, tree: Any, seeded: bool) -> Any:
+        return jax.device_put(tree, self.seeded if seeded else self.replicated)
+
+
+def _trainer_fns(progs: LoadedPrograms, cfg: TrainConfig, shapes: Shapes, steps_per_epoch: int,
+                 mesh: _SeedMesh | None = None) -> dict:
+    """The trusted step, epoch and eval functions around the exported calls (per device under ``mesh``)."""
     tx = make_optimizer(cfg)
     n_p = progs.n_params
     batch, eval_batch = shapes.batch, shapes.eval_batch
@@ -320,11 +379,15 @@ def _trainer_fns(progs: LoadedPrograms, cfg: TrainConfig, shapes: Shapes, steps_
     update = jax.vmap(tx.update) if vm else tx.update
     apply_updates = jax.vmap(optax.apply_updates) if vm else optax.apply_updates
     fold = jax.vmap(jax.random.fold_in, in_axes=(0, None)) if vm else jax.random.fold_in
+    keep = mesh.constrain_state if mesh is not None else (lambda state: state)
+
+    def call(exp: Any, *args: Any, seeded: tuple[bool, ...]) -> Any:
+        return exp.call(*args) if mesh is None else mesh.call(exp, *args, seeded=seeded)
 
     def init(seed_keys: jax.Array) -> dict:
-        leaves = list(progs.init.call(seed_keys))
+        leaves = list(call(progs.init, seed_keys, seeded=(True,)))
         params = leaves[:n_p]
-        return {
+        return keep({
             "params": params,
             "extra": leaves[n_p:],
             "opt": jax.vmap(tx.init)(params) if vm else tx.init(params),
@@ -333,7 +396,7 @@ def _trainer_fns(progs: LoadedPrograms, cfg: TrainConfig, shapes: Shapes, steps_
             "step": jnp.zeros((), jnp.int32),
             "loss_sum": jnp.zeros((shapes.seeds,) if vm else (), jnp.float32),
             "nonfinite": jnp.zeros((shapes.seeds,) if vm else (), jnp.int32),
-        }
+        })
 
     def step(state: dict, data: tuple, perm: jax.Array) -> dict:
         x_all, y_all, mean, std = data
@@ -342,12 +405,13 @@ def _trainer_fns(progs: LoadedPrograms, cfg: TrainConfig, shapes: Shapes, steps_
         x = normalise(jnp.take(x_all, idx, axis=0), mean, std)
         y = jnp.take(y_all, idx, axis=0)
         rng = fold(state["dropout_key"], state["step"])
-        out = progs.loss_grad.call(*state["params"], *state["extra"], x, y, rng)
+        args = (*state["params"], *state["extra"], x, y, rng)
+        out = call(progs.loss_grad, *args, seeded=(True,) * len(args))
         loss, grads, extra = out[0], list(out[1 : 1 + n_p]), list(out[1 + n_p :])
         deltas, opt = update(grads, state["opt"], state["params"])
         params = apply_updates(state["params"], deltas)
         loss = jnp.asarray(loss, jnp.float32)
-        return {
+        return keep({
             **state,
             "params": params,
             "extra": extra,
@@ -355,7 +419,7 @@ def _trainer_fns(progs: LoadedPrograms, cfg: TrainConfig, shapes: Shapes, steps_
             "step": state["step"] + 1,
             "loss_sum": jnp.where(i == 0, 0.0, state["loss_sum"]) + loss,
             "nonfinite": state["nonfinite"] + (~jnp.isfinite(loss)).astype(jnp.int32),
-        }
+        })
 
     def epoch(state: dict, data: tuple, perm: jax.Array, num_steps: int) -> dict:
         return jax.lax.scan(lambda s, _: (step(s, data, perm), None), state, None, length=num_steps)[0]
@@ -367,9 +431,11 @@ def _trainer_fns(progs: LoadedPrograms, cfg: TrainConfig, shapes: Shapes, steps_
         x = normalise(jax.lax.dynamic_slice_in_dim(x_all, start, eval_batch), mean, std)
         y = jax.lax.dynamic_slice_in_dim(y_all, start, eval_batch)
         m = jax.lax.dynamic_slice_in_dim(mask, start, eval_batch)
-        logits = progs.forward.call(*params, *extra, x)  # images only: the labels stay here
+        args = (*params, *extra, x)  # images only: the labels stay here
+        logits = call(progs.forward, *args, seeded=(True,) * (len(args) - 1) + (False,))
         correct = (jnp.argmax(logits, axis=-1) == y) & m
-        return acc + correct.sum(axis=-1, dtype=jnp.int32)
+        acc = acc + correct.sum(axis=-1, dtype=jnp.int32)
+        return acc if mesh is None else jax.lax.with_sharding_constraint(acc, mesh.seeded)
 
     return {"init": init, "step": step, "epoch": epoch, "eval": eval_batch_fn}
 
@@ -393,7 +459,7 @@ def train_exported(
     """
     if max_params is not None and progs.params > max_params:
         raise TrainError("budget", f"{progs.params:,} parameters exceed the budget of {max_params:,}")
-    shapes = Shapes.for_dataset(dataset, cfg, eval_split)
+    shapes = Shapes.for_dataset(dataset, cfg, eval_split, devices=progs.seed_shards)
     compiler = _Compiler()
     train = device_data.train_arrays(dataset)
     n_train = int(train.x.shape[0])
@@ -402,19 +468,28 @@ def train_exported(
     evald = device_data.eval_arrays(dataset, eval_split, cfg.eval_batch_size)
     seeds, vm = cfg.seeds, progs.vmapped
     strategy = choose_strategy(cfg, jax.default_backend(), progs.has_conv)
-    fns = _trainer_fns(progs, cfg, shapes, steps_per_epoch)
+    if shapes.seed_shards != progs.seed_shards:  # cfg.seeds is not the seed count the programs were checked for
+        raise TrainError("export", f"programs split {shapes.seeds} seeds over {progs.seed_shards} devices; "
+                                   f"{shapes.seed_shards} expected")  # fmt: skip
+    mesh = _SeedMesh(progs.seed_shards) if progs.seed_shards > 1 else None
+    fns = _trainer_fns(progs, cfg, shapes, steps_per_epoch, mesh)
 
-    key_spec = jax.ShapeDtypeStruct((seeds, 2) if vm else (2,), jnp.uint32)
+    def spec(tree: Any, seeded: bool) -> Any:
+        return mesh.spec(tree, seeded) if mesh is not None else jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), tree)
+
+    key_spec = spec(jax.ShapeDtypeStruct((seeds, 2) if vm else (2,), jnp.uint32), True)
     init_c = compiler(fns["init"], key_spec, options=_options(INIT_COMPILER_OPTIONS_CPU))
     state_spec = init_c.out_info
-    train_spec = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), train.as_tuple())
-    eval_spec = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), evald.as_tuple())
-    perm_spec = jax.ShapeDtypeStruct((seeds, n_train) if vm else (n_train,), jnp.int32)
-    i_spec = jax.ShapeDtypeStruct((), jnp.int32)
-    acc_spec = jax.ShapeDtypeStruct((seeds,) if vm else (), jnp.int32)
+    train_spec = spec(train.as_tuple(), False)
+    eval_spec = spec(evald.as_tuple(), False)
+    perm_spec = spec(jax.ShapeDtypeStruct((seeds, n_train) if vm else (n_train,), jnp.int32), True)
+    i_spec = spec(jax.ShapeDtypeStruct((), jnp.int32), False)
+    acc_spec = spec(jax.ShapeDtypeStruct((seeds,) if vm else (), jnp.int32), True)
     vars_spec = (state_spec["params"], state_spec["extra"])
     eval_c = compiler(fns["eval"], vars_spec, eval_spec, i_spec, acc_spec, options=_options(EVAL_COMPILER_OPTIONS_CPU))
     flops_total = compiled_flops(eval_c)
+    if flops_total and mesh is not None:  # XLA's cost analysis is of one device's share of the program
+        flops_total *= progs.seed_shards
     flops = flops_total / ((seeds if vm else 1) * evald.batch_size) if flops_total else None
     opts = step_options(train_steps_per_process(schedule, seeds, vm))
     if strategy.epoch == "loop":
@@ -427,14 +502,22 @@ def train_exported(
 
     train_data, eval_data = train.as_tuple(), evald.as_tuple()
     seed_keys = [jax.random.fold_in(key, seed_offset + s) for s in range(seeds)]
+    place_perm = None
+    if mesh is not None:
+        train_data, eval_data = mesh.put(train_data, False), mesh.put(eval_data, False)
+        place_perm = lambda perm: mesh.put(perm, True)  # noqa: E731
 
     def run(state: dict, label: str) -> dict:
-        return run_schedule(state, schedule, n_train, vm, step_c, epoch_cs, train_data, label)
+        return run_schedule(state, schedule, n_train, vm, step_c, epoch_cs, train_data, label, place_perm)
 
     def score(state: dict) -> list[int]:
         acc = jnp.zeros((seeds,) if vm else (), jnp.int32)
+        i_arr = np.int32
+        if mesh is not None:
+            acc = mesh.put(acc, True)
+            i_arr = lambda i: mesh.put(np.int32(i), False)  # noqa: E731
         for i in range(evald.num_batches):
-            acc = eval_c((state["params"], state["extra"]), eval_data, np.int32(i), acc)
+            acc = eval_c((state["params"], state["extra"]), eval_data, i_arr(i), acc)
         return [int(c) for c in np.atleast_1d(np.asarray(acc))]
 
     last = schedule[-1][1]
@@ -442,7 +525,8 @@ def train_exported(
     correct: list[int] = []
     losses: list[float] = []
     if vm:
-        state = run(init_c(jnp.stack(seed_keys)), f"{seed_offset}..{seed_offset + seeds - 1}")
+        stacked = jnp.stack(seed_keys)
+        state = run(init_c(stacked if mesh is None else mesh.put(stacked, True)), f"{seed_offset}..{seed_offset + seeds - 1}")
         correct = score(state)
         losses = [float(v) / last for v in np.asarray(state["loss_sum"])]
     else:

@@ -387,7 +387,7 @@ def train_candidate(
 
 
 def run_schedule(state: dict, schedule: list, n_train: int, vmapped: bool, step_c: Any, epoch_cs: dict,
-                 train_data: tuple, seed_label: str) -> dict:
+                 train_data: tuple, seed_label: str, place_perm: Callable | None = None) -> dict:
     """Train one state (a stack of seeds when ``vmapped``) through ``schedule``: a loop of the compiled step
     ``step_c``, or one compiled epoch scan per epoch length in ``epoch_cs``; the NaN flag is read every
     ``NAN_CHECK_EVERY`` steps and at the end. Each epoch's permutation comes from the state's ``perm_key``."""
@@ -398,6 +398,8 @@ def run_schedule(state: dict, schedule: list, n_train: int, vmapped: bool, step_
             perm = steps.epoch_perms(state["perm_key"], epoch_arr, n_train)
         else:
             perm = steps.epoch_perm(state["perm_key"], epoch_arr, n_train)
+        if place_perm is not None:  # e.g. split along the seed axis like the state
+            perm = place_perm(perm)
         if step_c is not None:
             for _ in range(n):
                 state = step_c(state, train_data, perm)

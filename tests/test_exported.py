@@ -249,7 +249,7 @@ def test_vmapped_seeds_are_split_over_the_workers_devices(source, tmp_path):
     proc = subprocess.run([sys.executable, str(script), "mlp" if source is MLP else "conv", source],
                           capture_output=True, text=True, env=env, timeout=600)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(next(l for l in proc.stdout.splitlines() if l.startswith("RESULT "))[7:])
+    out = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))[7:])
     split, one, ref = out["2"], out["1"], out["in_process"]
     assert (split["shards"], one["shards"], out["default_shards"]) == (2, 1, 2)
     assert split["program_seeds"] == [2] and one["program_seeds"] == [4]

@@ -92,6 +92,8 @@ class SandboxConfig:
     max_params: int = 5_000_000  # parameter budget, checked with jax.eval_shape
     max_source_bytes: int = 64_000
     threads_per_worker: int = 1
+    # CPU: bind each worker to cores of its own when the pool fits the cores (DESIGN.md §3 "Pool scaling on CPU")
+    pin_cores: bool = True
     check_timeout_s: float = 60.0  # wall clock for the cheap stages (syntax..budget) of one candidate
     startup_timeout_s: float = 240.0  # a worker must be ready (jax imported, isolated) within this
     tmpfs_mb: int = 256  # size of the worker's private /tmp and /dev/shm (full isolation)

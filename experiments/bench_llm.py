@@ -59,8 +59,10 @@ _CACHE: dict[str, object] = {}
 
 def _ours():
     if "ours" not in _CACHE:
+        from cenas_jax import hostmem
         from cenas_jax.llm.weights import load_model
 
+        hostmem.keep_freed_memory()  # as the `cenas` command does at start
         _CACHE["ours"] = load_model(MODEL, dtype="float32")
     return _CACHE["ours"]
 

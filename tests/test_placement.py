@@ -54,10 +54,23 @@ def test_detects_tpu_chips(tmp_path):
 
 def test_cpu_workers_are_unchanged():
     inv = Inventory("cpu", (), 4)
-    plans = plan_workers(inv, SandboxConfig(), environ={"LD_LIBRARY_PATH": "/x", "CUDA_VISIBLE_DEVICES": "0"})
+    plans = plan_workers(inv, SandboxConfig(pin_cores=False),
+                         environ={"LD_LIBRARY_PATH": "/x", "CUDA_VISIBLE_DEVICES": "0"})
     assert [p.slot for p in plans] == [0, 1, 2, 3]
     assert all(p.env == {} and p.devices == () and p.address_space_limit for p in plans)
     assert len(plan_workers(inv, SandboxConfig(threads_per_worker=2))) == 2
+
+
+def test_cpu_workers_get_cores_of_their_own_when_the_pool_fits():
+    groups = placement.cpu_core_groups
+    assert groups(2, SandboxConfig(), allowed={0, 1}) == [(0,), (1,)]
+    assert groups(2, SandboxConfig(threads_per_worker=2), allowed={7, 3, 5, 1}) == [(1, 3), (5, 7)]
+    assert groups(3, SandboxConfig(), allowed={0, 1}) == []  # oversubscribed: left to the scheduler
+    assert groups(2, SandboxConfig(pin_cores=False), allowed={0, 1}) == []
+    # On this host: one worker per usable core, each pinned to a different one, named in its environment.
+    here = sorted(os.sched_getaffinity(0))
+    plans = plan_workers(Inventory("cpu", (), len(here)), SandboxConfig())
+    assert [p.env[placement.CPU_CORES_ENV] for p in plans] == [str(c) for c in here]
 
 
 def test_gpu_workers_one_per_device_then_shared():

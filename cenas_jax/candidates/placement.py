@@ -26,7 +26,7 @@ import dataclasses
 import importlib.util
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from cenas_jax.config import SandboxConfig
 
@@ -39,6 +39,7 @@ PASS_THROUGH = {
 }
 TPU_MESH_PORT_BASE = 8476  # libtpu's default mesh controller port; worker i uses BASE + 1 + i
 DEFAULT_DEVICE_MEMORY_FRACTION = 0.75
+CPU_CORES_ENV = "CENAS_CPU_CORES"  # a CPU worker's own cores ("0" or "2,3"), read by worker.py at start
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,6 +167,29 @@ def memory_fraction(cfg: SandboxConfig) -> float:
     return total / cfg.workers_per_device
 
 
+def cpu_core_groups(n: int, cfg: SandboxConfig, allowed: Iterable[int] | None = None) -> list[tuple[int, ...]]:
+    """Cores of their own for ``n`` CPU workers of ``threads_per_worker`` threads each, or [] (no pinning).
+
+    Pinning applies when ``sandbox.pin_cores`` is on and the pool fits the cores this process may use
+    (``allowed``, default its affinity mask); an oversubscribed pool is left to the scheduler. Why: a
+    single-threaded XLA:CPU process still runs helper threads that wander onto its neighbour's core, and
+    two unpinned workers each ran a ResNet step in 129 ms where two pinned ones took 96 ms (DESIGN.md §3
+    "Pool scaling on CPU").
+    """
+    if not cfg.pin_cores:
+        return []
+    if allowed is None:
+        try:
+            allowed = os.sched_getaffinity(0)
+        except AttributeError:
+            return []
+    cores = sorted(allowed)
+    t = max(1, cfg.threads_per_worker)
+    if n * t > len(cores):
+        return []
+    return [tuple(cores[i * t : (i + 1) * t]) for i in range(n)]
+
+
 def plan_workers(inv: Inventory, cfg: SandboxConfig, environ: Mapping[str, str] | None = None) -> list[WorkerPlacement]:
     """One placement per pool slot. Slots go round the devices, so with N devices the first N workers
     take one device each before any device gets a second."""
@@ -173,9 +197,11 @@ def plan_workers(inv: Inventory, cfg: SandboxConfig, environ: Mapping[str, str] 
     n = pool_size(inv, cfg)
     keep = {k: env_in[k] for k in PASS_THROUGH[inv.platform] if k in env_in}
     plans = []
+    cpu_groups = cpu_core_groups(n, cfg) if inv.platform == "cpu" else []
     for slot in range(n):
         if inv.platform == "cpu":
-            plans.append(WorkerPlacement(slot, (), {}, True))
+            env = {CPU_CORES_ENV: ",".join(map(str, cpu_groups[slot]))} if cpu_groups else {}
+            plans.append(WorkerPlacement(slot, (), env, True))
             continue
         env = dict(keep)
         env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"

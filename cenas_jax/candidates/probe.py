@@ -58,7 +58,7 @@ def ask(w: WorkerHandle, paths: list[str]) -> dict | None:
 
 
 def summarize(report: dict | None, paths: list[str], sandbox_root: str, mode: str | None) -> dict:
-    """``{"mode", "notes", "layers": {layer: {"active", "detail"}}, "backend", "devices"}`` from the worker's
+    """``{"mode", "notes", "layers": {layer: {"active", "detail"}}, "backend", "devices", "host_tuning"}`` from the worker's
     report (raises SandboxError when there is none), with the host-side check that no probe file appeared."""
     if report is None:
         raise SandboxError("the probe worker gave no report")
@@ -79,4 +79,5 @@ def summarize(report: dict | None, paths: list[str], sandbox_root: str, mode: st
     devices = raw.get("jax_devices") if isinstance(raw.get("jax_devices"), list) else []
     return {"mode": mode, "notes": report.get("notes", []), "layers": layers,
             "backend": (clip_text(raw.get("jax_backend")) or "")[:40],  # the worker's JAX, as it reported it
-            "devices": [(clip_text(d) or "")[:120] for d in devices[:16]]}
+            "devices": [(clip_text(d) or "")[:120] for d in devices[:16]],
+            "host_tuning": (clip_text(raw.get("host_tuning")) or "")[:200]}

@@ -240,11 +240,30 @@ def _init_main(spec: dict, plan: isolation.IsolationPlan) -> None:
 # ---------------------------------------------------------------------------
 
 
+def _tune_host(spec: dict) -> None:
+    """Keep freed buffers in the heap and bind to the cores the parent gave this worker (CPU pools).
+
+    DESIGN.md §3 "Pool scaling on CPU": both make a pool of single-threaded workers scale with the cores.
+    What was applied is kept for the probe (`cenas sandbox check` prints it), not printed at every start.
+    """
+    from cenas_jax import hostmem
+    from cenas_jax.candidates.placement import CPU_CORES_ENV
+
+    threshold = hostmem.keep_freed_memory()
+    done = [f"malloc keeps blocks below {threshold >> 20} MiB in the heap" if threshold else "malloc not tuned (not glibc)"]
+    text = os.environ.get(CPU_CORES_ENV, "")
+    if text:
+        pinned = hostmem.pin_to_cores(hostmem.parse_cores(text))
+        done.append(f"pinned to core(s) {text}" if pinned else f"could not pin to core(s) {text}")
+    spec["host_tuning"] = "; ".join(done)
+
+
 def _worker_main(spec: dict, plan: isolation.IsolationPlan) -> None:
     isolation.set_parent_death_signal()
     results, tasks = spec["fd_results"], spec["fd_tasks"]
     os.close(spec["fd_lifeline"])
     try:
+        _tune_host(spec)  # before JAX starts a thread or allocates a buffer
         work_dir = isolation.IN_SANDBOX_WORK_DIR if plan.mode in ("full", "userns") else spec["work_dir"]
         os.chdir(work_dir)
         t0 = time.perf_counter()
@@ -281,6 +300,7 @@ def _worker_main(spec: dict, plan: isolation.IsolationPlan) -> None:
             report["threads_unprivileged"] = _threads_unprivileged()
             report["no_signal_parent"] = _signal_probe(int(task["parent_pid"]))
             report.update(runtime.probe_tracer(plan))
+            report["host_tuning"] = spec.get("host_tuning", "")
             report["jax_backend"] = runtime.platform  # plain strings: not layers (the parent filters dicts)
             report["jax_devices"] = [str(d) for d in runtime.jax.devices()][:16]
             write_frame(results, {"type": "probe", "report": report, "notes": spec["notes"]})

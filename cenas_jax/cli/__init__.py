@@ -63,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from cenas_jax import hostmem
+
+    hostmem.keep_freed_memory()  # the LLM's and XLA's large buffers re-used, not re-mapped (DESIGN.md §3 "Pool scaling on CPU")
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

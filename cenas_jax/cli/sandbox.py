@@ -59,6 +59,8 @@ def cmd_check(args) -> int:
     print(f"isolation mode: {report['mode']}")
     print(f"worker's JAX: {report.get('backend') or '?'} ({', '.join(report.get('devices') or []) or 'no devices'}); "
           f"a run's pool here: {placement.pool_size(ev.inventory, cfg.sandbox)} worker(s) on {ev.inventory.describe()}")
+    if report.get("host_tuning"):
+        print(f"probe worker's host tuning: {report['host_tuning']}")
     for note in report.get("notes", []):
         print(f"note: {note}")
     width = max(len(n) for n in layers)

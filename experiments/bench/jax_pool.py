@@ -23,6 +23,9 @@ def _init_worker(cache_dir: str, data_cfg: dict, train_cfg: dict, ready: Any) ->
     os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
     os.environ["JAX_PLATFORMS"] = "cpu"
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from cenas_jax import hostmem  # as the sandbox workers do (DESIGN.md §3 "Pool scaling on CPU")
+
+    hostmem.keep_freed_memory()
     from cenas_jax.config import DataConfig, TrainConfig, from_dict
     from cenas_jax.data import load_dataset
     from cenas_jax.train import enable_compile_cache

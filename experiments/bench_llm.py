@@ -7,8 +7,10 @@ Both sides load the same SmolLM2-135M-Instruct GGUF file (dequantised to float32
 - Generation, batch 16: the search's own prompts (the quickstart corpus as full and delta prompts,
   chat template, answer prefix), the quickstart's sampling settings (temperature, top-k, top-p,
   token limits), rows ending at end-of-sequence on both sides; generated tokens per second of wall
-  time. Ours with a search's defaults (speculative decoding by prompt lookup, shared-prefix
-  prefill) and with both off; a greedy delta batch checks that ours and theirs give the same tokens.
+  time. The sampled batches draw their rows' parents as a quickstart cycle does (from its 3 elites,
+  so rows share prompts); the greedy delta batch has 16 different prompts and checks that ours and
+  theirs give the same tokens. Ours with a search's defaults (speculative decoding by prompt lookup
+  where on, shared prompts and prefix prefilled once) and with both off ("plain").
 - Generation, batch 1, greedy: ours against transformers' own prompt-lookup decoding.
 - LoRA fine-tuning tokens/s (forward, backward, AdamW) and the frozen-layer cache.
 
@@ -83,11 +85,19 @@ def _theirs():
 QUICKSTART = Path(__file__).resolve().parent / "configs" / "quickstart.yaml"
 
 
-def search_prompts(kind: str, n: int, tok) -> list[str]:
-    """``n`` prompts of the search itself: the quickstart's corpus programs (cycled) as full or delta prompts,
-    rendered exactly as the LLM generator conditions the model (chat template and answer prefix)."""
+def search_prompts(kind: str, n: int, tok, parents: int | None = None) -> list[str]:
+    """``n`` prompts of the search itself: the quickstart's corpus programs as full or delta prompts, rendered
+    exactly as the LLM generator conditions the model (chat template and answer prefix).
+
+    ``parents=None``: every corpus program in turn (cycled; a repeated program comes with another score), so
+    the rows' prompts differ. ``parents=m``: as a search cycle asks, each row's parent drawn (balanced, as
+    ``draw_parents`` does) from ``m`` elites — every ``12 // m``-th corpus program — so rows of one parent
+    share their prompt (the quickstart: elites are the top ``elite_rho`` = 0.25 of 12, i.e. 3 parents)."""
+    import numpy as np
+
     from cenas_jax.candidates.corpus import load_corpus
     from cenas_jax.config import load_config
+    from cenas_jax.search.elites import draw_parents
     from cenas_jax.search.llm_generator import render_prompt
     from cenas_jax.search.prompts import delta_prompt, full_prompt
 
@@ -95,12 +105,23 @@ def search_prompts(kind: str, n: int, tok) -> list[str]:
     corpus = {e.name: e for e in load_corpus()}
     names = list(cfg.search.corpus)
     make = full_prompt if kind == "full" else delta_prompt
-    out = []
-    for i in range(n):
-        score = 0.95 - 0.05 * (i // len(names))  # a repeated program comes with another score
-        out.append(render_prompt(tok, make(corpus[names[i % len(names)]].source, score, cfg.data.name,
-                                           input_shape=(8, 8, 1), num_classes=10), chat=True))
-    return out
+    if parents is None:
+        picks = [(names[i % len(names)], 0.95 - 0.05 * (i // len(names))) for i in range(n)]
+    else:
+        elites = [(name, 0.95 - 0.01 * j) for j, name in enumerate(names[::max(1, len(names) // parents)][:parents])]
+        picks = draw_parents(elites, n, np.random.default_rng(0))
+    return [render_prompt(tok, make(corpus[name].source, score, cfg.data.name, input_shape=(8, 8, 1), num_classes=10),
+                          chat=True) for name, score in picks]
+
+
+def _search_parents() -> int:
+    """How many elites a quickstart cycle draws its parents from: ``elite_rho`` of its candidates."""
+    import math
+
+    from cenas_jax.config import load_config
+
+    cfg = load_config(QUICKSTART)
+    return max(1, math.ceil(cfg.search.elite_rho * cfg.search.candidates_per_cycle))
 
 
 def _quickstart_sampling():
@@ -133,9 +154,11 @@ def bench_generate() -> list[dict]:
     plain = Sampler(model, tok, speculative_k=0, share_prefix=False)
     eos = set(ours.eos_token_ids)
     rows = []
-    for kind, temperature in (("delta", qs.temperature), ("full", qs.temperature), ("delta", 0.0)):
+    # Sampled batches as a search cycle draws them (rows share parents); the greedy batch's rows all differ.
+    m = _search_parents()
+    for kind, temperature, parents in (("delta", qs.temperature, m), ("full", qs.temperature, m), ("delta", 0.0, None)):
         limit = qs.max_new_tokens_delta if kind == "delta" else qs.max_new_tokens
-        prompts = search_prompts(kind, 16, tok)
+        prompts = search_prompts(kind, 16, tok, parents)
         kw = dict(chat=False, max_new_tokens=limit, temperature=temperature, top_k=qs.top_k, top_p=qs.top_p,
                   seed=list(range(16)))
         res = {}
@@ -169,7 +192,7 @@ def bench_generate() -> list[dict]:
         print(f"  torch      {kind:<5} T={temperature}: {sum(theirs_new)} tokens in {theirs_s:.2f} s"
               + (f"  same greedy rows {same}" if same else ""), flush=True)
         st = ours.last_speculation
-        rows.append(dict(section="generate", kind=kind, temperature=temperature, batch=16,
+        rows.append(dict(section="generate", kind=kind, temperature=temperature, batch=16, parents=parents or 16,
                          ours_s=res["ours"][0], ours_tokens=res["ours"][1],
                          plain_s=res["ours_plain"][0], plain_tokens=res["ours_plain"][1],
                          theirs_s=theirs_s, theirs_tokens=sum(theirs_new), same_rows=same,
@@ -394,13 +417,13 @@ def main() -> int:
         print(f"{section.__name__} ...", flush=True)
         rows += section()
     gen = [r for r in rows if r["section"] == "generate"]
-    print(f"{'prompts':>7} {'T':>4} {'ours tok/s':>10} {'plain tok/s':>11} {'torch tok/s':>11} {'speed-up':>8} "
+    print(f"{'prompts':>7} {'T':>4} {'parents':>7} {'ours tok/s':>10} {'plain tok/s':>11} {'torch tok/s':>11} {'speed-up':>8} "
           f"{'of bound':>8} {'accept':>6} {'tok/fwd':>7} {'same greedy':>11}")
     for r in gen:
         ours, theirs = _rate(r["ours_tokens"], r["ours_s"]), _rate(r["theirs_tokens"], r["theirs_s"])
         acc = f"{r['acceptance']:.2f}" if r["acceptance"] is not None else "-"
         tpf = f"{r['tokens_per_forward']:.2f}" if r["tokens_per_forward"] is not None else "-"
-        print(f"{r['kind']:>7} {r['temperature']:>4} {ours:>10.1f} {_rate(r['plain_tokens'], r['plain_s']):>11.1f} "
+        print(f"{r['kind']:>7} {r['temperature']:>4} {r['parents']:>7} {ours:>10.1f} {_rate(r['plain_tokens'], r['plain_s']):>11.1f} "
               f"{theirs:>11.1f} {ours / theirs:>8.2f} {ours / bound16:>8.0%} {acc:>6} {tpf:>7} {r['same_rows'] or '-':>11}")
     for r in rows:
         if r["section"] not in ("generate",):

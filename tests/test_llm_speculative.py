@@ -180,3 +180,28 @@ def test_a_shared_prefix_prefilled_once_gives_the_same_tokens(char_model, k):
     assert shared.last_shared_prefix == 0
     shared.generate(["abc", "xyz"], **{**kw, "temperature": 0.0, "seed": 0})
     assert shared.last_shared_prefix == 0
+
+
+@pytest.mark.parametrize("k", [0, 3])
+def test_rows_with_the_same_prompt_share_one_prefill_row(char_model, k):
+    # As a search asks: several answers per parent, parents in any order, with and without a common prefix.
+    parents = [HEAD + "def f(x):\n    return x + 1\n", HEAD + "abcabc", HEAD + "q"]
+    prompts = [parents[i] for i in (0, 1, 0, 2, 1, 0)]
+    kw = dict(chat=False, max_new_tokens=40, temperature=[0.0, 0.0, 1.0, 0.7, 1.0, 0.0], seed=[1, 2, 3, 4, 5, 6],
+              top_k=20)
+    alone = Sampler(char_model, CharTokenizer(), eos_token_ids=(), prompt_bucket=16, share_prefix=False,
+                    speculative_k=k)
+    shared = Sampler(char_model, CharTokenizer(), eos_token_ids=(), prompt_bucket=16, speculative_k=k)
+    want = alone.generate(prompts, **kw)
+    got = shared.generate(prompts, **kw)
+    assert alone.last_prefill_rows == 6 and shared.last_prefill_rows == 3
+    assert shared.last_shared_prefix == 80
+    assert got == want
+    # Greedy rows of one prompt give one answer; sampled rows of one prompt draw with their own seeds.
+    assert got[0] == got[5] and got[2] != got[0]
+    # Every row the same prompt: one prefill row, no common-prefix split.
+    same = [parents[1]] * 4
+    got = shared.generate(same, **{**kw, "temperature": 1.0, "seed": [7, 8, 9, 10]})
+    assert shared.last_prefill_rows == 1 and shared.last_shared_prefix == 0
+    assert got == alone.generate(same, **{**kw, "temperature": 1.0, "seed": [7, 8, 9, 10]})
+    assert len({c.token_ids for c in got}) > 1

@@ -47,34 +47,43 @@ class Completion:
     finish_reason: str  # "eos" | "stop" | "length" | "repeat"
 
 
+def _to_rows(cache, logits_UxV, rows_B):
+    """The prefill of U distinct prompts widened to the batch's B rows: row b takes distinct prompt ``rows_B[b]``'s
+    cache and logits (None: the batch's rows are the distinct prompts themselves)."""
+    if rows_B is None:
+        return cache, logits_UxV
+    return jax.tree_util.tree_map(lambda c: jnp.take(c, rows_B, axis=0), cache), jnp.take(logits_UxV, rows_B, axis=0)
+
+
 @functools.partial(jax.jit, static_argnames=("graphdef", "cache_len"))
-def _prefill(graphdef, state, tokens_BxP, positions_BxP, kv_mask_BxS, *, cache_len):
-    """Run the prompt through the model; the filled cache and the last position's logits ``BxV``."""
+def _prefill(graphdef, state, tokens_UxP, positions_UxP, kv_mask_UxS, rows_B, *, cache_len):
+    """Run the distinct prompts through the model; the batch's filled cache and last-position logits ``BxV``
+    (``_to_rows``)."""
     _TRACES["prefill"] += 1
     model = nnx.merge(graphdef, state)
-    cache = model.init_cache(tokens_BxP.shape[0], cache_len)
-    logits, cache = model.extend(tokens_BxP, positions_BxP, cache, 0, kv_mask_BxS, last_only=True)
-    return cache, logits[:, -1, :]
+    cache = model.init_cache(tokens_UxP.shape[0], cache_len)
+    logits, cache = model.extend(tokens_UxP, positions_UxP, cache, 0, kv_mask_UxS, last_only=True)
+    return _to_rows(cache, logits[:, -1, :], rows_B)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "cache_len"))
-def _prefill_shared(graphdef, state, prefix_1xC, tokens_BxP, positions_BxP, kv_mask_BxS, *, cache_len):
+def _prefill_shared(graphdef, state, prefix_1xC, tokens_UxP, positions_UxP, kv_mask_UxS, rows_B, *, cache_len):
     """``_prefill`` for prompts that share their first C tokens: those run once (batch 1), their keys and
     values are copied to every row's slots ``[0, C)``, then each row's own tokens run from slot C."""
     _TRACES["prefill"] += 1
     model = nnx.merge(graphdef, state)
-    b, c = tokens_BxP.shape[0], prefix_1xC.shape[1]
+    u, c = tokens_UxP.shape[0], prefix_1xC.shape[1]
     one = model.init_cache(1, c)
     _, one = model.extend(prefix_1xC, jnp.arange(c)[None, :], one, 0, jnp.ones((1, c), bool), last_only=True)
-    cache = model.init_cache(b, cache_len)
+    cache = model.init_cache(u, cache_len)
 
-    def widen(zeros_BxSxKxD, prefix_1xCxKxD):
-        return jax.lax.dynamic_update_slice(zeros_BxSxKxD, jnp.broadcast_to(prefix_1xCxKxD, (b, *prefix_1xCxKxD.shape[1:])),
+    def widen(zeros_UxSxKxD, prefix_1xCxKxD):
+        return jax.lax.dynamic_update_slice(zeros_UxSxKxD, jnp.broadcast_to(prefix_1xCxKxD, (u, *prefix_1xCxKxD.shape[1:])),
                                             (0, 0, 0, 0))
 
     cache = type(cache)(tuple(map(widen, cache.k, one.k)), tuple(map(widen, cache.v, one.v)))
-    logits, cache = model.extend(tokens_BxP, positions_BxP, cache, c, kv_mask_BxS, last_only=True)
-    return cache, logits[:, -1, :]
+    logits, cache = model.extend(tokens_UxP, positions_UxP, cache, c, kv_mask_UxS, last_only=True)
+    return _to_rows(cache, logits[:, -1, :], rows_B)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "top_k", "top_p"), donate_argnames=("carry",))
@@ -156,6 +165,10 @@ class Sampler:
     up to ``speculative_k`` drafted tokens per row and forward, drafts found by matching the row's
     last ``lookup_ngram`` (down to 1) tokens. Greedy rows give the same tokens as without it; sampled
     rows the same distribution (other draws). ``last_speculation`` then holds the call's statistics.
+
+    ``share_prefix`` (default on) computes prompt tokens that rows share once: rows with the same prompt (a
+    search asks for several answers per parent) take one prefill row, and a token prefix common to every
+    prompt runs once. ``last_prefill_rows`` / ``last_shared_prefix`` say what the last call shared.
     """
 
     def __init__(self, model: Any, tokenizer: Any, *, eos_token_ids: Sequence[int] | None = None,
@@ -167,6 +180,7 @@ class Sampler:
         self.last_speculation: SpeculationStats | None = None
         self.share_prefix = share_prefix
         self.last_shared_prefix = 0
+        self.last_prefill_rows = 0
         self.model = model
         self.tokenizer = tokenizer
         if eos_token_ids is None:
@@ -187,7 +201,8 @@ class Sampler:
         """How many times this sampler's calls compiled (traced) the prefill and the decode: ``{"prefill": n,
         "decode": m}``, counted since the sampler was made.
 
-        A call compiles once per new (batch bucket, prompt bucket, new-token bucket) and never inside one
+        A call compiles once per new (batch bucket, prompt bucket, new-token bucket) — the prefill also per
+        power-of-two bucket of distinct prompts when rows share one — and never inside one
         (temperatures, seeds and stop strings are not part of the shape), unless ``top_k`` or ``top_p`` change
         (static). A count that grows over calls expected to share a bucket shows a recompile (each one a new XLA
         compilation, paid before the call samples): compare the counts before and after such calls to spot one.
@@ -253,11 +268,16 @@ class Sampler:
         n_new = _round_up(max_new_tokens, self.new_bucket)
         spec = self.speculative_k
         headroom = spec + 1 if spec else 0  # a speculative row may run k tokens past its limit
-        shared = self._shared_prefix(prompt_ids)
+        # Rows with the same prompt (a search draws several answers per parent) share one prefill row.
+        distinct: dict[tuple[int, ...], int] = {}
+        rows = [distinct.setdefault(tuple(p), len(distinct)) for p in prompt_ids]
+        unique = [list(p) for p in distinct] if self.share_prefix and len(distinct) < n else [list(p) for p in prompt_ids]
+        shared = self._shared_prefix(unique)
         # Cache slots of the prompts: left-padded rows, or the shared prefix then the left-padded rest.
         slots = shared + _round_up(max(len(p) for p in prompt_ids) - shared, self.prompt_bucket) if shared else p_len
         cache_len = slots + n_new + headroom
         self.last_shared_prefix = shared
+        self.last_prefill_rows = len(unique)
         max_pos = self.model.config.max_position_embeddings
         if max(len(p) for p in prompt_ids) + max_new_tokens > max_pos:
             raise UserError(f"prompt + max_new_tokens exceeds the model's {max_pos} positions")
@@ -265,18 +285,14 @@ class Sampler:
         tokens = np.full((b, p_len), self.pad_id, np.int32)  # left-padded prompts (what drafts are looked up in)
         for i, ids in enumerate(prompt_ids):
             tokens[i, p_len - len(ids):] = ids
-        # What the prefill feeds: row i's tokens from ``shared`` on, left-padded to end at slot ``slots``.
-        fed = np.full((b, slots - shared), self.pad_id, np.int32)
-        positions = np.zeros((b, slots - shared), np.int32)
-        kv_mask = np.zeros((b, cache_len), bool)
-        kv_mask[:, :shared] = True
-        for i, ids in enumerate(prompt_ids):
-            start = slots - len(ids) + shared
-            fed[i, start - shared:] = ids[shared:]
-            positions[i, start - shared:] = np.arange(shared, len(ids))
-            kv_mask[i, start:slots] = True
-        for i in range(n, b):  # filler rows: one real token so attention is well defined
-            kv_mask[i, slots - 1] = True
+        kv_mask = self._prompt_layout(prompt_ids, b, shared, slots, cache_len)[2]
+        if len(unique) < n:
+            u = 1 << max(0, math.ceil(math.log2(len(unique))))
+            fed, positions, kv_mask_u = self._prompt_layout(unique, u, shared, slots, cache_len)
+            rows_b = jnp.asarray(rows + [0] * (b - n), jnp.int32)  # filler rows copy prompt 0 (never read)
+        else:
+            fed, positions, kv_mask_u = self._prompt_layout(prompt_ids, b, shared, slots, cache_len)
+            rows_b = None
         temps_b = np.zeros((b,), np.float32)
         temps_b[:n] = temps
         eos = np.full((_MAX_EOS,), -1, np.int32)
@@ -287,12 +303,12 @@ class Sampler:
 
         graphdef, state = nnx.split(self.model)
         if shared:
-            cache, logits = self._counted("prefill", _prefill_shared, graphdef, state, jnp.asarray([prompt_ids[0][:shared]], jnp.int32),
-                                            jnp.asarray(fed), jnp.asarray(positions), jnp.asarray(kv_mask),
-                                            cache_len=cache_len)
+            cache, logits = self._counted("prefill", _prefill_shared, graphdef, state, jnp.asarray([unique[0][:shared]], jnp.int32),
+                                          jnp.asarray(fed), jnp.asarray(positions), jnp.asarray(kv_mask_u), rows_b,
+                                          cache_len=cache_len)
         else:
             cache, logits = self._counted("prefill", _prefill, graphdef, state, jnp.asarray(fed), jnp.asarray(positions),
-                                     jnp.asarray(kv_mask), cache_len=cache_len)
+                                          jnp.asarray(kv_mask_u), rows_b, cache_len=cache_len)
         if spec:
             carry = (cache, jnp.asarray(kv_mask), logits, jnp.asarray(next_pos), jnp.full((b,), slots, jnp.int32),
                      jnp.zeros((b,), jnp.int32), jnp.zeros((b, n_new + headroom), jnp.int32), jnp.asarray(done),
@@ -349,6 +365,24 @@ class Sampler:
             forwards, row_forwards, accepted = (int(x) for x in np.asarray(carry[8]))
             self.last_speculation = SpeculationStats(spec, forwards, row_forwards, accepted)
         return [self._finish(out[i, :rows_step[i]].tolist(), stopped.get(i), ignore_eos) for i in range(n)]
+
+    def _prompt_layout(self, prompt_ids: Sequence[Sequence[int]], rows: int, shared: int, slots: int,
+                       cache_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """What the prefill feeds for ``prompt_ids`` in a batch of ``rows``: each prompt's tokens from ``shared`` on,
+        left-padded to end at slot ``slots`` (``RxP``), their positions, and the cache mask ``RxS`` (True: a slot
+        holding a real token; the shared prefix's slots for every row)."""
+        fed = np.full((rows, slots - shared), self.pad_id, np.int32)
+        positions = np.zeros((rows, slots - shared), np.int32)
+        kv_mask = np.zeros((rows, cache_len), bool)
+        kv_mask[:, :shared] = True
+        for i, ids in enumerate(prompt_ids):
+            start = slots - len(ids) + shared
+            fed[i, start - shared:] = ids[shared:]
+            positions[i, start - shared:] = np.arange(shared, len(ids))
+            kv_mask[i, start:slots] = True
+        for i in range(len(prompt_ids), rows):  # filler rows: one real token so attention is well defined
+            kv_mask[i, slots - 1] = True
+        return fed, positions, kv_mask
 
     def _shared_prefix(self, prompt_ids: Sequence[Sequence[int]]) -> int:
         """Tokens at the start of every prompt that the prefill computes once (0: none): the common

@@ -160,7 +160,8 @@ def apply_rope(x_BxTxHxD: jax.Array, cos_BxTxD: jax.Array, sin_BxTxD: jax.Array)
 
 
 class KVCache(NamedTuple):
-    """Preallocated keys and values, one ``BxSxKxD`` array per layer."""
+    """Preallocated keys and values per layer: keys ``BxKxSxD``, values ``BxKxDxS`` (S slots, K key-value heads),
+    the layouts attention's two products read without a transpose."""
 
     k: tuple[jax.Array, ...]
     v: tuple[jax.Array, ...]
@@ -297,15 +298,26 @@ class Attention(nnx.Module):
             return self.o_proj(causal_attention(q, k, v, mask_BxTxS).astype(self.dtype)), None
         new_cache = None
         if layer_cache is not None:
-            ck, cv = layer_cache
+            ck_BxKxSxD, cv_BxKxDxS = layer_cache
+            k_BxKxTxD = k.transpose(0, 2, 1, 3).astype(ck_BxKxSxD.dtype)
+            v_BxKxDxT = v.transpose(0, 2, 3, 1).astype(cv_BxKxDxS.dtype)
             if jnp.ndim(cache_index) == 0:
-                ck = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), (0, cache_index, 0, 0))
-                cv = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, cache_index, 0, 0))
+                ck_BxKxSxD = jax.lax.dynamic_update_slice(ck_BxKxSxD, k_BxKxTxD, (0, 0, cache_index, 0))
+                cv_BxKxDxS = jax.lax.dynamic_update_slice(cv_BxKxDxS, v_BxKxDxT, (0, 0, 0, cache_index))
             else:  # one slot per row (speculative decoding: rows advance by different amounts)
-                ck = _write_rows(ck, k.astype(ck.dtype), cache_index)
-                cv = _write_rows(cv, v.astype(cv.dtype), cache_index)
-            new_cache = (ck, cv)
-            k, v = ck.astype(self.dtype), cv.astype(self.dtype)
+                ck_BxKxSxD = _write_rows(ck_BxKxSxD, k_BxKxTxD, cache_index, axis=1)
+                cv_BxKxDxS = _write_rows(cv_BxKxDxS, v_BxKxDxT, cache_index, axis=2)
+            new_cache = (ck_BxKxSxD, cv_BxKxDxS)
+            q_BxTxKxGxD = q.reshape(b, t, kh, g, d)
+            # The cache is kept in the layouts these two products read (keys slot-major, values slot-minor),
+            # so no step transposes it (on XLA:CPU such transposes were half of a decode step).
+            scores = jnp.einsum("btkgd,bksd->bkgts", q_BxTxKxGxD, ck_BxKxSxD.astype(self.dtype),
+                                preferred_element_type=jnp.float32)
+            scores = scores * (1.0 / math.sqrt(d))
+            scores = jnp.where(mask_BxTxS[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
+            probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
+            out = jnp.einsum("bkgts,bkds->btkgd", probs, cv_BxKxDxS.astype(self.dtype)).reshape(b, t, self.num_heads * d)
+            return self.o_proj(out), new_cache
         q_BxTxKxGxD = q.reshape(b, t, kh, g, d)
         scores = jnp.einsum("btkgd,bskd->bkgts", q_BxTxKxGxD, k, preferred_element_type=jnp.float32)
         scores = scores * (1.0 / math.sqrt(d))
@@ -315,9 +327,13 @@ class Attention(nnx.Module):
         return self.o_proj(out), new_cache
 
 
-def _write_rows(cache_BxSxKxD: jax.Array, new_BxTxKxD: jax.Array, index_B: jax.Array) -> jax.Array:
-    """Write row b's T new entries at slots ``[index_B[b], index_B[b] + T)``."""
-    return jax.vmap(lambda c, u, i: jax.lax.dynamic_update_slice(c, u, (i, 0, 0)))(cache_BxSxKxD, new_BxTxKxD, index_B)
+def _write_rows(cache: jax.Array, new: jax.Array, index_B: jax.Array, *, axis: int) -> jax.Array:
+    """Write row b's T new entries at slots ``[index_B[b], index_B[b] + T)`` of the slot axis ``axis`` (of a row)."""
+    def one(c, u, i):
+        start = [0] * c.ndim
+        start[axis] = i
+        return jax.lax.dynamic_update_slice(c, u, tuple(start))
+    return jax.vmap(one)(cache, new, index_B)
 
 
 class MLP(nnx.Module):
@@ -455,9 +471,10 @@ class Llama(nnx.Module):
         """Zeroed KV cache for ``batch`` rows and ``length`` slots (dtype defaults to the compute dtype)."""
         c = self.config
         dtype = dtype or self.dtype
-        shape = (batch, length, c.num_kv_heads, c.head_dim)
-        zeros = tuple(jnp.zeros(shape, dtype) for _ in range(c.num_layers))
-        return KVCache(zeros, tuple(jnp.zeros(shape, dtype) for _ in range(c.num_layers)))
+        k_shape = (batch, c.num_kv_heads, length, c.head_dim)
+        v_shape = (batch, c.num_kv_heads, c.head_dim, length)
+        return KVCache(tuple(jnp.zeros(k_shape, dtype) for _ in range(c.num_layers)),
+                       tuple(jnp.zeros(v_shape, dtype) for _ in range(c.num_layers)))
 
     def extend(self, tokens_BxT: jax.Array, positions_BxT: jax.Array, cache: KVCache,
                cache_index: jax.Array, kv_mask_BxS: jax.Array, *, last_only: bool = False
@@ -472,7 +489,7 @@ class Llama(nnx.Module):
         position only (``Bx1xV``), which is all a prefill needs.
         """
         t = tokens_BxT.shape[1]
-        s = cache.k[0].shape[1]
+        s = cache.k[0].shape[2]
         q_slot_BxT = jnp.reshape(cache_index, (-1, 1)) + jnp.arange(t)[None, :]  # one row broadcasts
         causal_BxTxS = jnp.arange(s)[None, None, :] <= q_slot_BxT[:, :, None]
         mask = causal_BxTxS & kv_mask_BxS[:, None, :].astype(bool)

@@ -77,9 +77,8 @@ def _prefill_shared(graphdef, state, prefix_1xC, tokens_UxP, positions_UxP, kv_m
     _, one = model.extend(prefix_1xC, jnp.arange(c)[None, :], one, 0, jnp.ones((1, c), bool), last_only=True)
     cache = model.init_cache(u, cache_len)
 
-    def widen(zeros_UxSxKxD, prefix_1xCxKxD):
-        return jax.lax.dynamic_update_slice(zeros_UxSxKxD, jnp.broadcast_to(prefix_1xCxKxD, (u, *prefix_1xCxKxD.shape[1:])),
-                                            (0, 0, 0, 0))
+    def widen(zeros, prefix):  # the prefix's slots [0, C) into every row (keys U x K x S x D, values U x K x D x S)
+        return jax.lax.dynamic_update_slice(zeros, jnp.broadcast_to(prefix, (u, *prefix.shape[1:])), (0, 0, 0, 0))
 
     cache = type(cache)(tuple(map(widen, cache.k, one.k)), tuple(map(widen, cache.v, one.v)))
     logits, cache = model.extend(tokens_UxP, positions_UxP, cache, c, kv_mask_UxS, last_only=True)

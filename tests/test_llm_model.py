@@ -92,6 +92,29 @@ def test_kv_cache_extend_equals_full_pass(tiny):
     np.testing.assert_allclose(np.concatenate(parts, axis=1), full, rtol=0, atol=1e-5 * np.abs(full).max())
 
 
+def test_held_prompts_extend_equals_full_pass(tiny):
+    """Rows decoding from prompts held once (``SharedPrompt``) get the logits of a full pass over prompt + tokens."""
+    from cenas_jax.llm.model import SharedPrompt
+
+    _, _, _, model, _ = tiny
+    rs = np.random.RandomState(3)
+    prompts = jnp.asarray(rs.randint(0, 96, (2, 8)))  # two prompts of 8 tokens
+    rows = [1, 0, 1]  # three rows: row 0 and row 2 continue prompt 1, row 1 prompt 0
+    tails = jnp.asarray(rs.randint(0, 96, (3, 4)))  # each row's own 4 tokens
+    full = np.asarray(model(jnp.concatenate([prompts[jnp.asarray(rows)], tails], axis=1)))[:, 8:]
+    held = model.init_cache(2, 8)
+    _, held = model.extend(prompts, jnp.broadcast_to(jnp.arange(8), (2, 8)), held, 0, jnp.ones((2, 8), bool))
+    shared = SharedPrompt(held.k, held.v, jnp.ones((2, 8), bool), jnp.asarray([[1, 1], [0, 2]]),
+                          jnp.asarray([1, 0, 1]), jnp.asarray([0, 0, 1]))
+    cache, mask = model.init_cache(3, 6), jnp.zeros((3, 6), bool)
+    parts = []
+    for i in range(4):  # one token at a time, as decoding does
+        mask = mask.at[:, i].set(True)
+        step, cache = model.extend(tails[:, i:i + 1], jnp.full((3, 1), 8 + i), cache, i, mask, shared=shared)
+        parts.append(np.asarray(step))
+    np.testing.assert_allclose(np.concatenate(parts, axis=1), full, rtol=0, atol=1e-5 * np.abs(full).max())
+
+
 def test_padding_right_and_left(tiny):
     _, _, _, model, _ = tiny
     rs = np.random.RandomState(2)

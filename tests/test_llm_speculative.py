@@ -195,6 +195,8 @@ def test_rows_with_the_same_prompt_share_one_prefill_row(char_model, k):
     want = alone.generate(prompts, **kw)
     got = shared.generate(prompts, **kw)
     assert alone.last_prefill_rows == 6 and shared.last_prefill_rows == 3
+    # Decoding one token a forward, the 3 prompts' keys and values are held once for their rows.
+    assert shared.last_held_prompts == (3 if k == 0 else 0) and alone.last_held_prompts == 0
     assert shared.last_shared_prefix == 80
     assert got == want
     # Greedy rows of one prompt give one answer; sampled rows of one prompt draw with their own seeds.

@@ -167,6 +167,54 @@ class KVCache(NamedTuple):
     v: tuple[jax.Array, ...]
 
 
+class SharedPrompt(NamedTuple):
+    """Prompts' keys and values held once for the rows that share them (decoding several answers per prompt).
+
+    Per layer, keys ``UxKxPxD`` and values ``UxKxDxP`` of U distinct prompts (P slots, ``mask_UxP`` True at
+    real tokens); ``grid_UxR`` names, for each prompt, the R rows that decode from it (a row index, any row
+    for an unused cell); row b sits at cell (``prompt_B[b]``, ``cell_B[b]``). The rows' own ``KVCache``
+    then holds only their generated tokens: every prompt slot precedes them, so all are visible.
+    """
+
+    k: tuple[jax.Array, ...]
+    v: tuple[jax.Array, ...]
+    mask_UxP: jax.Array
+    grid_UxR: jax.Array
+    prompt_B: jax.Array
+    cell_B: jax.Array
+
+
+def _shared_prompt_attention(q_BxTxKxGxD, pk_UxKxPxD, pv_UxKxDxP, shared: SharedPrompt, ck_BxKxSxD, cv_BxKxDxS,
+                             mask_BxTxS):
+    """Attention over [a shared prompt's slots][the row's own slots], one softmax over both.
+
+    The prompt part runs per prompt with its rows stacked as one matrix (the keys are read once for all
+    of them, as a product with R·T·G rows); the rows' parts as usual; the two are merged by their maxima
+    and sums (the log-sum-exp identity), so the result is that of one softmax over the concatenation.
+    """
+    f32 = jnp.float32
+    d = q_BxTxKxGxD.shape[-1]
+    scale = 1.0 / math.sqrt(d)
+    neg = jnp.finfo(f32).min
+    q_UxRxTxKxGxD = jnp.take(q_BxTxKxGxD, shared.grid_UxR, axis=0)
+    sp = jnp.einsum("urtkgd,ukpd->urtkgp", q_UxRxTxKxGxD, pk_UxKxPxD, preferred_element_type=f32) * scale
+    sp = jnp.where(shared.mask_UxP[:, None, None, None, None, :], sp, neg)
+    mp = jnp.max(sp, axis=-1)
+    ep = jnp.exp(sp - mp[..., None])
+    lp = jnp.sum(ep, axis=-1)
+    op = jnp.einsum("urtkgp,ukdp->urtkgd", ep.astype(pv_UxKxDxP.dtype), pv_UxKxDxP, preferred_element_type=f32)
+    mp, lp, op = (x[shared.prompt_B, shared.cell_B] for x in (mp, lp, op))  # back to rows: BxTxKxG(xD)
+    sr = jnp.einsum("btkgd,bksd->btkgs", q_BxTxKxGxD, ck_BxKxSxD, preferred_element_type=f32) * scale
+    sr = jnp.where(mask_BxTxS[:, :, None, None, :], sr, neg)
+    mr = jnp.max(sr, axis=-1)
+    er = jnp.exp(sr - mr[..., None])
+    lr = jnp.sum(er, axis=-1)
+    orow = jnp.einsum("btkgs,bkds->btkgd", er.astype(cv_BxKxDxS.dtype), cv_BxKxDxS, preferred_element_type=f32)
+    m = jnp.maximum(mp, mr)
+    ap, ar = jnp.exp(mp - m), jnp.exp(mr - m)
+    return (op * ap[..., None] + orow * ar[..., None]) / (lp * ap + lr * ar)[..., None]
+
+
 class RMSNorm(nnx.Module):
     """RMSNorm computed in float32 (as transformers does), scaled by ``weight``."""
 
@@ -282,8 +330,10 @@ class Attention(nnx.Module):
         self.num_heads, self.num_kv_heads, self.head_dim = c.num_heads, c.num_kv_heads, c.head_dim
         self.dtype = dtype
 
-    def __call__(self, x_BxTxE, cos, sin, mask_BxTxS, layer_cache=None, cache_index=None):
+    def __call__(self, x_BxTxE, cos, sin, mask_BxTxS, layer_cache=None, cache_index=None, shared=None):
         """Attention output ``BxTxE`` and the updated (k, v) cache of this layer (or None).
+
+        ``shared``: ``(prompt keys, prompt values, SharedPrompt)`` of this layer, attended before the cache.
 
         ``mask_BxTxS`` is True where query t may attend key slot s; without a
         cache the keys are this call's own T tokens (S == T) and the mask must be
@@ -309,6 +359,11 @@ class Attention(nnx.Module):
                 cv_BxKxDxS = _write_rows(cv_BxKxDxS, v_BxKxDxT, cache_index, axis=2)
             new_cache = (ck_BxKxSxD, cv_BxKxDxS)
             q_BxTxKxGxD = q.reshape(b, t, kh, g, d)
+            if shared is not None:
+                pk, pv, sp = shared
+                out = _shared_prompt_attention(q_BxTxKxGxD, pk.astype(self.dtype), pv.astype(self.dtype), sp,
+                                               ck_BxKxSxD.astype(self.dtype), cv_BxKxDxS.astype(self.dtype), mask_BxTxS)
+                return self.o_proj(out.astype(self.dtype).reshape(b, t, self.num_heads * d)), new_cache
             # The cache is kept in the layouts these two products read (keys slot-major, values slot-minor),
             # so no step transposes it (on XLA:CPU such transposes were half of a decode step).
             scores = jnp.einsum("btkgd,bksd->bkgts", q_BxTxKxGxD, ck_BxKxSxD.astype(self.dtype),
@@ -360,8 +415,8 @@ class DecoderLayer(nnx.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, **kw)
         self.mlp = MLP(config, rngs=rngs, **kw)
 
-    def __call__(self, x, cos, sin, mask, layer_cache=None, cache_index=None):
-        h, new_cache = self.attn(self.input_layernorm(x), cos, sin, mask, layer_cache, cache_index)
+    def __call__(self, x, cos, sin, mask, layer_cache=None, cache_index=None, shared=None):
+        h, new_cache = self.attn(self.input_layernorm(x), cos, sin, mask, layer_cache, cache_index, shared)
         x = x + h
         x = x + self.mlp(self.post_attention_layernorm(x))
         return x, new_cache
@@ -403,13 +458,14 @@ class Llama(nnx.Module):
             logits = self.lm_head(h_BxTxE)
         return logits.astype(jnp.float32)
 
-    def _run(self, tokens_BxT, positions_BxT, mask_BxTxS, cache, cache_index):
+    def _run(self, tokens_BxT, positions_BxT, mask_BxTxS, cache, cache_index, shared=None):
         x = self.embed_tokens(tokens_BxT)
         cos, sin = rope_cos_sin(positions_BxT, np.asarray(self.inv_freq, np.float32))
         new_k, new_v = [], []
         for i, layer in enumerate(self.layers):
             layer_cache = None if cache is None else (cache.k[i], cache.v[i])
-            x, lc = layer(x, cos, sin, mask_BxTxS, layer_cache, cache_index)
+            layer_shared = None if shared is None else (shared.k[i], shared.v[i], shared)
+            x, lc = layer(x, cos, sin, mask_BxTxS, layer_cache, cache_index, layer_shared)
             if lc is not None:
                 new_k.append(lc[0])
                 new_v.append(lc[1])
@@ -477,8 +533,8 @@ class Llama(nnx.Module):
                        tuple(jnp.zeros(v_shape, dtype) for _ in range(c.num_layers)))
 
     def extend(self, tokens_BxT: jax.Array, positions_BxT: jax.Array, cache: KVCache,
-               cache_index: jax.Array, kv_mask_BxS: jax.Array, *, last_only: bool = False
-               ) -> tuple[jax.Array, KVCache]:
+               cache_index: jax.Array, kv_mask_BxS: jax.Array, *, last_only: bool = False,
+               shared: SharedPrompt | None = None) -> tuple[jax.Array, KVCache]:
         """Append T tokens at cache slots ``[cache_index, cache_index + T)``; float32 logits and the new cache.
 
         ``cache_index`` is a scalar (every row writes at the same slots) or one slot per row (``B``).
@@ -486,14 +542,15 @@ class Llama(nnx.Module):
         ``kv_mask_BxS`` (bool, S = cache length) marks slots holding real tokens
         (False for left padding); query t sees slot s iff ``kv_mask[b, s]`` and
         ``s <= cache_index + t``. ``last_only`` computes logits of the last
-        position only (``Bx1xV``), which is all a prefill needs.
+        position only (``Bx1xV``), which is all a prefill needs. ``shared``: prompts held once for several
+        rows (``SharedPrompt``), attended before this cache, which then holds the rows' own tokens only.
         """
         t = tokens_BxT.shape[1]
         s = cache.k[0].shape[2]
         q_slot_BxT = jnp.reshape(cache_index, (-1, 1)) + jnp.arange(t)[None, :]  # one row broadcasts
         causal_BxTxS = jnp.arange(s)[None, None, :] <= q_slot_BxT[:, :, None]
         mask = causal_BxTxS & kv_mask_BxS[:, None, :].astype(bool)
-        h, new_cache = self._run(tokens_BxT, positions_BxT, mask, cache, cache_index)
+        h, new_cache = self._run(tokens_BxT, positions_BxT, mask, cache, cache_index, shared)
         if last_only:
             h = h[:, -1:, :]
         return self.head(h), new_cache

@@ -24,6 +24,7 @@ import numpy as np
 from flax import nnx
 
 from cenas_jax.errors import UserError
+from cenas_jax.llm.model import SharedPrompt
 from cenas_jax.llm.sampling import TRACES as _TRACES
 from cenas_jax.llm.sampling import sample_tokens
 from cenas_jax.llm.speculative import decode_speculative
@@ -47,27 +48,31 @@ class Completion:
     finish_reason: str  # "eos" | "stop" | "length" | "repeat"
 
 
-def _to_rows(cache, logits_UxV, rows_B):
+def _to_rows(cache, logits_UxV, rows_B, widen):
     """The prefill of U distinct prompts widened to the batch's B rows: row b takes distinct prompt ``rows_B[b]``'s
-    cache and logits (None: the batch's rows are the distinct prompts themselves)."""
+    logits, and its cache when ``widen`` (else the cache stays one row per prompt: ``SharedPrompt``). ``rows_B``
+    None: the batch's rows are the distinct prompts themselves."""
     if rows_B is None:
         return cache, logits_UxV
-    return jax.tree_util.tree_map(lambda c: jnp.take(c, rows_B, axis=0), cache), jnp.take(logits_UxV, rows_B, axis=0)
+    if widen:
+        cache = jax.tree_util.tree_map(lambda c: jnp.take(c, rows_B, axis=0), cache)
+    return cache, jnp.take(logits_UxV, rows_B, axis=0)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "cache_len"))
-def _prefill(graphdef, state, tokens_UxP, positions_UxP, kv_mask_UxS, rows_B, *, cache_len):
+@functools.partial(jax.jit, static_argnames=("graphdef", "cache_len", "widen"))
+def _prefill(graphdef, state, tokens_UxP, positions_UxP, kv_mask_UxS, rows_B, *, cache_len, widen=True):
     """Run the distinct prompts through the model; the batch's filled cache and last-position logits ``BxV``
     (``_to_rows``)."""
     _TRACES["prefill"] += 1
     model = nnx.merge(graphdef, state)
     cache = model.init_cache(tokens_UxP.shape[0], cache_len)
     logits, cache = model.extend(tokens_UxP, positions_UxP, cache, 0, kv_mask_UxS, last_only=True)
-    return _to_rows(cache, logits[:, -1, :], rows_B)
+    return _to_rows(cache, logits[:, -1, :], rows_B, widen)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "cache_len"))
-def _prefill_shared(graphdef, state, prefix_1xC, tokens_UxP, positions_UxP, kv_mask_UxS, rows_B, *, cache_len):
+@functools.partial(jax.jit, static_argnames=("graphdef", "cache_len", "widen"))
+def _prefill_shared(graphdef, state, prefix_1xC, tokens_UxP, positions_UxP, kv_mask_UxS, rows_B, *, cache_len,
+                    widen=True):
     """``_prefill`` for prompts that share their first C tokens: those run once (batch 1), their keys and
     values are copied to every row's slots ``[0, C)``, then each row's own tokens run from slot C."""
     _TRACES["prefill"] += 1
@@ -77,23 +82,24 @@ def _prefill_shared(graphdef, state, prefix_1xC, tokens_UxP, positions_UxP, kv_m
     _, one = model.extend(prefix_1xC, jnp.arange(c)[None, :], one, 0, jnp.ones((1, c), bool), last_only=True)
     cache = model.init_cache(u, cache_len)
 
-    def widen(zeros, prefix):  # the prefix's slots [0, C) into every row (keys U x K x S x D, values U x K x D x S)
+    def put_prefix(zeros, prefix):  # the prefix's slots [0, C) into every row (keys U x K x S x D, values U x K x D x S)
         return jax.lax.dynamic_update_slice(zeros, jnp.broadcast_to(prefix, (u, *prefix.shape[1:])), (0, 0, 0, 0))
 
-    cache = type(cache)(tuple(map(widen, cache.k, one.k)), tuple(map(widen, cache.v, one.v)))
+    cache = type(cache)(tuple(map(put_prefix, cache.k, one.k)), tuple(map(put_prefix, cache.v, one.v)))
     logits, cache = model.extend(tokens_UxP, positions_UxP, cache, c, kv_mask_UxS, last_only=True)
-    return _to_rows(cache, logits[:, -1, :], rows_B)
+    return _to_rows(cache, logits[:, -1, :], rows_B, widen)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "top_k", "top_p"), donate_argnames=("carry",))
-def _decode(graphdef, state, carry, temperature_B, eos_E, keys_B, limit, *, top_k, top_p):
+def _decode(graphdef, state, carry, temperature_B, eos_E, keys_B, limit, shared=None, *, top_k, top_p):
     """Sample until ``step == limit`` tokens per row or every row is done; returns the advanced carry.
 
     carry = (cache, kv_mask_BxS, logits_BxV, next_pos_B, slot, step, out_BxN, done_B), where
     ``step`` tokens are already in ``out`` and ``logits`` are the prefill's last-position
     logits (token 0 is sampled from them on the first call). Each loop iteration feeds
     token ``step - 1`` at cache slot ``slot`` / position ``next_pos`` and samples token
-    ``step``, so no forward pass is spent on a token that is never fed back.
+    ``step``, so no forward pass is spent on a token that is never fed back. ``shared``: the rows'
+    prompts held once (``SharedPrompt``); the cache then holds generated tokens only.
     """
     _TRACES["decode"] += 1
     model = nnx.merge(graphdef, state)
@@ -117,7 +123,7 @@ def _decode(graphdef, state, carry, temperature_B, eos_E, keys_B, limit, *, top_
         cache, kv_mask, logits, pos, slot, step, out, done = c
         prev = jax.lax.dynamic_slice(out, (0, step - 1), (out.shape[0], 1))
         kv_mask = jax.lax.dynamic_update_slice(kv_mask, jnp.ones((kv_mask.shape[0], 1), bool), (0, slot))
-        new_logits, cache = model.extend(prev, pos[:, None], cache, slot, kv_mask)
+        new_logits, cache = model.extend(prev, pos[:, None], cache, slot, kv_mask, shared=shared)
         out, done = sample_into(step, new_logits[:, 0, :], out, done)
         return cache, kv_mask, logits, pos + 1, slot + 1, step + 1, out, done
 
@@ -180,6 +186,7 @@ class Sampler:
         self.share_prefix = share_prefix
         self.last_shared_prefix = 0
         self.last_prefill_rows = 0
+        self.last_held_prompts = 0
         self.model = model
         self.tokenizer = tokenizer
         if eos_token_ids is None:
@@ -301,13 +308,23 @@ class Sampler:
         next_pos = np.array([len(p) for p in prompt_ids] + [1] * (b - n), np.int32)
 
         graphdef, state = nnx.split(self.model)
+        # Held prompts: when rows share prompts (at least 2 rows a prompt on average) and decode one token a
+        # forward, each prompt's keys and values stay one copy, read once per step for all its rows.
+        hold = rows_b is not None and not spec and 2 * len(unique) <= n
+        kw = dict(cache_len=slots if hold else cache_len, widen=not hold)
+        kv_mask_u = kv_mask_u[:, :kw["cache_len"]]
         if shared:
             cache, logits = self._counted("prefill", _prefill_shared, graphdef, state, jnp.asarray([unique[0][:shared]], jnp.int32),
-                                          jnp.asarray(fed), jnp.asarray(positions), jnp.asarray(kv_mask_u), rows_b,
-                                          cache_len=cache_len)
+                                          jnp.asarray(fed), jnp.asarray(positions), jnp.asarray(kv_mask_u), rows_b, **kw)
         else:
             cache, logits = self._counted("prefill", _prefill, graphdef, state, jnp.asarray(fed), jnp.asarray(positions),
-                                          jnp.asarray(kv_mask_u), rows_b, cache_len=cache_len)
+                                          jnp.asarray(kv_mask_u), rows_b, **kw)
+        held = None
+        self.last_held_prompts = len(unique) if hold else 0
+        if hold:
+            held = self._hold(cache, kv_mask_u, rows, b)
+            cache = self.model.init_cache(b, n_new)  # the rows' own slots: generated tokens only
+            kv_mask, slots = np.zeros((b, n_new), bool), 0
         if spec:
             carry = (cache, jnp.asarray(kv_mask), logits, jnp.asarray(next_pos), jnp.full((b,), slots, jnp.int32),
                      jnp.zeros((b,), jnp.int32), jnp.zeros((b, n_new + headroom), jnp.int32), jnp.asarray(done),
@@ -334,7 +351,7 @@ class Sampler:
                 step = limit  # every running row holds at least ``limit`` tokens now
             else:
                 carry = self._counted("decode", _decode, graphdef, state, carry, jnp.asarray(temps_b), jnp.asarray(eos), keys,
-                                jnp.int32(limit), top_k=int(top_k), top_p=float(top_p))
+                                      jnp.int32(limit), held, top_k=int(top_k), top_p=float(top_p))
                 step = int(carry[5])
                 rows_step = np.full((b,), step)
             done_now = np.asarray(carry[7]).copy()
@@ -364,6 +381,22 @@ class Sampler:
             forwards, row_forwards, accepted = (int(x) for x in np.asarray(carry[8]))
             self.last_speculation = SpeculationStats(spec, forwards, row_forwards, accepted)
         return [self._finish(out[i, :rows_step[i]].tolist(), stopped.get(i), ignore_eos) for i in range(n)]
+
+    @staticmethod
+    def _hold(cache: Any, mask_UxP: np.ndarray, rows: Sequence[int], b: int) -> SharedPrompt:
+        """The prefilled distinct prompts as a ``SharedPrompt`` for the batch's ``b`` rows (``rows[i]``: row i's
+        prompt; rows past ``len(rows)`` are filler and read prompt 0)."""
+        u = mask_UxP.shape[0]
+        counts = collections.Counter(rows)
+        r = 1 << max(0, math.ceil(math.log2(max(counts.values()))))
+        grid = np.zeros((u, r), np.int32)
+        prompt_b, cell_b = np.zeros((b,), np.int32), np.zeros((b,), np.int32)
+        used = collections.Counter()
+        for i, p in enumerate(rows):
+            grid[p, used[p]], prompt_b[i], cell_b[i] = i, p, used[p]
+            used[p] += 1
+        return SharedPrompt(cache.k, cache.v, jnp.asarray(mask_UxP), jnp.asarray(grid), jnp.asarray(prompt_b),
+                            jnp.asarray(cell_b))
 
     def _prompt_layout(self, prompt_ids: Sequence[Sequence[int]], rows: int, shared: int, slots: int,
                        cache_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -403,7 +403,8 @@ def main() -> int:
     load0 = os.getloadavg()[0]
     d = SamplingConfig()
     print(f"cpus={os.cpu_count()} load_avg={load0:.2f} jax_backend={jax.default_backend()} model={MODEL} "
-          f"speculative_k={d.speculative_k} lookup_ngram={d.lookup_ngram}", flush=True)
+          f"speculative_k={d.speculative_k} lookup_ngram={d.lookup_ngram} "
+          f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')}", flush=True)
     limits = machine_limits()
     model, _, _ = _ours()
     from flax import nnx
@@ -444,4 +445,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    from cenas_jax import hostmem
+
+    # As the `cenas` command does: malloc asks for huge pages (both sides of every ratio run in this process).
+    hostmem.restart_with_hugepages([os.path.abspath(__file__), *sys.argv[1:]])
     sys.exit(main())

@@ -48,6 +48,10 @@ def entry() -> None:
     # On a GPU the search process (the LLM) shares devices with the sandbox workers: JAX's default of
     # preallocating 75% of a device would leave them nothing (see candidates/placement.py).
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    from cenas_jax import hostmem
+
+    # Once, before anything is allocated: glibc reads its malloc tunables at start (hostmem's doc).
+    hostmem.restart_with_hugepages(["-m", "cenas_jax", *sys.argv[1:]])
     rc = main()
     if HARD_EXIT:
         sys.stdout.flush()

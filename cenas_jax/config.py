@@ -165,11 +165,19 @@ class SamplingConfig:
     # or accelerators.
     speculative_k: int = 0
     lookup_ngram: int = 3  # drafts continue the most recent match of the row's last n <= lookup_ngram tokens
+    # The dtype of the sampler's copy of the model's matrices (projections, embedding, head); products take
+    # their input in it and sum in float32, all else stays in the model's dtype. auto: bfloat16 for a float32
+    # model where the device multiplies bfloat16 natively (an accelerator; a CPU with avx512_bf16 or amx_bf16),
+    # else the model's own. Logits move by bfloat16's rounding (DESIGN.md §4 "Generation speed"); fine-tuning
+    # is unaffected.
+    weights_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
 
     def __post_init__(self) -> None:
         _check(self.temperature >= 0, "sampling.temperature", "must be >= 0")
         _check(0 <= self.speculative_k <= 16, "sampling.speculative_k", "must be in 0..16 (0: off)")
         _check(self.lookup_ngram >= 1, "sampling.lookup_ngram", "must be >= 1")
+        _check(self.weights_dtype in ("auto", "float32", "bfloat16"), "sampling.weights_dtype",
+               "must be auto, float32 or bfloat16")
         _check(self.temperature_delta is None or self.temperature_delta >= 0, "sampling.temperature_delta",
                "must be >= 0 or null")
         _check(0 < self.top_p <= 1, "sampling.top_p", "must be in (0, 1]")

@@ -10,7 +10,10 @@ Both sides load the same SmolLM2-135M-Instruct GGUF file (dequantised to float32
   time. The sampled batches draw their rows' parents as a quickstart cycle does (from its 3 elites,
   so rows share prompts); the greedy delta batch has 16 different prompts and checks that ours and
   theirs give the same tokens. Ours with a search's defaults (speculative decoding by prompt lookup
-  where on, shared prompts and prefix prefilled once) and with both off ("plain").
+  where on, shared prompts and prefix prefilled once, the weight matrices in ``sampling.weights_dtype``:
+  bfloat16 products summed in float32 on a CPU with bfloat16 dot instructions) and with speculation and
+  sharing off ("plain", same weights). transformers runs in float32, so on such a CPU the greedy batch's
+  "same greedy rows" counts how often bfloat16 rounding leaves a whole row unchanged.
 - Generation, batch 1, greedy: ours against transformers' own prompt-lookup decoding.
 - LoRA fine-tuning tokens/s (forward, backward, AdamW) and the frozen-layer cache.
 
@@ -144,14 +147,18 @@ def bench_generate() -> list[dict]:
     import torch
 
     from cenas_jax.config import SamplingConfig
-    from cenas_jax.llm.sampler import Sampler
+    from cenas_jax.llm.sampler import Sampler, resolve_weights_dtype
 
     torch.set_num_threads(os.cpu_count() or 1)
     model, tok, _ = _ours()
     hf = _theirs()
     qs, defaults = _quickstart_sampling(), SamplingConfig()
-    ours = Sampler(model, tok, speculative_k=defaults.speculative_k, lookup_ngram=defaults.lookup_ngram)
-    plain = Sampler(model, tok, speculative_k=0, share_prefix=False)
+    wd = resolve_weights_dtype(defaults.weights_dtype, model.dtype)
+    print(f"  our sampler's weight matrices: {wd or 'the model' + chr(39) + 's own float32'}"
+          f" (sampling.weights_dtype: {defaults.weights_dtype})", flush=True)
+    ours = Sampler(model, tok, speculative_k=defaults.speculative_k, lookup_ngram=defaults.lookup_ngram,
+                   weights_dtype=wd)
+    plain = Sampler(model, tok, speculative_k=0, share_prefix=False, weights_dtype=wd)
     eos = set(ours.eos_token_ids)
     rows = []
     # Sampled batches as a search cycle draws them (rows share parents); the greedy batch's rows all differ.
@@ -207,13 +214,14 @@ def bench_generate_b1() -> list[dict]:
     import torch
 
     from cenas_jax.config import SamplingConfig
-    from cenas_jax.llm.sampler import Sampler
+    from cenas_jax.llm.sampler import Sampler, resolve_weights_dtype
 
     torch.set_num_threads(os.cpu_count() or 1)
     model, tok, _ = _ours()
     hf = _theirs()
     qs, k = _quickstart_sampling(), max(SamplingConfig().speculative_k, 1)
-    ours = Sampler(model, tok, speculative_k=k)
+    ours = Sampler(model, tok, speculative_k=k,
+                   weights_dtype=resolve_weights_dtype(SamplingConfig().weights_dtype, model.dtype))
     eos = set(ours.eos_token_ids)
     rows = []
     for kind in ("delta", "full"):
@@ -397,6 +405,7 @@ def _rate(tokens: int, seconds: float) -> float:
 
 def main() -> int:
     import jax
+    import jax.numpy as jnp
 
     from cenas_jax.config import SamplingConfig
 
@@ -409,10 +418,21 @@ def main() -> int:
     model, _, _ = _ours()
     from flax import nnx
 
+    from cenas_jax.llm.sampler import resolve_weights_dtype
+
     weight_bytes = sum(x.nbytes for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
-    bound16 = 16 * limits["copy_gb_s"] * 1e9 / weight_bytes
+    # What our sampler streams a forward: its copy of the matrices in sampling.weights_dtype, the rest as is.
+    wd = resolve_weights_dtype(d.weights_dtype, model.dtype)
+    ours_bytes = weight_bytes if wd is None else sum(
+        x.size * (jnp.dtype(wd).itemsize if any(getattr(k, "key", None) in ("kernel", "embedding") for k in p[-2:])
+                  else x.dtype.itemsize)
+        for p, x in jax.tree_util.tree_leaves_with_path(nnx.state(model, nnx.Param)))
+    bound16 = 16 * limits["copy_gb_s"] * 1e9 / ours_bytes
     print(f"machine: copy {limits['copy_gb_s']:.1f} GB/s, fp32 GEMM {limits['gemm_gflop_s']:.0f} GFLOP/s; weights "
-          f"{weight_bytes / 1e6:.0f} MB -> one token per forward caps batch 16 at {bound16:.0f} tok/s", flush=True)
+          f"{weight_bytes / 1e6:.0f} MB -> one token per forward caps batch 16 at "
+          f"{16 * limits['copy_gb_s'] * 1e9 / weight_bytes:.0f} tok/s"
+          + (f"; our sampler's {wd} copy {ours_bytes / 1e6:.0f} MB -> {bound16:.0f} tok/s" if wd else ""),
+          flush=True)
     rows: list[dict] = []
     for section in SECTIONS:
         print(f"{section.__name__} ...", flush=True)

@@ -33,6 +33,9 @@ def register(subparsers) -> None:
     g.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     g.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     g.add_argument("--no-chat", action="store_true", help="use the prompt as raw text, without the chat template")
+    g.add_argument("--weights-dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                   help="dtype of the sampler's copy of the weight matrices (products sum in float32); auto: "
+                        "bfloat16 for a float32 model on a device that multiplies bfloat16 natively (default auto)")
     g.set_defaults(func=run_generate)
 
     lg = sub.add_parser("logits", help="write the final-position logits of a prompt to a .npy file",
@@ -53,14 +56,14 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_generate(args) -> int:
-    from cenas_jax.llm.sampler import Sampler
+    from cenas_jax.llm.sampler import Sampler, resolve_weights_dtype
     from cenas_jax.llm.weights import load_model
 
     _check_generate_args(args)
     t_load = time.perf_counter()
     model, tok, _ = load_model(args.model, dtype=args.dtype)
     print(f"model loaded in {time.perf_counter() - t_load:.1f} s", file=sys.stderr)
-    sampler = Sampler(model, tok)
+    sampler = Sampler(model, tok, weights_dtype=resolve_weights_dtype(args.weights_dtype, model.dtype))
     t0 = time.perf_counter()
     outs = sampler.generate([args.prompt] * args.batch, chat=not args.no_chat, max_new_tokens=args.max_new_tokens,
                             temperature=0.0 if args.greedy else args.temperature, top_k=args.top_k,

@@ -155,6 +155,40 @@ class SpeculationStats:
         return 1.0 + self.accepted / self.row_forwards if self.row_forwards else 1.0
 
 
+WEIGHTS_DTYPES = ("auto", "float32", "bfloat16")
+_MATRIX_NAMES = ("kernel", "embedding")  # the leaves a narrower weights copy holds: projections, embedding, head
+
+
+def native_bfloat16() -> bool:
+    """Whether this process's default device multiplies bfloat16 matrices natively: any accelerator, or a CPU
+    whose flags (Linux ``/proc/cpuinfo``) include ``avx512_bf16`` or ``amx_bf16``."""
+    if jax.default_backend() != "cpu":
+        return True
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def resolve_weights_dtype(name: str, model_dtype: Any) -> str | None:
+    """The dtype a sampler's copy of the model's matrices is kept in (``sampling.weights_dtype``), or None for
+    the model's own arrays. ``auto``: bfloat16 for a float32 model where ``native_bfloat16()``, else None."""
+    if name not in WEIGHTS_DTYPES:
+        raise UserError(f"sampling.weights_dtype must be one of {', '.join(WEIGHTS_DTYPES)}, got {name!r}")
+    if name == "auto":
+        name = "bfloat16" if jnp.dtype(model_dtype) == jnp.float32 and native_bfloat16() else "float32"
+    return None if jnp.dtype(name).itemsize >= jnp.dtype(model_dtype).itemsize else name
+
+
+def _is_matrix(path: tuple) -> bool:
+    return any(getattr(k, "key", None) in _MATRIX_NAMES for k in path[-2:])
+
+
 def _round_up(n: int, m: int) -> int:
     return max(m, -(-n // m) * m)
 
@@ -174,11 +208,24 @@ class Sampler:
     ``share_prefix`` (default on) computes prompt tokens that rows share once: rows with the same prompt (a
     search asks for several answers per parent) take one prefill row, and a token prefix common to every
     prompt runs once. ``last_prefill_rows`` / ``last_shared_prefix`` say what the last call shared.
+
+    ``weights_dtype`` ("float32", "bfloat16" or None: the model's own) keeps a copy of the model's matrices
+    (projections, embedding, head) in that dtype for sampling; a product then takes its input in that dtype and
+    sums in float32, and everything else (norms, attention, the residual stream, LoRA adapters, logits) stays
+    in the model's dtype. The copy is made once per base matrix and reused while the model's array is the same
+    (LoRA fine-tuning trains the adapters only). Logits move by bfloat16's rounding: ``tests/test_llm_sampler_weights.py``
+    states the tolerance against the float32 model and transformers.
     """
 
     def __init__(self, model: Any, tokenizer: Any, *, eos_token_ids: Sequence[int] | None = None,
                  prompt_bucket: int = 64, new_bucket: int = 64, stop_check_every: int = 32,
-                 speculative_k: int = 0, lookup_ngram: int = 3, share_prefix: bool = True):
+                 speculative_k: int = 0, lookup_ngram: int = 3, share_prefix: bool = True,
+                 weights_dtype: str | None = None):
+        if weights_dtype not in (None, "float32", "bfloat16"):
+            raise UserError(f"weights_dtype must be 'float32', 'bfloat16' or None, got {weights_dtype!r}")
+        narrow = None if weights_dtype is None else jnp.dtype(weights_dtype)
+        self.weights_dtype = narrow if narrow is not None and narrow.itemsize < jnp.dtype(getattr(model, "dtype", jnp.float32)).itemsize else None
+        self._narrow_copies: dict[str, tuple[Any, Any]] = {}
         if speculative_k < 0 or lookup_ngram < 1:
             raise UserError(f"speculative_k must be >= 0 and lookup_ngram >= 1, got {speculative_k}, {lookup_ngram}")
         self.speculative_k, self.lookup_ngram = int(speculative_k), int(lookup_ngram)
@@ -307,7 +354,7 @@ class Sampler:
         done = np.arange(b) >= n
         next_pos = np.array([len(p) for p in prompt_ids] + [1] * (b - n), np.int32)
 
-        graphdef, state = nnx.split(self.model)
+        graphdef, state = self._split()
         # Held prompts: when rows share prompts (at least 2 rows a prompt on average) and decode one token a
         # forward, each prompt's keys and values stay one copy, read once per step for all its rows.
         hold = rows_b is not None and not spec and 2 * len(unique) <= n
@@ -381,6 +428,24 @@ class Sampler:
             forwards, row_forwards, accepted = (int(x) for x in np.asarray(carry[8]))
             self.last_speculation = SpeculationStats(spec, forwards, row_forwards, accepted)
         return [self._finish(out[i, :rows_step[i]].tolist(), stopped.get(i), ignore_eos) for i in range(n)]
+
+    def _split(self) -> tuple[Any, Any]:
+        """``nnx.split(model)``, its matrices swapped for the ``weights_dtype`` copies (made when missing or stale)."""
+        graphdef, state = nnx.split(self.model)
+        if self.weights_dtype is None:
+            return graphdef, state
+        copies, narrow = self._narrow_copies, self.weights_dtype
+
+        def swap(path, x):
+            if not _is_matrix(path) or x.dtype == narrow:
+                return x
+            key = jax.tree_util.keystr(path)
+            hit = copies.get(key)
+            if hit is None or hit[0] is not x:
+                hit = copies[key] = (x, x.astype(narrow))
+            return hit[1]
+
+        return graphdef, jax.tree_util.tree_map_with_path(swap, state)
 
     @staticmethod
     def _hold(cache: Any, mask_UxP: np.ndarray, rows: Sequence[int], b: int) -> SharedPrompt:

@@ -29,7 +29,7 @@ class LLMGenerator:
         from flax import nnx
 
         from cenas_jax.llm.lora import apply_lora
-        from cenas_jax.llm.sampler import Sampler
+        from cenas_jax.llm.sampler import Sampler, resolve_weights_dtype
         from cenas_jax.llm.weights import load_model
 
         self.cfg = cfg
@@ -37,7 +37,8 @@ class LLMGenerator:
         self.model, self.tokenizer, self.config = load_model(cfg.model.name, cfg.model.dtype)
         apply_lora(self.model, cfg.lora, nnx.Rngs(seed))
         self.sampler = Sampler(self.model, self.tokenizer, speculative_k=cfg.sampling.speculative_k,
-                               lookup_ngram=cfg.sampling.lookup_ngram)
+                               lookup_ngram=cfg.sampling.lookup_ngram,
+                               weights_dtype=resolve_weights_dtype(cfg.sampling.weights_dtype, self.model.dtype))
         # (answer kind, statistics) of every sampled batch when speculative decoding is on (benchmarks read it)
         self.speculation: list[tuple[str, SpeculationStats]] = []
         self.use_chat = bool(cfg.model.chat_template and getattr(self.tokenizer, "chat_template", None))

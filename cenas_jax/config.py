@@ -159,11 +159,12 @@ class SamplingConfig:
     batch_size: int = 16
     # Speculative decoding by prompt lookup (llm/speculative.py): draft up to this many tokens per row and
     # forward from the row's own prompt and output; 0: off. Greedy output is unchanged, sampled output keeps
-    # its distribution (other draws, so other programs for the same seed). Off by default: on a 2-core CPU at
-    # batch 16 a forward over k+1 positions is compute-bound and costs about what it gains at temperature 0.7
-    # (DESIGN.md §4 has the measurements); turn it on for greedy or low-temperature sampling, small batches,
-    # or accelerators.
-    speculative_k: int = 0
+    # its distribution (other draws, so other programs for the same seed). auto: 2 for batches of at most 2
+    # rows (a resample after a near-duplicate: one row's forward is bound by reading the weights, and drafts
+    # gave 1.4-1.7x at T 0.8), off for larger ones (on a 2-core CPU at batch 16 a forward over k+1 positions
+    # is compute-bound and costs about what it gains at T 0.7). DESIGN.md §4 "Generation speed" has the
+    # measurements; an integer applies to every batch (greedy or cold sampling, accelerators).
+    speculative_k: int | Literal["auto"] = "auto"
     lookup_ngram: int = 3  # drafts continue the most recent match of the row's last n <= lookup_ngram tokens
     # The dtype of the sampler's copy of the model's matrices (projections, embedding, head); products take
     # their input in it and sum in float32, all else stays in the model's dtype. auto: bfloat16 for a float32
@@ -174,7 +175,8 @@ class SamplingConfig:
 
     def __post_init__(self) -> None:
         _check(self.temperature >= 0, "sampling.temperature", "must be >= 0")
-        _check(0 <= self.speculative_k <= 16, "sampling.speculative_k", "must be in 0..16 (0: off)")
+        _check(self.speculative_k == "auto" or (not isinstance(self.speculative_k, str) and 0 <= self.speculative_k <= 16),
+               "sampling.speculative_k", "must be auto or in 0..16 (0: off)")
         _check(self.lookup_ngram >= 1, "sampling.lookup_ngram", "must be >= 1")
         _check(self.weights_dtype in ("auto", "float32", "bfloat16"), "sampling.weights_dtype",
                "must be auto, float32 or bfloat16")

@@ -219,9 +219,10 @@ def bench_generate_b1() -> list[dict]:
     torch.set_num_threads(os.cpu_count() or 1)
     model, tok, _ = _ours()
     hf = _theirs()
-    qs, k = _quickstart_sampling(), max(SamplingConfig().speculative_k, 1)
-    ours = Sampler(model, tok, speculative_k=k,
+    qs = _quickstart_sampling()
+    ours = Sampler(model, tok, speculative_k=SamplingConfig().speculative_k,
                    weights_dtype=resolve_weights_dtype(SamplingConfig().weights_dtype, model.dtype))
+    k = max(ours.speculative_k_for(1), 1)  # what a search's batch of one drafts (sampling.speculative_k)
     eos = set(ours.eos_token_ids)
     rows = []
     for kind in ("delta", "full"):

@@ -82,9 +82,39 @@ def test_lookup_drafts_copy_the_most_recent_continuation_of_the_longest_match():
     assert bool(found2[0]) is False and np.asarray(draft2).tolist() == [[4, 4]]
 
 
+def test_auto_speculates_for_small_batches_only(char_model):
+    from cenas_jax.llm.sampler import AUTO_SPECULATION_ROWS, AUTO_SPECULATIVE_K
+
+    plain = Sampler(char_model, CharTokenizer(), eos_token_ids=())
+    auto = Sampler(char_model, CharTokenizer(), eos_token_ids=(), speculative_k="auto")
+    small = PROMPTS[:AUTO_SPECULATION_ROWS]
+    assert auto.generate(small, chat=False, max_new_tokens=40) == plain.generate(small, chat=False, max_new_tokens=40)
+    st = auto.last_speculation
+    assert st is not None and st.k == AUTO_SPECULATIVE_K and st.accepted > 0
+    big = PROMPTS[:AUTO_SPECULATION_ROWS + 1]
+    assert auto.generate(big, chat=False, max_new_tokens=40) == plain.generate(big, chat=False, max_new_tokens=40)
+    assert auto.last_speculation is None  # not stale: this call did not speculate
+    assert [auto.speculative_k_for(n) for n in (1, AUTO_SPECULATION_ROWS, AUTO_SPECULATION_ROWS + 1, 16)] == [
+        AUTO_SPECULATIVE_K, AUTO_SPECULATIVE_K, 0, 0]
+    assert Sampler(char_model, CharTokenizer(), speculative_k=3).speculative_k_for(16) == 3
+
+
+def test_speculative_k_in_the_config():
+    from cenas_jax.config import ConfigError, SamplingConfig, from_dict
+
+    assert SamplingConfig().speculative_k == "auto"
+    assert from_dict(SamplingConfig, {"speculative_k": "auto"}).speculative_k == "auto"
+    assert from_dict(SamplingConfig, {"speculative_k": 4}).speculative_k == 4
+    for bad in ("fast", 17, -1):
+        with pytest.raises(ConfigError, match="speculative_k"):
+            from_dict(SamplingConfig, {"speculative_k": bad})
+
+
 def test_invalid_settings_are_user_errors(char_model):
     with pytest.raises(UserError, match="speculative_k"):
         Sampler(char_model, CharTokenizer(), speculative_k=-1)
+    with pytest.raises(UserError, match="speculative_k"):
+        Sampler(char_model, CharTokenizer(), speculative_k="fast")
     with pytest.raises(UserError, match="lookup_ngram"):
         Sampler(char_model, CharTokenizer(), speculative_k=2, lookup_ngram=0)
 

@@ -189,6 +189,16 @@ def _is_matrix(path: tuple) -> bool:
     return any(getattr(k, "key", None) in _MATRIX_NAMES for k in path[-2:])
 
 
+# ``speculative_k="auto"``: batches of at most AUTO_SPECULATION_ROWS rows draft AUTO_SPECULATIVE_K tokens a forward,
+# larger ones none. Measured on this 2-core CPU (SmolLM2, bfloat16 weight copy, the search's prompts, T 0.8, top-k
+# 50, top-p 0.95): one row of a full answer 25.9 tok/s plain, 44.9 with k 2 (acceptance 0.35), 44.4 with k 4; one
+# delta row 21.3, 29.3 with k 2, 30.9 with k 4 (DESIGN.md §4 "Generation speed"). A forward over one row is bound
+# by reading the weights, so extra positions are nearly free; at 16 rows it is bound by compute and speculation
+# costs about what it gains.
+AUTO_SPECULATION_ROWS = 2
+AUTO_SPECULATIVE_K = 2
+
+
 def _round_up(n: int, m: int) -> int:
     return max(m, -(-n // m) * m)
 
@@ -203,7 +213,9 @@ class Sampler:
     ``speculative_k`` > 0 switches on speculative decoding by prompt lookup (``llm/speculative.py``):
     up to ``speculative_k`` drafted tokens per row and forward, drafts found by matching the row's
     last ``lookup_ngram`` (down to 1) tokens. Greedy rows give the same tokens as without it; sampled
-    rows the same distribution (other draws). ``last_speculation`` then holds the call's statistics.
+    rows the same distribution (other draws). ``last_speculation`` then holds the call's statistics
+    (None after a call that did not speculate). ``"auto"``: only for calls of at most
+    ``AUTO_SPECULATION_ROWS`` prompts, where a forward is bound by reading the weights.
 
     ``share_prefix`` (default on) computes prompt tokens that rows share once: rows with the same prompt (a
     search asks for several answers per parent) take one prefill row, and a token prefix common to every
@@ -219,16 +231,18 @@ class Sampler:
 
     def __init__(self, model: Any, tokenizer: Any, *, eos_token_ids: Sequence[int] | None = None,
                  prompt_bucket: int = 64, new_bucket: int = 64, stop_check_every: int = 32,
-                 speculative_k: int = 0, lookup_ngram: int = 3, share_prefix: bool = True,
+                 speculative_k: int | str = 0, lookup_ngram: int = 3, share_prefix: bool = True,
                  weights_dtype: str | None = None):
         if weights_dtype not in (None, "float32", "bfloat16"):
             raise UserError(f"weights_dtype must be 'float32', 'bfloat16' or None, got {weights_dtype!r}")
         narrow = None if weights_dtype is None else jnp.dtype(weights_dtype)
         self.weights_dtype = narrow if narrow is not None and narrow.itemsize < jnp.dtype(getattr(model, "dtype", jnp.float32)).itemsize else None
         self._narrow_copies: dict[str, tuple[Any, Any]] = {}
-        if speculative_k < 0 or lookup_ngram < 1:
-            raise UserError(f"speculative_k must be >= 0 and lookup_ngram >= 1, got {speculative_k}, {lookup_ngram}")
-        self.speculative_k, self.lookup_ngram = int(speculative_k), int(lookup_ngram)
+        if (speculative_k != "auto" and (isinstance(speculative_k, str) or speculative_k < 0)) or lookup_ngram < 1:
+            raise UserError(f"speculative_k must be >= 0 or 'auto' and lookup_ngram >= 1, got {speculative_k!r}, "
+                            f"{lookup_ngram}")
+        self.speculative_k = speculative_k if speculative_k == "auto" else int(speculative_k)
+        self.lookup_ngram = int(lookup_ngram)
         self.last_speculation: SpeculationStats | None = None
         self.share_prefix = share_prefix
         self.last_shared_prefix = 0
@@ -319,7 +333,8 @@ class Sampler:
         b = 1 << max(0, math.ceil(math.log2(n)))
         p_len = _round_up(max(len(p) for p in prompt_ids), self.prompt_bucket)
         n_new = _round_up(max_new_tokens, self.new_bucket)
-        spec = self.speculative_k
+        spec = self.speculative_k_for(n)
+        self.last_speculation = None
         headroom = spec + 1 if spec else 0  # a speculative row may run k tokens past its limit
         # Rows with the same prompt (a search draws several answers per parent) share one prefill row.
         distinct: dict[tuple[int, ...], int] = {}
@@ -428,6 +443,13 @@ class Sampler:
             forwards, row_forwards, accepted = (int(x) for x in np.asarray(carry[8]))
             self.last_speculation = SpeculationStats(spec, forwards, row_forwards, accepted)
         return [self._finish(out[i, :rows_step[i]].tolist(), stopped.get(i), ignore_eos) for i in range(n)]
+
+    def speculative_k_for(self, rows: int) -> int:
+        """Drafted tokens a forward for a call of ``rows`` prompts (``speculative_k``; "auto": ``AUTO_SPECULATIVE_K``
+        for at most ``AUTO_SPECULATION_ROWS`` rows, else 0)."""
+        if self.speculative_k == "auto":
+            return AUTO_SPECULATIVE_K if rows <= AUTO_SPECULATION_ROWS else 0
+        return self.speculative_k
 
     def _split(self) -> tuple[Any, Any]:
         """``nnx.split(model)``, its matrices swapped for the ``weights_dtype`` copies (made when missing or stale)."""

@@ -180,6 +180,18 @@ def test_sr_missing_closing_marker_starts_next_block():
             "<<<<<<< SEARCH\n        x = nn.Dense(512)(x)\n        x = nn.tanh(x)\n=======\n        x = nn.Dense(64)(x)\n>>>>>>> REPLACE",
             "SEARCH block 1 of 1 not found in the parent: first line 'x = nn.Dense(512)(x)'; closest parent line 'x = nn.Dense(128)(x)'",
         ),
+        (  # the first line is in the parent: the message names the line that parts from it, not a "closest" twin
+            "<<<<<<< SEARCH\n        x = nn.Dense(128)(x)\n        x = nn.Dense(128)(x)\n=======\n        x = nn.Dense(64)(x)\n"
+            ">>>>>>> REPLACE",
+            "first line 'x = nn.Dense(128)(x)'; its line 1 matches the parent from line 25, but its line 2 "
+            "'x = nn.Dense(128)(x)' does not (the parent has 'x = nn.relu(x)' there)",
+        ),
+        (
+            "<<<<<<< SEARCH\n        x = jnp.mean(x, axis=(1, 2))\n        x = nn.Dense(128)(x)\n        x = nn.tanh(x)\n"
+            "        x = nn.gelu(x)\n        x = nn.sigmoid(x)\n=======\n        x = nn.Dense(64)(x)\n>>>>>>> REPLACE",
+            "its lines 1-2 match the parent from line 24, but its line 3 'x = nn.tanh(x)' does not (the parent has "
+            "'x = nn.relu(x)' there)",
+        ),
         ("<<<<<<< SEARCH\n        x = nn.Dense(128)(x)\n=======\n        x = nn.Dense(64)(x)\n", "block 1: missing '>>>>>>> REPLACE'"),
         ("<<<<<<< SEARCH\n        x = nn.Dense(128)(x)\n", "block 1: missing '=======' after"),
         ("```python\n" + PARENT + "```\n", "no SEARCH/REPLACE block found (expected"),

@@ -457,8 +457,30 @@ def _describe(lines: list[str]) -> str:
 
 
 def _closest(lines: list[str], src: list[str]) -> str:
-    first = next((line.strip() for line in lines if line.strip()), "")
-    close = difflib.get_close_matches(first, [s.strip() for s in src if s.strip()], n=1, cutoff=0.6)
+    """Where the SEARCH text parts from the parent: when its first line is in the parent, the first line
+    that does not follow (comparing non-blank lines, indentation ignored); else the parent's closest line."""
+    want = [line.strip() for line in lines if line.strip()]
+    have = [(i, line.strip()) for i, line in enumerate(src) if line.strip()]
+    if not want:
+        return ""
+    best = None  # (lines matched, parent line number of the start)
+    for j, (i, text) in enumerate(have):
+        if text != want[0]:
+            continue
+        m = 1
+        while m < len(want) and j + m < len(have) and have[j + m][1] == want[m]:
+            m += 1
+        if best is None or m > best[0]:
+            best = (m, i, j)
+    if best is not None:
+        m, i, j = best
+        if m == len(want):  # every non-blank line is there: blank lines or a partial first/last line differ
+            return f"; its non-blank lines all appear in the parent from line {i + 1}, with other lines between"
+        theirs = repr(have[j + m][1][:80]) if j + m < len(have) else "the end of the program"
+        span = "line 1 matches" if m == 1 else f"lines 1-{m} match"
+        return (f"; its {span} the parent from line {i + 1}, but its line {m + 1} {want[m][:80]!r} does not "
+                f"(the parent has {theirs} there)")
+    close = difflib.get_close_matches(want[0], [text for _, text in have], n=1, cutoff=0.6)
     return f"; closest parent line {close[0][:80]!r}" if close else ""
 
 

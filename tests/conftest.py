@@ -13,3 +13,24 @@ if "CENAS_CACHE" not in os.environ:
     import tempfile
 
     os.environ["CENAS_CACHE"] = tempfile.mkdtemp(prefix="cenas-test-cache-")
+
+
+import pytest  # noqa: E402 - the environment above must be set before anything imports JAX
+
+
+@pytest.fixture(scope="session")
+def smollm_and_transformers():
+    """(our SmolLM2-135M in float32, its tokenizer, its config, transformers' model of the same GGUF, torch).
+
+    Loaded once per session: transformers dequantises the GGUF in ~20 s, and two test modules compare
+    against it. Tests must not change either model.
+    """
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from cenas_jax.llm.weights import load_model, resolve_model_path
+
+    path = resolve_model_path("smollm2-135m")
+    ours, tok, config = load_model("smollm2-135m", dtype="float32")
+    ref = transformers.AutoModelForCausalLM.from_pretrained(
+        str(path.parent), gguf_file=path.name, dtype=torch.float32).eval()
+    return ours, tok, config, ref, torch

@@ -199,11 +199,8 @@ PROMPT = 'def fibonacci(n):\n    """Return the n-th Fibonacci number."""\n'
 
 
 @pytest.fixture(scope="module")
-def smollm():
-    path = resolve_model_path("smollm2-135m")
-    ours, tok, config = load_model("smollm2-135m", dtype="float32")
-    ref = transformers.AutoModelForCausalLM.from_pretrained(
-        str(path.parent), gguf_file=path.name, dtype=torch.float32).eval()
+def smollm(smollm_and_transformers):
+    ours, tok, config, ref, _ = smollm_and_transformers
     return ours, tok, config, ref
 
 

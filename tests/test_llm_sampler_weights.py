@@ -141,15 +141,8 @@ def test_native_bfloat16_reads_the_cpu_flags(monkeypatch, tmp_path, flags, want)
 
 
 @pytest.fixture(scope="module")
-def smollm():
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    from cenas_jax.llm.weights import load_model, resolve_model_path
-
-    path = resolve_model_path("smollm2-135m")
-    ours, tok, _ = load_model("smollm2-135m", dtype="float32")
-    ref = transformers.AutoModelForCausalLM.from_pretrained(
-        str(path.parent), gguf_file=path.name, dtype=torch.float32).eval()
+def smollm(smollm_and_transformers):
+    ours, tok, _, ref, torch = smollm_and_transformers
     return ours, tok, ref, torch
 
 
